@@ -1,0 +1,139 @@
+/**
+ * Declaring UDF columns: {@link addColumns} (metadata-only, the column starts NULL),
+ * {@link alterColumns} (rebind to another UDF or version) and {@link columnStatus}.
+ */
+import { existsSync } from "node:fs";
+import { arrow } from "./arrow.ts";
+import type { ArrowNs, LanceNs } from "./arrow.ts";
+import { ConfigError } from "./errors.ts";
+import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "./table.ts";
+import { BINDING_KEY, bindUdf, readBinding, type Binding } from "./udf/binding.ts";
+import { bundleModule } from "./udf/bundle.ts";
+import { formatDataType, parseDataType } from "./udf/types.ts";
+
+/** Columns Lancet manages itself; never user inputs or outputs. */
+export const RESERVED_COLUMNS = new Set(["_lancet_key", "_rowid", "_rowaddr"]);
+
+function checkInputs(t: ResolvedTable, column: string, binding: Binding, schema: ArrowNs.Schema): void {
+  const names = schema.fields.map((f) => f.name);
+  const missing = binding.inputs.filter((i) => !names.includes(i) || RESERVED_COLUMNS.has(i));
+  if (missing.length > 0) {
+    throw new ConfigError(
+      "INPUT_COLUMN_NOT_FOUND",
+      `UDF ${binding.module}#${binding.exportName} for column ${column} needs input column(s) ${missing.join(", ")}, which table ${t.name} does not have; its columns are ${names.filter((n) => !RESERVED_COLUMNS.has(n)).join(", ")}`,
+      { table: t.name, column },
+    );
+  }
+}
+
+/** Runs a schema change, retrying LanceDB's non-retried DDL conflicts on a fresh view of the table. */
+async function retryDdl<T>(table: LanceNs.Table, op: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (attempt >= 5 || !/Retryable commit conflict/i.test((e as Error).message)) throw e;
+      await table.checkoutLatest();
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
+export interface ColumnBindingResult {
+  readonly column: string;
+  readonly binding: Binding;
+}
+
+/**
+ * Adds nullable columns bound to UDFs, e.g. `addColumns({ db, table }, { words: "./udfs.ts#wordCount" })`.
+ * Metadata-only: no values are written until {@link backfill}. Each UDF module is bundled and the
+ * bundle stored in the table's Lancet store.
+ * @throws ConfigError when a column exists, a module/export/input column is missing, or a type is invalid.
+ */
+export async function addColumns(ref: TableRef, columns: Record<string, string>): Promise<ColumnBindingResult[]> {
+  const t = resolveTable(ref);
+  const entries = Object.entries(columns ?? {});
+  if (entries.length === 0) throw new ConfigError("CONFIG_INVALID", "addColumns needs at least one { column: \"MODULE#EXPORT\" } entry");
+  const { table } = await openLanceTable(t);
+  const schema = await table.schema();
+  const out: ColumnBindingResult[] = [];
+  const fields: ArrowNs.Field[] = [];
+  for (const [column, udfRef] of entries) {
+    if (RESERVED_COLUMNS.has(column) || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(column)) {
+      throw new ConfigError("CONFIG_INVALID", `column name ${JSON.stringify(column)} is not allowed; use letters, digits and "_" (and not ${[...RESERVED_COLUMNS].join(", ")})`, { table: t.name, column });
+    }
+    if (schema.fields.some((f) => f.name === column)) {
+      throw new ConfigError("COLUMN_EXISTS", `table ${t.name} already has a column ${column}; use alter-column to rebind it`, { table: t.name, column });
+    }
+    const { binding } = await bindUdf(t, column, udfRef);
+    checkInputs(t, column, binding, schema);
+    fields.push(new arrow.Field(column, parseDataType(binding.dataType), true, new Map([[BINDING_KEY, JSON.stringify(binding)]])));
+    out.push({ column, binding });
+  }
+  await retryDdl(table, () => table.addColumns(fields));
+  return out;
+}
+
+/**
+ * Rebinds existing columns to a UDF (a new module, export or version). Values are kept; the next
+ * backfill recomputes every row when the version changed.
+ * @throws ConfigError when the column does not exist or the UDF's type differs from the column's.
+ */
+export async function alterColumns(ref: TableRef, columns: Record<string, string>): Promise<ColumnBindingResult[]> {
+  const t = resolveTable(ref);
+  const entries = Object.entries(columns ?? {});
+  if (entries.length === 0) throw new ConfigError("CONFIG_INVALID", "alterColumns needs at least one { column: \"MODULE#EXPORT\" } entry");
+  const { table } = await openLanceTable(t);
+  const schema = await table.schema();
+  const out: ColumnBindingResult[] = [];
+  for (const [column, udfRef] of entries) {
+    const field = schema.fields.find((f) => f.name === column);
+    if (!field) {
+      throw new ConfigError("COLUMN_NOT_FOUND", `table ${t.name} has no column ${column}; add it with add-column`, { table: t.name, column });
+    }
+    const { binding } = await bindUdf(t, column, udfRef);
+    checkInputs(t, column, binding, schema);
+    const have = formatDataType(field.type);
+    if (have !== binding.dataType) {
+      throw new ConfigError("UDF_OUTPUT_TYPE", `UDF ${binding.module}#${binding.exportName} returns ${binding.dataType} but column ${column} of table ${t.name} is ${have}; a rebind cannot change a column's type`, { table: t.name, column });
+    }
+    out.push({ column, binding });
+  }
+  await retryDdl(table, () => table.updateFieldMetadata(out.map(({ column, binding }) => ({ path: column, metadata: { [BINDING_KEY]: JSON.stringify(binding) } }))));
+  return out;
+}
+
+/** One UDF column as {@link columnStatus} reports it. */
+export interface ColumnStatus {
+  readonly column: string;
+  readonly binding: Binding;
+  /** Rows with a non-null value. */
+  readonly filledRows: number;
+  readonly totalRows: number;
+  /** `current`: the module file bundles to the bound snapshot; `changed`: it differs (rebind to use it); `missing`: the file is gone. */
+  readonly moduleState: "current" | "changed" | "missing" | "unbundleable";
+}
+
+/** Reports every UDF column of a table with its binding and fill state. */
+export async function columnStatus(ref: TableRef): Promise<ColumnStatus[]> {
+  const t = resolveTable(ref);
+  const { table } = await openLanceTable(t);
+  const schema = await table.schema();
+  const total = await table.countRows();
+  const out: ColumnStatus[] = [];
+  for (const f of schema.fields) {
+    const binding = readBinding(f.metadata, t.name, f.name);
+    if (!binding) continue;
+    let moduleState: ColumnStatus["moduleState"] = "missing";
+    if (existsSync(binding.module)) {
+      try {
+        moduleState = (await bundleModule(binding.module)).hash === binding.bundle ? "current" : "changed";
+      } catch {
+        moduleState = "unbundleable";
+      }
+    }
+    const filled = await table.countRows(`\`${f.name}\` IS NOT NULL`);
+    out.push({ column: f.name, binding, filledRows: filled, totalRows: total, moduleState });
+  }
+  return out;
+}

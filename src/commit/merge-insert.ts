@@ -1,0 +1,172 @@
+/**
+ * The public-API committer: per-fragment indexed partial `mergeInsert`.
+ *
+ * LanceDB's Node SDK has no fragment-level write. A `mergeInsert` whose source is `[key, column]`
+ * and whose key has a BTREE index is executed by Lance as `Update` + `REWRITE_COLUMNS`: each touched
+ * fragment keeps its id and rows and gets one new file for `[key, column]`; rows not in the source
+ * keep their value. Without a covering index it silently rewrites whole rows into new fragments, so
+ * this committer manages the key and its index (see `reference/lancedb-node-write-path.md` §3.9, §5):
+ *
+ * - the key is Lancet's own `_lancet_key` (a `uuid()` column), so tables with or without a unique
+ *   key of their own work alike, and a UDF input is never rewritten by a commit;
+ * - rows appended by plain LanceDB code have no key yet: the key column is regenerated (drop + add,
+ *   native and layout-preserving) before such a pass;
+ * - the index is rebuilt before a pass when rows are unindexed, whenever its coverage reaches 0, and
+ *   every `rebuildEvery` merges (coverage drops with each merge, lance#3862);
+ * - each merge asserts the rows updated and that the fragments kept their ids and row counts.
+ */
+import { arrow, lancedb } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { CommitError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { fieldIdsOf, readManifest } from "../read/manifest.ts";
+import type { ResolvedTable } from "../table.ts";
+import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
+
+export const KEY_COLUMN = "_lancet_key";
+const KEY_INDEX = `${KEY_COLUMN}_idx`;
+
+export interface MergeInsertCommitterOptions {
+  /** Rows per `mergeInsert` at most; fragments are never split. @default 131072 */
+  readonly maxRowsPerMerge?: number;
+  /** Rebuild the key index every N merges. @default 50 */
+  readonly rebuildEvery?: number;
+  readonly logger: Logger;
+}
+
+export class MergeInsertCommitter implements Committer {
+  private readonly t: ResolvedTable;
+  private readonly column: string;
+  private readonly options: Required<MergeInsertCommitterOptions>;
+  private table: LanceNs.Table | undefined;
+  private pinned: LanceNs.Table | undefined;
+  private mergesSinceRebuild = 0;
+
+  constructor(t: ResolvedTable, column: string, options: MergeInsertCommitterOptions) {
+    this.t = t;
+    this.column = column;
+    this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, ...options };
+  }
+
+  async prepare(table: LanceNs.Table): Promise<void> {
+    this.table = table;
+    const schema = await table.schema();
+    const manifest = await readManifest(this.t.tableDir);
+    const keyIds = fieldIdsOf(manifest, KEY_COLUMN);
+    const hasKey = schema.fields.some((f) => f.name === KEY_COLUMN);
+    const keyless = manifest.fragments.filter((f) => f.liveRows > 0 && !f.files.some((d) => d.fields.some((id) => keyIds.includes(id))));
+    if (hasKey && keyless.length > 0) {
+      this.options.logger.info(`regenerating ${KEY_COLUMN}: ${keyless.length} fragment(s) were added without keys`);
+      await table.dropColumns([KEY_COLUMN]);
+    }
+    if (!hasKey || keyless.length > 0) {
+      await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
+      await table.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
+      this.mergesSinceRebuild = 0;
+      return;
+    }
+    const stats = await table.indexStats(KEY_INDEX);
+    if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
+  }
+
+  private async rebuildIndex(): Promise<void> {
+    await this.table!.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
+    this.mergesSinceRebuild = 0;
+  }
+
+  async begin(version: number): Promise<void> {
+    const db = await lancedb.connect(this.t.dbDir, { readConsistencyInterval: 0 });
+    this.pinned = await db.openTable(this.t.name, undefined, { version } as never);
+    this.table ??= await db.openTable(this.t.name);
+  }
+
+  /** Keys of the fragment's rows at `addrs`, read from the pinned version. */
+  private async keysFor(f: FragmentValues): Promise<string[]> {
+    const data = await this.pinned!.query()
+      .select([KEY_COLUMN, "_rowaddr"])
+      .offset(f.globalOffset)
+      .limit(f.liveRows)
+      .toArrow({ maxBatchLength: 65536 } as never);
+    const keyVec = data.getChild(KEY_COLUMN)!;
+    const addrVec = data.getChild("_rowaddr")!;
+    const out = new Array<string>(f.rowAddrs.length);
+    let j = 0;
+    for (let i = 0; i < data.numRows && j < out.length; i++) {
+      if ((addrVec.get(i) as bigint) === f.rowAddrs[j]) {
+        const k = keyVec.get(i) as string | null;
+        if (k === null) break;
+        out[j++] = k;
+      }
+    }
+    if (j !== out.length) {
+      throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name}: ${out.length - j} of ${out.length} computed rows have no ${KEY_COLUMN} at the planned version; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: f.fragmentId });
+    }
+    return out;
+  }
+
+  async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
+    const table = this.table!;
+    const work = fragments.filter((f) => f.rowAddrs.length > 0);
+    let version = await table.version();
+    let rowsWritten = 0;
+    let commits = 0;
+    // Group whole fragments into merges of at most maxRowsPerMerge rows.
+    const groups: FragmentValues[][] = [];
+    let cur: FragmentValues[] = [];
+    let curRows = 0;
+    for (const f of work) {
+      if (cur.length > 0 && curRows + f.rowAddrs.length > this.options.maxRowsPerMerge) {
+        groups.push(cur);
+        cur = [];
+        curRows = 0;
+      }
+      cur.push(f);
+      curRows += f.rowAddrs.length;
+    }
+    if (cur.length > 0) groups.push(cur);
+
+    const schema = await table.schema();
+    const names = schema.fields.map((f) => f.name);
+    const valueField = schema.fields.find((f) => f.name === this.column)!;
+    const keyFirst = names.indexOf(KEY_COLUMN) < names.indexOf(this.column);
+
+    for (const group of groups) {
+      const keys: string[] = [];
+      const values: ArrowNs.Vector[] = [];
+      for (const f of group) {
+        keys.push(...(await this.keysFor(f)));
+        values.push(f.values);
+      }
+      const valueVec = values.length === 1 ? values[0]! : values[0]!.concat(...values.slice(1));
+      const keyVec = arrow.vectorFromArray(keys, new arrow.Utf8());
+      const keyF = new arrow.Field(KEY_COLUMN, new arrow.Utf8(), false);
+      const valF = new arrow.Field(this.column, valueField.type, true);
+      const src = new arrow.Table(
+        new arrow.Schema(keyFirst ? [keyF, valF] : [valF, keyF]),
+        keyFirst ? { [KEY_COLUMN]: keyVec, [this.column]: valueVec } : { [this.column]: valueVec, [KEY_COLUMN]: keyVec },
+      );
+
+      const stats = await table.indexStats(KEY_INDEX);
+      if (!stats || stats.numIndexedRows === 0 || this.mergesSinceRebuild >= this.options.rebuildEvery) await this.rebuildIndex();
+      const before = await readManifest(this.t.tableDir);
+      const r = await table.mergeInsert(KEY_COLUMN).whenMatchedUpdateAll().execute(src);
+      this.mergesSinceRebuild++;
+      commits++;
+      const ids = group.map((f) => f.fragmentId).join(", ");
+      if (r.numUpdatedRows !== keys.length || r.numInsertedRows !== 0) {
+        throw new CommitError("COMMIT_FAILED", `mergeInsert into fragment(s) ${ids} of table ${this.t.name} updated ${r.numUpdatedRows} rows and inserted ${r.numInsertedRows}; expected ${keys.length} updates. Another writer may have changed these rows; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: group[0]!.fragmentId });
+      }
+      const after = await readManifest(this.t.tableDir, r.version);
+      for (const f of group) {
+        const b = before.fragments.find((x) => x.id === f.fragmentId);
+        const a = after.fragments.find((x) => x.id === f.fragmentId);
+        if (b && (!a || a.physicalRows !== b.physicalRows)) {
+          throw new CommitError("COMMIT_FAILED", `mergeInsert rewrote rows of fragment ${f.fragmentId} of table ${this.t.name} instead of adding a column file (the key index did not cover it); values are correct but the fragment layout changed`, { table: this.t.name, column: this.column, fragmentId: f.fragmentId });
+        }
+      }
+      version = r.version;
+      rowsWritten += keys.length;
+    }
+    return { version, rowsWritten, commits };
+  }
+}

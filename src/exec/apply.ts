@@ -1,0 +1,241 @@
+/**
+ * The worker side of a task: read a batch of input rows from the pinned table version, run the UDF
+ * on the selected rows, validate the output, and checkpoint it. Runs inside a worker process, never
+ * in the coordinator.
+ */
+import { performance } from "node:perf_hooks";
+import { arrow, lancedb } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { FileCheckpointStore, type BatchRange } from "../checkpoint/store.ts";
+import { BackfillError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
+import { loadUdf } from "../udf/bundle.ts";
+import { parseDataType, type DataType } from "../udf/types.ts";
+import type { UdfContext, UdfSpec } from "../udf/udf.ts";
+import { resultToVector, valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
+import type { BatchReport, TaskSpec, WorkerConfig } from "./protocol.ts";
+
+type Vec = ArrowNs.Vector;
+const SELECT_ALIAS = "__lancet_selected";
+/** Adaptive checkpoint sizing aims at this much UDF time per batch (Geneva's target). */
+const TARGET_BATCH_MS = 10_000;
+
+function quoteIdent(name: string): string {
+  return "`" + name.replace(/`/g, "``") + "`";
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
+}
+
+export class TaskRunner {
+  private readonly config: WorkerConfig;
+  private readonly spec: UdfSpec;
+  private readonly state: unknown;
+  private readonly type: DataType;
+  private readonly db: LanceNs.Connection;
+  private readonly store: FileCheckpointStore;
+  private readonly abort = new AbortController();
+  private readonly pinned = new Map<number, Promise<LanceNs.Table>>();
+
+  private constructor(config: WorkerConfig, spec: UdfSpec, state: unknown, db: LanceNs.Connection) {
+    this.config = config;
+    this.spec = spec;
+    this.state = state;
+    this.type = parseDataType(config.dataType);
+    this.db = db;
+    this.store = new FileCheckpointStore(config.checkpointRoot);
+  }
+
+  /** Loads the bound bundle, runs `setup()` once, opens the database. */
+  static async create(config: WorkerConfig): Promise<TaskRunner> {
+    const spec = await loadUdf(config.bundlePath, config.exportName, config.label);
+    let state: unknown;
+    if (spec.setup) {
+      try {
+        state = await spec.setup();
+      } catch (e) {
+        throw new UdfError("UDF_SETUP_FAILED", `setup() of UDF ${config.label} for column ${config.column} failed: ${(e as Error)?.message ?? String(e)}`, { table: config.table, column: config.column, cause: e });
+      }
+    }
+    const db = await lancedb.connect(config.dbDir);
+    return new TaskRunner(config, spec, state, db);
+  }
+
+  shutdown(): void {
+    this.abort.abort();
+  }
+
+  private table(version: number): Promise<LanceNs.Table> {
+    let t = this.pinned.get(version);
+    if (!t) {
+      t = this.db.openTable(this.config.table, undefined, { version } as never);
+      this.pinned.set(version, t);
+    }
+    return t;
+  }
+
+  /** Computes and checkpoints every gap of `task`, reporting each batch. */
+  async run(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void> {
+    let size = task.checkpointSize;
+    for (const gap of task.gaps) {
+      for (let start = gap.start; start < gap.end; ) {
+        const end = Math.min(gap.end, start + size);
+        const report = await this.runBatch(task, { start, end });
+        onBatch(report);
+        start = end;
+        if (task.maxCheckpointSize > size) {
+          const perRow = report.rowsComputed > 0 ? report.udfMs / report.rowsComputed : 0;
+          const target = perRow > 0 ? Math.floor(TARGET_BATCH_MS / perRow) : size * 8;
+          size = Math.max(task.checkpointSize, Math.min(task.maxCheckpointSize, size * 8, target));
+        }
+      }
+    }
+  }
+
+  private ctx(task: TaskSpec, range: BatchRange): ErrorContext {
+    return { table: this.config.table, column: this.config.column, fragmentId: task.fragmentId, rowOffset: range.start, rowCount: range.end - range.start };
+  }
+
+  private async runBatch(task: TaskSpec, range: BatchRange): Promise<BatchReport> {
+    const t0 = performance.now();
+    const table = await this.table(task.version);
+    const select: Record<string, string> = {};
+    for (const c of this.config.inputs) select[c] = quoteIdent(c);
+    select._rowaddr = "_rowaddr";
+    if (task.selection !== "") select[SELECT_ALIAS] = `(${task.selection})`;
+    const data = await table
+      .query()
+      .select(select)
+      .offset(task.globalOffset + range.start)
+      .limit(range.end - range.start)
+      .toArrow({ maxBatchLength: 65536 } as never);
+    const n = data.numRows;
+    const where = this.ctx(task, range);
+    if (n !== range.end - range.start) {
+      throw new BackfillError("INTERNAL", `read ${n} rows for ${describeWhere(where)} of version ${task.version}; expected ${range.end - range.start}`, where);
+    }
+    const addrVec = data.getChild("_rowaddr")!;
+    const addrs = new BigUint64Array(n);
+    for (let i = 0; i < n; i++) addrs[i] = addrVec.get(i) as bigint;
+    if (n > 0 && (Number(addrs[0]! >> 32n) !== task.fragmentId || Number(addrs[n - 1]! >> 32n) !== task.fragmentId)) {
+      throw new BackfillError("INTERNAL", `rows read for ${describeWhere(where)} belong to fragment ${Number(addrs[0]! >> 32n)}, not ${task.fragmentId}; the table's scan order differs from its manifest`, where);
+    }
+    let selected: number[] | null = null;
+    if (task.selection !== "") {
+      const sel = data.getChild(SELECT_ALIAS)!;
+      selected = [];
+      for (let i = 0; i < n; i++) if (sel.get(i) === true) selected.push(i);
+      if (selected.length === n) selected = null;
+    }
+    const inputs = this.config.inputs.map((c) => data.getChild(c)!);
+    const t1 = performance.now();
+    const rows = selected ?? null;
+    const count = rows === null ? n : rows.length;
+    const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n);
+    const t2 = performance.now();
+    let outAddrs = addrs;
+    if (rows !== null) {
+      outAddrs = new BigUint64Array(rows.length);
+      for (let i = 0; i < rows.length; i++) outAddrs[i] = addrs[rows[i]!]!;
+    }
+    const batch = new arrow.Table({ _rowaddr: arrow.makeVector(outAddrs), value: out });
+    await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
+    const t3 = performance.now();
+    return { start: range.start, end: range.end, rowsComputed: count, readMs: t1 - t0, udfMs: t2 - t1, checkpointMs: t3 - t2 };
+  }
+
+  private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number): Promise<Vec> {
+    const where = this.ctx(task, range);
+    const ctx: UdfContext = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
+    const fn = this.spec.fn as unknown as (...args: unknown[]) => unknown;
+    const count = rows === null ? n : rows.length;
+    const fail = (e: unknown, rowIndex: number | null): never => {
+      if (e instanceof BackfillError) throw e;
+      const err = e as Error;
+      const row = rowIndex === null ? "" : ` on row ${range.start + rowIndex}`;
+      throw new UdfError("UDF_FAILED", `UDF ${this.config.label} threw${row} (${describeWhere(where)}): ${err?.name ?? "Error"}: ${err?.message ?? String(e)}`, { ...where, cause: e });
+    };
+    const typeError = (e: unknown, batch: boolean): never => {
+      if (!(e instanceof ValueTypeError)) throw e;
+      const isLength = batch && /values for \d+ rows/.test(e.message);
+      const rowText = e.row >= 0 ? ` for row ${range.start + (rows === null ? e.row : rows[e.row]!)}` : "";
+      throw new UdfError(
+        isLength ? "UDF_OUTPUT_LENGTH" : "UDF_OUTPUT_TYPE",
+        `UDF ${this.config.label} returned a bad value${rowText} (${describeWhere(where)}): ${e.message}; column ${this.config.column} is ${this.config.dataType}`,
+        where,
+      );
+    };
+
+    if (this.spec.batch === true) {
+      const args = rows === null ? inputs : inputs.map((v) => takeRows(v, rows));
+      let result: unknown;
+      try {
+        result = fn(...args, ctx);
+        if (isThenable(result)) result = await result;
+      } catch (e) {
+        fail(e, null);
+      }
+      try {
+        return resultToVector(result, count, this.type);
+      } catch (e) {
+        return typeError(e, true);
+      }
+    }
+
+    const columns = inputs.map(vectorToValues);
+    const results = new Array<unknown>(count);
+    const limit = this.config.intraApplierConcurrency;
+    const inflight = new Set<Promise<void>>();
+    let firstError: unknown = null;
+    for (let j = 0; j < count; j++) {
+      const i = rows === null ? j : rows[j]!;
+      const args = columns.map((c) => c[i]);
+      let r: unknown;
+      try {
+        r = fn(...args, ctx);
+      } catch (e) {
+        fail(e, i);
+      }
+      if (isThenable(r)) {
+        const p: Promise<void> = Promise.resolve(r).then(
+          (v) => {
+            results[j] = v;
+          },
+          (e: unknown) => {
+            firstError ??= { e, i };
+          },
+        );
+        const tracked = p.finally(() => inflight.delete(tracked));
+        inflight.add(tracked);
+        if (inflight.size >= limit) await Promise.race(inflight);
+        if (firstError !== null) break;
+      } else {
+        results[j] = r;
+      }
+    }
+    await Promise.all(inflight);
+    if (firstError !== null) {
+      const { e, i } = firstError as { e: unknown; i: number };
+      fail(e, i);
+    }
+    try {
+      return valuesToVector(results, this.type);
+    } catch (e) {
+      return typeError(e, false);
+    }
+  }
+}
+
+/** The rows at `rows` (sorted indices) of `v`, as one vector built from contiguous slices. */
+function takeRows(v: Vec, rows: number[]): Vec {
+  const parts: Vec[] = [];
+  for (let k = 0; k < rows.length; ) {
+    let e = k + 1;
+    while (e < rows.length && rows[e] === rows[e - 1]! + 1) e++;
+    parts.push(v.slice(rows[k]!, rows[e - 1]! + 1));
+    k = e;
+  }
+  if (parts.length === 0) return v.slice(0, 0);
+  return parts.length === 1 ? parts[0]! : parts[0]!.concat(...parts.slice(1));
+}
+

@@ -1,0 +1,201 @@
+/**
+ * The embedded executor: a pool of child processes on this machine, each running the shared worker
+ * entry. A crashing UDF (process.exit, a native crash, out of memory) takes down only its process;
+ * the task it was running is rejected with a retryable WorkerCrashedError and the next task gets a
+ * fresh process. A process that fails its start-up handshake is never reused, and the pool stops
+ * spawning (no respawn loop): every later task is rejected with that error.
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { deserializeError, WorkerCrashedError, type BackfillError } from "../../errors.ts";
+import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "../protocol.ts";
+
+const WORKER_ENTRY = fileURLToPath(new URL("../worker-entry.ts", import.meta.url));
+
+interface Slot {
+  readonly child: ChildProcess;
+  busy: boolean;
+  current: { id: number; task: TaskSpec; onBatch: (r: BatchReport) => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
+}
+
+export interface LocalPoolOptions {
+  /** Worker processes at most. */
+  readonly size: number;
+  readonly config: WorkerConfig;
+  /** Extra environment for workers (added to this process's). */
+  readonly env?: Record<string, string>;
+}
+
+export class LocalPool implements Executor {
+  private readonly options: LocalPoolOptions;
+  private readonly slots = new Set<Slot>();
+  private readonly waiters: ((s: Slot | Error) => void)[] = [];
+  private broken: BackfillError | undefined;
+  private closed: Promise<void> | undefined;
+  private spawning = 0;
+  private nextId = 1;
+
+  private constructor(options: LocalPoolOptions) {
+    this.options = options;
+  }
+
+  /** Creates the pool and starts its first worker, so a UDF that cannot load fails fast. */
+  static async create(options: LocalPoolOptions): Promise<LocalPool> {
+    const pool = new LocalPool(options);
+    const slot = await pool.spawn();
+    pool.release(slot);
+    return pool;
+  }
+
+  private spawn(): Promise<Slot> {
+    this.spawning++;
+    return new Promise<Slot>((resolve, reject) => {
+      const child = fork(WORKER_ENTRY, [], {
+        execArgv: [],
+        serialization: "advanced",
+        stdio: ["ignore", "pipe", "inherit", "ipc"],
+        env: { ...process.env, ...this.options.env },
+      });
+      // UDF output goes to stderr so it never mixes with a command's machine-readable stdout.
+      child.stdout?.pipe(process.stderr, { end: false });
+      const slot: Slot = { child, busy: true, current: undefined };
+      let started = false;
+      const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+        this.slots.delete(slot);
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        if (!started) {
+          this.spawning--;
+          reject(new WorkerCrashedError(`worker process ${how} while starting`));
+          return;
+        }
+        const cur = slot.current;
+        slot.current = undefined;
+        if (cur) {
+          const t = cur.task;
+          cur.reject(
+            new WorkerCrashedError(`worker process ${how} while computing fragment ${t.fragmentId} rows ${t.gaps[0]?.start ?? 0}-${(t.gaps.at(-1)?.end ?? 1) - 1}`, {
+              fragmentId: t.fragmentId,
+            }),
+          );
+        }
+        this.wakeWaiter();
+      };
+      child.on("exit", onExit);
+      child.on("error", () => {});
+      child.on("message", (raw) => {
+        const m = raw as FromWorker;
+        switch (m.type) {
+          case "ready":
+            started = true;
+            this.spawning--;
+            this.slots.add(slot);
+            resolve(slot);
+            break;
+          case "initFailed": {
+            const err = deserializeError(m.error);
+            this.broken ??= err;
+            started = true;
+            this.spawning--;
+            child.removeListener("exit", onExit);
+            child.kill("SIGKILL");
+            reject(err);
+            this.failWaiters(err);
+            break;
+          }
+          case "batch":
+            if (slot.current?.id === m.id) slot.current.onBatch(m.report);
+            break;
+          case "taskDone":
+          case "taskFailed": {
+            const cur = slot.current;
+            if (!cur || cur.id !== m.id) break;
+            slot.current = undefined;
+            this.release(slot);
+            if (m.type === "taskDone") cur.resolve();
+            else cur.reject(deserializeError(m.error));
+            break;
+          }
+        }
+      });
+      this.post(child, { type: "init", config: this.options.config });
+    });
+  }
+
+  private post(child: ChildProcess, m: ToWorker): void {
+    if (child.connected) child.send(m);
+  }
+
+  private release(slot: Slot): void {
+    slot.busy = false;
+    const w = this.waiters.shift();
+    if (w) {
+      slot.busy = true;
+      w(slot);
+    }
+  }
+
+  private wakeWaiter(): void {
+    if (this.waiters.length === 0 || this.closed) return;
+    if (this.broken) return this.failWaiters(this.broken);
+    if (this.slots.size + this.spawning < this.options.size) {
+      const w = this.waiters.shift()!;
+      this.spawn().then(w, (e: Error) => w(e));
+    }
+  }
+
+  private failWaiters(e: Error): void {
+    for (const w of this.waiters.splice(0)) w(e);
+  }
+
+  private async acquire(): Promise<Slot> {
+    if (this.closed) throw new WorkerCrashedError("the worker pool is closed");
+    if (this.broken) throw this.broken;
+    for (const s of this.slots) {
+      if (!s.busy) {
+        s.busy = true;
+        return s;
+      }
+    }
+    if (this.slots.size + this.spawning < this.options.size) return this.spawn();
+    const got = await new Promise<Slot | Error>((r) => this.waiters.push(r));
+    if (got instanceof Error) throw got;
+    return got;
+  }
+
+  async runTask(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void> {
+    const slot = await this.acquire();
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      slot.current = { id, task, onBatch, resolve, reject };
+      this.post(slot.child, { type: "task", id, task });
+    });
+  }
+
+  /** Number of live worker processes. */
+  get size(): number {
+    return this.slots.size;
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.failWaiters(new WorkerCrashedError("the worker pool is closed"));
+      await Promise.all(
+        [...this.slots].map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              if (s.child.exitCode !== null || s.child.signalCode !== null) return resolve();
+              const timer = setTimeout(() => s.child.kill("SIGKILL"), 2000);
+              s.child.once("exit", () => {
+                clearTimeout(timer);
+                resolve();
+              });
+              this.post(s.child, { type: "shutdown" });
+              if (!s.child.connected) s.child.kill("SIGKILL");
+            }),
+        ),
+      );
+      this.slots.clear();
+    })();
+    return this.closed;
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * Messages between the coordinator side of an executor and a worker process. Every executor (the
+ * local pool now, a queue later) starts the same worker entry and speaks this protocol.
+ */
+import type { BatchRange } from "../checkpoint/store.ts";
+import type { SerializedError } from "../errors.ts";
+
+/** Everything a worker needs to compute one column of one table. */
+export interface WorkerConfig {
+  readonly bundlePath: string;
+  readonly exportName: string;
+  /** Human label of the UDF, e.g. "/path/udfs.ts#wordCount". */
+  readonly label: string;
+  readonly dbDir: string;
+  readonly table: string;
+  readonly column: string;
+  readonly dataType: string;
+  readonly inputs: readonly string[];
+  readonly checkpointRoot: string;
+  readonly intraApplierConcurrency: number;
+}
+
+/** One task: gaps of one fragment's range to compute and checkpoint. */
+export interface TaskSpec {
+  readonly taskId: string;
+  readonly fragmentId: number;
+  /** Table version to read (the plan's pinned version). */
+  readonly version: number;
+  readonly globalOffset: number;
+  readonly gaps: readonly BatchRange[];
+  /** `""` = every row; else a SQL predicate selecting the rows to compute. */
+  readonly selection: string;
+  readonly batchKey: string;
+  readonly checkpointSize: number;
+  readonly maxCheckpointSize: number;
+}
+
+/** What a worker reports for each checkpointed batch. */
+export interface BatchReport {
+  readonly start: number;
+  readonly end: number;
+  readonly rowsComputed: number;
+  readonly readMs: number;
+  readonly udfMs: number;
+  readonly checkpointMs: number;
+}
+
+export type ToWorker =
+  | { readonly type: "init"; readonly config: WorkerConfig }
+  | { readonly type: "task"; readonly id: number; readonly task: TaskSpec }
+  | { readonly type: "shutdown" };
+
+export type FromWorker =
+  | { readonly type: "ready" }
+  | { readonly type: "initFailed"; readonly error: SerializedError }
+  | { readonly type: "batch"; readonly id: number; readonly report: BatchReport }
+  | { readonly type: "taskDone"; readonly id: number }
+  | { readonly type: "taskFailed"; readonly id: number; readonly error: SerializedError };
+
+/** The executor interface: run tasks somewhere, stream batch reports, close. */
+export interface Executor {
+  /** Runs a task to completion; rejects with the task's error (a WorkerCrashedError when its process died). */
+  runTask(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void>;
+  /** Stops every worker; idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,120 @@
+/**
+ * Backfill options: declared once, validated and defaulted once in {@link resolveBackfillOptions}, the
+ * only place that throws for a bad option. Defaults follow Geneva's, scaled to this machine.
+ */
+import { availableParallelism } from "node:os";
+import { ConfigError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+/** A progress snapshot, reported while a backfill runs. Counts are for this run. */
+export interface BackfillProgress {
+  readonly phase: "planning" | "running" | "committing" | "finished" | "failed";
+  /** Rows in the planned ranges: an upper bound on the rows the UDF may compute. */
+  readonly rowsPlanned: number;
+  /** Rows the UDF computed in this run. */
+  readonly rowsComputed: number;
+  /** Computed rows durably checkpointed in this run. */
+  readonly rowsCheckpointed: number;
+  /** Rows written to the table by this run's commits (checkpoints of earlier runs included). */
+  readonly rowsCommitted: number;
+  readonly fragmentsPlanned: number;
+  readonly fragmentsCommitted: number;
+  readonly tasksTotal: number;
+  readonly tasksDone: number;
+  readonly elapsedMs: number;
+}
+
+export interface BackfillOptions {
+  /** Worker processes. @default min(8, available cores) */
+  concurrency?: number;
+  /** UDF calls in flight per worker process (async UDFs). @default 1 */
+  intraApplierConcurrency?: number;
+  /** Rows per checkpoint batch. When set without `maxCheckpointSize`, batches are fixed at this size. @default 100, growing adaptively */
+  checkpointSize?: number;
+  /** Upper bound of the adaptive checkpoint batch size. @default checkpointSize when that is set, else 65536 */
+  maxCheckpointSize?: number;
+  /** Rows per task (a task never spans fragments). @default total rows / (concurrency × intraApplierConcurrency × 2), at least 1 */
+  taskSize?: number;
+  /** Fragments per commit. @default min(64, max(1, ceil(fragments / 20))) */
+  commitGranularity?: number;
+  /** SQL filter: recompute matching rows (filled or not) and keep other rows' values. @default only rows not yet computed */
+  where?: string;
+  /** Only the first N fragments of the table (a pilot run; a later run finishes the rest). */
+  numFrags?: number;
+  /** Plan only: report the plan and run nothing. @default false */
+  planOnly?: boolean;
+  /** Attempts per task when its worker process dies. @default 3 */
+  maxTaskAttempts?: number;
+  /** Called with progress snapshots as the job runs. */
+  onProgress?: (p: BackfillProgress) => void;
+  /** Where Lancet logs. @default silent */
+  logger?: Logger;
+}
+
+export interface ResolvedBackfillOptions {
+  readonly concurrency: number;
+  readonly intraApplierConcurrency: number;
+  readonly checkpointSize: number;
+  readonly maxCheckpointSize: number;
+  /** undefined: derive from the table size at plan time. */
+  readonly taskSize: number | undefined;
+  readonly commitGranularity: number | undefined;
+  readonly where: string | undefined;
+  readonly numFrags: number | undefined;
+  readonly planOnly: boolean;
+  readonly maxTaskAttempts: number;
+  readonly onProgress: ((p: BackfillProgress) => void) | undefined;
+  readonly logger: Logger | undefined;
+}
+
+const KNOWN = new Set([
+  "concurrency", "intraApplierConcurrency", "checkpointSize", "maxCheckpointSize", "taskSize",
+  "commitGranularity", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
+]);
+
+function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number | undefined {
+  const v = o[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > max) {
+    throw new ConfigError("CONFIG_INVALID", `options.${name} must be a positive integer${max < 2 ** 31 ? ` no larger than ${max}` : ""} (got ${JSON.stringify(v) ?? String(v)})`);
+  }
+  return v;
+}
+
+/** Validates options and applies defaults. @throws ConfigError naming the option and the value. */
+export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedBackfillOptions {
+  if (typeof options !== "object" || options === null) throw new ConfigError("CONFIG_INVALID", `options must be an object (got ${String(options)})`);
+  const o = options as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!KNOWN.has(k)) throw new ConfigError("CONFIG_INVALID", `options.${k} is not a backfill option; known options are ${[...KNOWN].join(", ")}`);
+  }
+  const concurrency = posInt(o, "concurrency", 1024) ?? Math.max(1, Math.min(8, availableParallelism()));
+  const intra = posInt(o, "intraApplierConcurrency", 4096) ?? 1;
+  const cs = posInt(o, "checkpointSize");
+  const maxCs = posInt(o, "maxCheckpointSize");
+  const checkpointSize = cs ?? Math.min(100, maxCs ?? 100);
+  const maxCheckpointSize = maxCs ?? cs ?? 65536;
+  if (maxCheckpointSize < checkpointSize) {
+    throw new ConfigError("CONFIG_INVALID", `options.maxCheckpointSize (${maxCheckpointSize}) must be at least options.checkpointSize (${checkpointSize})`);
+  }
+  const where = o.where;
+  if (where !== undefined && (typeof where !== "string" || where.trim().length === 0)) {
+    throw new ConfigError("CONFIG_INVALID", `options.where must be a non-empty SQL filter string (got ${JSON.stringify(where)})`);
+  }
+  if (o.planOnly !== undefined && typeof o.planOnly !== "boolean") throw new ConfigError("CONFIG_INVALID", `options.planOnly must be a boolean (got ${JSON.stringify(o.planOnly)})`);
+  if (o.onProgress !== undefined && typeof o.onProgress !== "function") throw new ConfigError("CONFIG_INVALID", "options.onProgress must be a function");
+  return Object.freeze({
+    concurrency,
+    intraApplierConcurrency: intra,
+    checkpointSize,
+    maxCheckpointSize,
+    taskSize: posInt(o, "taskSize"),
+    commitGranularity: posInt(o, "commitGranularity"),
+    where: where === undefined ? undefined : (where as string).trim(),
+    numFrags: posInt(o, "numFrags"),
+    planOnly: o.planOnly === true,
+    maxTaskAttempts: posInt(o, "maxTaskAttempts", 100) ?? 3,
+    onProgress: options.onProgress,
+    logger: options.logger,
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * A column's binding: which UDF computes it. Stored as JSON in the field's metadata under
+ * `lancet:udf`, so any process that opens the table (the CLI, a worker, another machine) knows how to
+ * backfill the column. The code itself is the content-addressed bundle in the table's store.
+ */
+import { ConfigError } from "../errors.ts";
+import type { ResolvedTable } from "../table.ts";
+import { bundleModule, bundlePath, loadUdf, parseUdfRef, storeBundle } from "./bundle.ts";
+import { resolveDataType } from "./types.ts";
+import type { UdfSpec } from "./udf.ts";
+
+export const BINDING_KEY = "lancet:udf";
+
+export interface Binding {
+  readonly format: 1;
+  /** Absolute path of the module file as bound. */
+  readonly module: string;
+  readonly exportName: string;
+  /** The UDF's version: its explicit `version`, else the bundle's content hash (16 hex digits). */
+  readonly version: string;
+  /** sha256 of the stored bundle. */
+  readonly bundle: string;
+  readonly inputs: readonly string[];
+  /** Canonical type string. */
+  readonly dataType: string;
+  readonly batch: boolean;
+  readonly hasSetup: boolean;
+  readonly boundAt: string;
+}
+
+/** Bundles, stores and loads the UDF named by `ref`; returns the binding and the loaded declaration. */
+export async function bindUdf(t: ResolvedTable, column: string, ref: string): Promise<{ binding: Binding; spec: UdfSpec }> {
+  const { module, exportName } = parseUdfRef(ref);
+  const { code, hash } = await bundleModule(module);
+  const file = await storeBundle(t.storeDir, code, hash);
+  const spec = await loadUdf(file, exportName, `${module}#${exportName}`);
+  const { text } = resolveDataType(spec.dataType);
+  if (spec.inputs.includes(column)) {
+    throw new ConfigError("UDF_INVALID", `UDF ${module}#${exportName} for column ${column} takes ${column} itself as an input; a column cannot depend on itself`, { table: t.name, column });
+  }
+  const binding: Binding = {
+    format: 1,
+    module,
+    exportName,
+    version: spec.version ?? hash.slice(0, 16),
+    bundle: hash,
+    inputs: [...spec.inputs],
+    dataType: text,
+    batch: spec.batch === true,
+    hasSetup: typeof spec.setup === "function",
+    boundAt: new Date().toISOString(),
+  };
+  return { binding, spec };
+}
+
+/** Reads the binding from a field's metadata; undefined when the column is not a UDF column. */
+export function readBinding(metadata: Map<string, string> | undefined, table: string, column: string): Binding | undefined {
+  const raw = metadata?.get(BINDING_KEY);
+  if (raw === undefined) return undefined;
+  let b: Partial<Binding>;
+  try {
+    b = JSON.parse(raw) as Partial<Binding>;
+  } catch {
+    throw new ConfigError("UDF_INVALID", `column ${column} of table ${table} has an unreadable ${BINDING_KEY} binding; rebind it with alter-column`, { table, column });
+  }
+  if (b.format !== 1 || typeof b.bundle !== "string" || typeof b.exportName !== "string" || !Array.isArray(b.inputs) || typeof b.dataType !== "string") {
+    throw new ConfigError("UDF_INVALID", `column ${column} of table ${table} has a binding this version of Lancet cannot read (format ${String(b.format)}); rebind it with alter-column`, { table, column });
+  }
+  return b as Binding;
+}
+
+/** Where the bound bundle of `b` lives. */
+export function bindingBundlePath(t: ResolvedTable, b: Binding): string {
+  return bundlePath(t.storeDir, b.bundle);
+}

@@ -1,0 +1,71 @@
+/**
+ * How a user declares a UDF: one plain object. A UDF module needs no import; the typed {@link udf}
+ * helper only adds type checking and returns the same object.
+ *
+ * ```ts
+ * export const doubled = { inputs: ["x"], dataType: "float64", fn: (x: number) => x * 2 };
+ * export const embed = udf({
+ *   inputs: ["text"], dataType: "fixed_size_list<float32>[384]", batch: true,
+ *   setup: async () => loadModel(),
+ *   fn: (texts, { state }) => state.embed(texts),
+ * });
+ * ```
+ */
+import { ConfigError } from "../errors.ts";
+import type { DataTypeLike } from "./types.ts";
+
+/** What every call of a UDF gets as its last argument. */
+export interface UdfContext<S = unknown> {
+  /** The value `setup()` resolved to in this worker process (undefined without `setup`). */
+  readonly state: S;
+  /** Fragment whose rows are being computed. */
+  readonly fragmentId: number;
+  /** Aborted when the job is cancelled or the worker shuts down. */
+  readonly signal: AbortSignal;
+}
+
+/** A UDF declaration. */
+export interface UdfSpec<S = unknown> {
+  /** Input column names, passed to `fn` in this order. */
+  readonly inputs: readonly string[];
+  /** Output type: an apache-arrow DataType or a type string such as `"float64"` or `"list<float32>"`. */
+  readonly dataType: DataTypeLike;
+  /**
+   * The function. Scalar (default): called once per row with one JS value per input, then the
+   * context; returns a value or a promise of one. With `batch: true`: called once per batch with one
+   * Arrow vector per input, then the context; returns an Arrow vector or an array of the same length.
+   */
+  fn(...args: never[]): unknown;
+  /** Vectorised UDF: Arrow columns in, a column out. @default false */
+  readonly batch?: boolean;
+  /** Runs once per worker process before the first call; its result is `ctx.state`. */
+  readonly setup?: () => S | Promise<S>;
+  /** Explicit version; a change makes the next backfill recompute every row. @default content hash of the bundled module */
+  readonly version?: string;
+}
+
+/** Declares a UDF with type checking; returns its argument unchanged. */
+export function udf<S = unknown>(spec: UdfSpec<S>): UdfSpec<S> {
+  return spec;
+}
+
+/** Checks that `value` (a module export) is a usable UDF declaration. */
+export function validateUdfSpec(value: unknown, where: string): UdfSpec {
+  const fail = (what: string): never => {
+    throw new ConfigError("UDF_INVALID", `${where} is not a valid UDF: ${what}; export an object like { inputs: ["x"], dataType: "float64", fn: (x) => x * 2 }`);
+  };
+  if (typeof value !== "object" || value === null) fail(`expected an object, got ${value === null ? "null" : typeof value}`);
+  const v = value as Record<string, unknown>;
+  if (!Array.isArray(v.inputs) || v.inputs.length === 0 || !v.inputs.every((x) => typeof x === "string" && x.length > 0)) {
+    fail("inputs must be a non-empty array of column names");
+  }
+  if (new Set(v.inputs as string[]).size !== (v.inputs as string[]).length) fail("inputs must not repeat a column");
+  if (typeof v.dataType !== "string" && (typeof v.dataType !== "object" || v.dataType === null || typeof (v.dataType as { typeId?: unknown }).typeId !== "number")) {
+    fail("dataType must be a type string or an apache-arrow DataType");
+  }
+  if (typeof v.fn !== "function") fail("fn must be a function");
+  if (v.batch !== undefined && typeof v.batch !== "boolean") fail("batch must be a boolean");
+  if (v.setup !== undefined && typeof v.setup !== "function") fail("setup must be a function");
+  if (v.version !== undefined && (typeof v.version !== "string" || v.version.length === 0)) fail("version must be a non-empty string");
+  return value as UdfSpec;
+}
