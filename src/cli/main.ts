@@ -1,0 +1,236 @@
+/**
+ * The `lancet` CLI. Commands take injected I/O and return an exit code, so they are testable as
+ * functions; this is the only module that prints.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { readFileSync } from "node:fs";
+import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, stderrLogger } from "../index.ts";
+import type { BackfillOptions, BackfillProgress, BackfillResult } from "../index.ts";
+import { ProgressView } from "./progress.ts";
+
+export interface CliIo {
+  readonly stdout: { write(s: string): unknown };
+  readonly stderr: { write(s: string): unknown };
+  readonly isTTY: boolean;
+}
+
+const USAGE = `lancet — computed columns for LanceDB tables
+
+Usage:
+  lancet add-column   --db DIR --table NAME --column COL --udf MODULE#EXPORT
+  lancet alter-column --db DIR --table NAME --column COL --udf MODULE#EXPORT
+  lancet backfill     --db DIR --table NAME --column COL [options]
+  lancet status       --db DIR --table NAME [--json]
+
+Backfill options:
+  --concurrency N                 worker processes (default: min(8, cores))
+  --intra-applier-concurrency N   UDF calls in flight per worker (async UDFs; default 1)
+  --checkpoint-size N             rows per checkpoint batch (default 100, growing adaptively)
+  --max-checkpoint-size N         upper bound of adaptive checkpoint batches (default 65536)
+  --task-size N                   rows per task (default: rows / (concurrency × intra × 2))
+  --commit-granularity N          fragments per commit (default min(64, max(1, fragments / 20)))
+  --where SQL                     recompute rows matching SQL; other rows keep their values
+  --num-frags N                   only the first N fragments (a pilot run)
+  --max-task-attempts N           attempts per task when its worker dies (default 3)
+  --plan                          print the plan and run nothing
+  --json                          machine-readable output: the last stdout line is a JSON object
+  --verbose                       log to stderr
+
+Other:
+  lancet --help | --version
+`;
+
+class UsageError extends Error {}
+
+function opt(values: Record<string, unknown>, name: string): string {
+  const v = values[name];
+  if (typeof v !== "string" || v.length === 0) throw new UsageError(`--${name} is required`);
+  return v;
+}
+
+function intOpt(values: Record<string, unknown>, name: string): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const s = String(v);
+  if (!/^-?\d+$/.test(s)) throw new UsageError(`--${name} must be an integer (got ${JSON.stringify(s)})`);
+  return Number(s);
+}
+
+const COMMON: ParseArgsConfig["options"] = {
+  db: { type: "string" },
+  table: { type: "string" },
+  column: { type: "string" },
+  udf: { type: "string" },
+  json: { type: "boolean" },
+  verbose: { type: "boolean" },
+};
+
+const BACKFILL: ParseArgsConfig["options"] = {
+  ...COMMON,
+  concurrency: { type: "string" },
+  "intra-applier-concurrency": { type: "string" },
+  "checkpoint-size": { type: "string" },
+  "max-checkpoint-size": { type: "string" },
+  "task-size": { type: "string" },
+  "commit-granularity": { type: "string" },
+  where: { type: "string" },
+  "num-frags": { type: "string" },
+  "max-task-attempts": { type: "string" },
+  plan: { type: "boolean" },
+};
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+function fmt(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/** Runs the CLI; returns the process exit code (0 ok, 1 failed, 2 usage). */
+export async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    io.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === "--version" || command === "-v") {
+    io.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  let json = false;
+  try {
+    switch (command) {
+      case "add-column":
+      case "alter-column": {
+        const values = parseArgs({ args: [...rest], options: COMMON, strict: true }).values as Record<string, unknown>;
+        json = values.json === true;
+        const ref = { db: opt(values, "db"), table: opt(values, "table") };
+        const cols = { [opt(values, "column")]: opt(values, "udf") };
+        const out = command === "add-column" ? await addColumns(ref, cols) : await alterColumns(ref, cols);
+        for (const { column, binding } of out) {
+          if (json) io.stdout.write(JSON.stringify({ status: "ok", column, binding }) + "\n");
+          else io.stdout.write(`${command === "add-column" ? "added" : "rebound"} column ${column} → ${binding.module}#${binding.exportName} (${binding.dataType}, version ${binding.version})\n`);
+        }
+        return 0;
+      }
+      case "status": {
+        const values = parseArgs({ args: [...rest], options: COMMON, strict: true }).values as Record<string, unknown>;
+        json = values.json === true;
+        const cols = await columnStatus({ db: opt(values, "db"), table: opt(values, "table") });
+        if (json) {
+          io.stdout.write(JSON.stringify(cols) + "\n");
+          return 0;
+        }
+        if (cols.length === 0) io.stdout.write(`table ${String(values.table)} has no UDF columns\n`);
+        for (const c of cols) {
+          const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]" }[c.moduleState];
+          io.stdout.write(
+            `${c.column}  ${c.binding.dataType}  ${c.binding.module}#${c.binding.exportName}  version ${c.binding.version}  filled ${fmt(c.filledRows)} / ${fmt(c.totalRows)}${note}\n`,
+          );
+        }
+        return 0;
+      }
+      case "backfill":
+        return await backfillCommand(rest, io);
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (e) {
+    return report(e, io, json);
+  }
+}
+
+function report(e: unknown, io: CliIo, json: boolean, extra: Record<string, unknown> = {}): number {
+  if (e instanceof UsageError || (e as { code?: string })?.code?.startsWith?.("ERR_PARSE_ARGS")) {
+    io.stderr.write(`lancet: ${(e as Error).message}\n\n${USAGE}`);
+    if (json) io.stdout.write(JSON.stringify({ status: "failed", error: { code: "USAGE", message: (e as Error).message }, ...extra }) + "\n");
+    return 2;
+  }
+  const code = isBackfillError(e) ? e.code : "INTERNAL";
+  const message = (e as Error)?.message ?? String(e);
+  io.stderr.write(`lancet: error ${code}: ${message}\n`);
+  if (json) io.stdout.write(JSON.stringify({ status: "failed", error: { code, message }, ...extra }) + "\n");
+  return 1;
+}
+
+async function backfillCommand(args: readonly string[], io: CliIo): Promise<number> {
+  let json = false;
+  let last: BackfillProgress | undefined;
+  try {
+    const values = parseArgs({ args: [...args], options: BACKFILL, strict: true }).values as Record<string, unknown>;
+    json = values.json === true;
+    const ref = { db: opt(values, "db"), table: opt(values, "table") };
+    const column = opt(values, "column");
+    const view = new ProgressView(io, json || values.plan === true ? "none" : io.isTTY ? "bar" : "lines");
+    const options: BackfillOptions = {
+      onProgress: (p) => {
+        last = p;
+        view.update(p);
+      },
+    };
+    const ints: [string, keyof BackfillOptions][] = [
+      ["concurrency", "concurrency"],
+      ["intra-applier-concurrency", "intraApplierConcurrency"],
+      ["checkpoint-size", "checkpointSize"],
+      ["max-checkpoint-size", "maxCheckpointSize"],
+      ["task-size", "taskSize"],
+      ["commit-granularity", "commitGranularity"],
+      ["num-frags", "numFrags"],
+      ["max-task-attempts", "maxTaskAttempts"],
+    ];
+    for (const [flag, key] of ints) {
+      const v = intOpt(values, flag);
+      if (v !== undefined) (options as Record<string, unknown>)[key] = v;
+    }
+    if (typeof values.where === "string") options.where = values.where;
+    if (values.plan === true) options.planOnly = true;
+    if (values.verbose === true) options.logger = stderrLogger("debug");
+    else options.logger = stderrLogger("warn");
+    const r = await backfill(ref, column, options);
+    view.done();
+    if (r.status === "planned") printPlan(r, io, json);
+    else printSummary(r, io, json);
+    return 0;
+  } catch (e) {
+    return report(e, io, json, {
+      rowsComputed: last?.rowsComputed ?? 0,
+      rowsCheckpointed: last?.rowsCheckpointed ?? 0,
+      rowsCommitted: last?.rowsCommitted ?? 0,
+      fragmentsCommitted: last?.fragmentsCommitted ?? 0,
+    });
+  }
+}
+
+function printPlan(r: BackfillResult, io: CliIo, json: boolean): void {
+  const p = r.plan;
+  if (json) {
+    io.stdout.write(JSON.stringify({ status: "planned", jobId: r.jobId, table: r.table, column: r.column, udfVersion: r.udfVersion, rowsComputed: 0, plan: p }) + "\n");
+    return;
+  }
+  io.stdout.write(
+    `plan for ${r.table}.${r.column} at version ${p.readVersion} (UDF version ${r.udfVersion}):\n` +
+      `  selection: ${p.selection}\n` +
+      `  fragments: ${p.fragmentsToWrite} to write, ${p.fragmentsDone} already complete, ${p.fragmentsDeferred} deferred by --num-frags\n` +
+      `  tasks: ${p.tasks} of up to ${fmt(p.taskSize)} rows; commit every ${p.commitGranularity} fragment(s)\n` +
+      `  rows to compute: up to ${fmt(p.rowsPlanned)}\n`,
+  );
+  for (const f of p.fragments) io.stdout.write(`    fragment ${f.id}: ${fmt(f.liveRows)} rows, ${fmt(f.rowsToCompute)} to compute in ${f.tasks} task(s), selection ${f.selection}\n`);
+}
+
+function printSummary(r: BackfillResult, io: CliIo, json: boolean): void {
+  if (json) {
+    const { plan, ...rest } = r;
+    io.stdout.write(JSON.stringify({ ...rest, plan: { ...plan, fragments: undefined } }) + "\n");
+    return;
+  }
+  const secs = r.durationMs / 1000;
+  io.stdout.write(
+    `backfill of ${r.table}.${r.column} finished in ${secs.toFixed(1)} s\n` +
+      `  rows computed ${fmt(r.rowsComputed)} (${fmt(Math.round(r.rowsComputed / Math.max(secs, 1e-3)))} rows/s), committed ${fmt(r.rowsCommitted)} in ${r.commits} commit(s) over ${r.fragmentsCommitted} fragment(s)\n` +
+      `  table version ${r.readVersion} → ${r.finalVersion}; fragments already complete: ${r.plan.fragmentsDone}` +
+      (r.workerCrashes > 0 ? `; worker crashes survived: ${r.workerCrashes}` : "") +
+      `\n  time in UDF ${(r.udfMs / 1000).toFixed(1)} s, reads ${(r.readMs / 1000).toFixed(1)} s, checkpoints ${(r.checkpointMs / 1000).toFixed(1)} s (summed over workers), commits ${(r.commitMs / 1000).toFixed(1)} s\n`,
+  );
+}
