@@ -1,0 +1,83 @@
+/** Test fixtures: temporary databases with real LanceDB tables. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { arrow, lancedb } from "../src/arrow.ts";
+import type { ArrowNs, LanceNs } from "../src/arrow.ts";
+
+export const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
+export const REPO = fileURLToPath(new URL("../", import.meta.url));
+export const udfRef = (name: string, file = "udfs.ts"): string => `${path.join(FIXTURES, file)}#${name}`;
+
+export interface TempDb extends AsyncDisposable {
+  readonly dir: string;
+  readonly db: LanceNs.Connection;
+  /** A fresh handle (sees every commit) to a table. */
+  open(name?: string): Promise<LanceNs.Table>;
+}
+
+export async function tempDb(): Promise<TempDb> {
+  const dir = mkdtempSync(path.join(tmpdir(), "lancet-test-"));
+  const db = await lancedb.connect(dir, { readConsistencyInterval: 0 });
+  return {
+    dir,
+    db,
+    open: async (name = "t") => (await lancedb.connect(dir)).openTable(name),
+    async [Symbol.asyncDispose]() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Rows `start .. start+n-1`: id (int64), x (float64, null every 7th row), s (utf8, null every 5th row). */
+export function rows(start: number, n: number): ArrowNs.Table {
+  const schema = new arrow.Schema([
+    new arrow.Field("id", new arrow.Int64(), false),
+    new arrow.Field("x", new arrow.Float64(), true),
+    new arrow.Field("s", new arrow.Utf8(), true),
+  ]);
+  const ids: bigint[] = [];
+  const xs: (number | null)[] = [];
+  const ss: (string | null)[] = [];
+  for (let i = start; i < start + n; i++) {
+    ids.push(BigInt(i));
+    xs.push(i % 7 === 3 ? null : i * 0.5);
+    ss.push(i % 5 === 2 ? null : `w${i} ${"ab".repeat(i % 4)}`.trim());
+  }
+  return new arrow.Table(schema, {
+    id: arrow.vectorFromArray(ids, new arrow.Int64()),
+    x: arrow.vectorFromArray(xs, new arrow.Float64()),
+    s: arrow.vectorFromArray(ss, new arrow.Utf8()),
+  });
+}
+
+/** Creates table `name` with `fragments` fragments of `perFragment` rows each. */
+export async function makeTable(t: TempDb, fragments: number, perFragment: number, name = "t"): Promise<LanceNs.Table> {
+  const table = await t.db.createTable(name, rows(0, perFragment));
+  for (let f = 1; f < fragments; f++) await table.add(rows(f * perFragment, perFragment));
+  return table;
+}
+
+/** All rows of a table ordered by id, as plain objects, selected columns only. */
+export async function readAll(t: TempDb, columns: string[], name = "t"): Promise<Record<string, unknown>[]> {
+  const table = await t.open(name);
+  const data = await table.query().select([...columns, "_rowaddr"]).toArrow({ maxBatchLength: 65536 } as never);
+  return data.toArray().map((r) => {
+    const o = r.toJSON() as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const v = o[k];
+      if (v === null || typeof v !== "object" || v instanceof Uint8Array) continue;
+      const json = typeof (v as { toJSON?: unknown }).toJSON === "function" ? (v as { toJSON(): unknown }).toJSON() : undefined;
+      if (json !== undefined && !Array.isArray(json) && typeof json === "object") o[k] = { ...(json as object) };
+      else if (typeof (v as { toArray?: unknown }).toArray === "function") o[k] = Array.from((v as { toArray(): ArrayLike<unknown> }).toArray());
+    }
+    return o;
+  });
+}
+
+/** Fragment ids and physical row counts, from the latest manifest. */
+export async function fragmentLayout(t: TempDb, name = "t"): Promise<{ id: number; physicalRows: number }[]> {
+  const { readManifest } = await import("../src/read/manifest.ts");
+  return (await readManifest(path.join(t.dir, `${name}.lance`))).fragments.map((f) => ({ id: f.id, physicalRows: f.physicalRows }));
+}
