@@ -8,9 +8,6 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 /** One fragment's computed values: the selected rows, by row address, in row order. */
 export interface FragmentValues {
   readonly fragmentId: number;
-  /** Offset of the fragment's first live row in a scan of the pinned version. */
-  readonly globalOffset: number;
-  readonly liveRows: number;
   /** Row addresses of the rows with new values, ascending. */
   readonly rowAddrs: BigUint64Array;
   /** The new values, aligned with `rowAddrs`. */
@@ -27,12 +24,11 @@ export interface CommitResult {
 
 export interface Committer {
   /**
-   * Makes the table ready for commits before the plan's version is pinned (e.g. a key column and
-   * its index). Only called by runs that will write.
+   * Makes the table ready for commits (e.g. a key column and its index). Called once, just before
+   * the first commit, so a run that fails before any fragment is complete leaves the table as it was.
+   * Must keep fragment ids and row addresses.
    */
   prepare(table: LanceNs.Table): Promise<void>;
-  /** Called with the pinned version before the first commit. */
-  begin(version: number): Promise<void>;
   /** Publishes the fragments' values. Each fragment is written whole or not at all. */
   commit(fragments: readonly FragmentValues[]): Promise<CommitResult>;
 }

@@ -39,7 +39,9 @@ export class MergeInsertCommitter implements Committer {
   private readonly column: string;
   private readonly options: Required<MergeInsertCommitterOptions>;
   private table: LanceNs.Table | undefined;
-  private pinned: LanceNs.Table | undefined;
+  /** The version keys are read from (the one `prepare` left), and its fragments' scan offsets. */
+  private keyTable: LanceNs.Table | undefined;
+  private readonly offsets = new Map<number, { globalOffset: number; liveRows: number }>();
   private mergesSinceRebuild = 0;
 
   constructor(t: ResolvedTable, column: string, options: MergeInsertCommitterOptions) {
@@ -61,12 +63,21 @@ export class MergeInsertCommitter implements Committer {
     }
     if (!hasKey || keyless.length > 0) {
       await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
-      await table.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
-      this.mergesSinceRebuild = 0;
-      return;
+      await this.rebuildIndex();
+    } else {
+      const stats = await table.indexStats(KEY_INDEX);
+      if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
     }
-    const stats = await table.indexStats(KEY_INDEX);
-    if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
+    // Pin the version keys are read from; adding a column or an index keeps row addresses.
+    await table.checkoutLatest();
+    const version = await table.version();
+    const db = await lancedb.connect(this.t.dbDir);
+    this.keyTable = await db.openTable(this.t.name, undefined, { version } as never);
+    let offset = 0;
+    for (const f of (await readManifest(this.t.tableDir, version)).fragments) {
+      this.offsets.set(f.id, { globalOffset: offset, liveRows: f.liveRows });
+      offset += f.liveRows;
+    }
   }
 
   private async rebuildIndex(): Promise<void> {
@@ -74,18 +85,15 @@ export class MergeInsertCommitter implements Committer {
     this.mergesSinceRebuild = 0;
   }
 
-  async begin(version: number): Promise<void> {
-    const db = await lancedb.connect(this.t.dbDir, { readConsistencyInterval: 0 });
-    this.pinned = await db.openTable(this.t.name, undefined, { version } as never);
-    this.table ??= await db.openTable(this.t.name);
-  }
-
-  /** Keys of the fragment's rows at `addrs`, read from the pinned version. */
+  /** Keys of the fragment's rows at `f.rowAddrs`. */
   private async keysFor(f: FragmentValues): Promise<string[]> {
-    const data = await this.pinned!.query()
+    const where = { table: this.t.name, column: this.column, fragmentId: f.fragmentId };
+    const at = this.offsets.get(f.fragmentId);
+    if (!at) throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} no longer exists (compacted or deleted by another writer since the plan); run the backfill again to fill its rows`, where);
+    const data = await this.keyTable!.query()
       .select([KEY_COLUMN, "_rowaddr"])
-      .offset(f.globalOffset)
-      .limit(f.liveRows)
+      .offset(at.globalOffset)
+      .limit(at.liveRows)
       .toArrow({ maxBatchLength: 65536 } as never);
     const keyVec = data.getChild(KEY_COLUMN)!;
     const addrVec = data.getChild("_rowaddr")!;
@@ -99,7 +107,7 @@ export class MergeInsertCommitter implements Committer {
       }
     }
     if (j !== out.length) {
-      throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name}: ${out.length - j} of ${out.length} computed rows have no ${KEY_COLUMN} at the planned version; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: f.fragmentId });
+      throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name}: ${out.length - j} of ${out.length} computed rows are no longer in the table (deleted or rewritten by another writer since the plan); run the backfill again`, where);
     }
     return out;
   }

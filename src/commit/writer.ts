@@ -13,7 +13,6 @@ import type { FragmentValues } from "./committer.ts";
 
 export interface FragmentToAssemble {
   readonly id: number;
-  readonly globalOffset: number;
   readonly liveRows: number;
   readonly batchKey: string;
 }
@@ -63,5 +62,5 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
       : valueParts.length === 1
         ? valueParts[0]!
         : valueParts[0]!.concat(...valueParts.slice(1));
-  return { fragmentId: f.id, globalOffset: f.globalOffset, liveRows: f.liveRows, rowAddrs, values };
+  return { fragmentId: f.id, rowAddrs, values };
 }

@@ -115,8 +115,7 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
   const { t, table, binding } = await checkColumn(ref, column, opts.where);
   const jobId = randomUUID();
   const committer: Committer = new MergeInsertCommitter(t, column, { logger: log });
-  if (!opts.planOnly) await committer.prepare(table);
-  await table.checkoutLatest();
+  let prepared = false;
   const readVersion = await table.version();
 
   // ---- plan -------------------------------------------------------------------------------
@@ -209,7 +208,6 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
 
   // ---- run --------------------------------------------------------------------------------
   phase = "running";
-  await committer.begin(readVersion);
   const identities = new Map(fragments.map((f) => [f.id, f.identity]));
   const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
   const byId = new Map<number, PlannedFragment>(plan.fragments.map((f) => [f.id, f]));
@@ -224,6 +222,10 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
       commitChain = commitChain.then(async () => {
         const c0 = performance.now();
         phase = "committing";
+        if (!prepared) {
+          await committer.prepare(table);
+          prepared = true;
+        }
         const values: FragmentValues[] = [];
         for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
         const r = await committer.commit(values);

@@ -154,6 +154,14 @@ const TYPED_FAST: [new (n: number) => ArrayLike<number>, string][] = [
   [Int32Array, "int32"],
 ];
 
+function typeName(t: { typeId: number }): string {
+  try {
+    return formatDataType(t);
+  } catch {
+    return String(t);
+  }
+}
+
 /**
  * Turns a batched UDF's result into a vector of `type`: an Arrow vector of exactly that type is used
  * as is (re-built when it comes from another apache-arrow copy), a typed array of the matching
@@ -167,12 +175,12 @@ export function resultToVector(result: unknown, expectedLength: number, type: Da
   }
   if (len !== expectedLength) throw new ValueTypeError(-1, `got ${len} values for ${expectedLength} rows`);
   if (result instanceof arrow.Vector) {
-    const got = formatDataType(result.type);
+    const got = typeName(result.type);
     if (got !== want) throw new ValueTypeError(-1, `got an Arrow vector of ${got}, expected ${want}`);
     return result;
   }
   if (isVectorLike(result) && typeof (result as { type?: { typeId?: unknown } }).type?.typeId === "number") {
-    const got = formatDataType((result as unknown as { type: { typeId: number } }).type);
+    const got = typeName((result as unknown as { type: { typeId: number } }).type);
     if (got !== want) throw new ValueTypeError(-1, `got an Arrow vector of ${got}, expected ${want}`);
     const vals = new Array<unknown>(len);
     for (let i = 0; i < len; i++) vals[i] = result.get(i);

@@ -33,7 +33,7 @@ test("binding errors name the table, column, module, export or input", async () 
   await rejectsUnchanged(t, () => addColumns(ref(t.dir), { y: udfRef("badType") }), "CONFIG_INVALID", /dataType "float65" is not a valid type/);
   await rejectsUnchanged(t, () => addColumns(ref(t.dir), { y: udfRef("notAUdf") }), "UDF_INVALID", /inputs must be a non-empty array/);
   await rejectsUnchanged(t, () => addColumns(ref(t.dir), { x: udfRef("doubled") }), "COLUMN_EXISTS", /already has a column x/);
-  await rejectsUnchanged(t, () => addColumns(ref(t.dir), { y: path.join(FIXTURES, "syntax-error.ts#x") }), "UDF_BUNDLE_FAILED", /syntax-error\.ts could not be bundled at .*syntax-error\.ts:\d+/);
+  await rejectsUnchanged(t, () => addColumns(ref(t.dir), { y: path.join(FIXTURES, "syntax-error.mjs#x") }), "UDF_BUNDLE_FAILED", /syntax-error\.mjs could not be bundled at .*syntax-error\.mjs:\d+/);
   await rejectsUnchanged(t, () => alterColumns(ref(t.dir), { zz: udfRef("doubled") }), "COLUMN_NOT_FOUND", /no column zz/);
   await addColumns(ref(t.dir), { y: udfRef("doubled") });
   await rejectsUnchanged(t, () => alterColumns(ref(t.dir), { y: udfRef("asUtf8") }), "UDF_OUTPUT_TYPE", /returns utf8 but column y of table t is float64/);
