@@ -30,3 +30,12 @@ test("stateful UDFs run setup() once per worker process and share its result acr
   await backfill(ref(t.dir), "bs", { concurrency: 2 });
   for (const r of await readAll(t, ["x", "bs"])) assert.equal(r.bs, r.x === null ? null : (r.x as number) * 10);
 });
+
+test("UDF modules may use the typed udf() helper from lancet", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 1, 30);
+  const [bound] = await addColumns(ref(t.dir), { y: udfRef("tripled", "typed.ts") });
+  assert.equal(bound!.binding.version, "typed-1");
+  await backfill(ref(t.dir), "y");
+  for (const r of await readAll(t, ["x", "y"])) assert.equal(r.y, r.x === null ? null : (r.x as number) * 3);
+});
