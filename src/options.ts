@@ -11,6 +11,8 @@ export interface BackfillProgress {
   readonly phase: "planning" | "running" | "committing" | "finished" | "failed";
   /** Rows in the planned ranges: an upper bound on the rows the UDF may compute. */
   readonly rowsPlanned: number;
+  /** Rows of the planned ranges processed so far (computed, or skipped by the row selection). */
+  readonly rowsProcessed: number;
   /** Rows the UDF computed in this run. */
   readonly rowsComputed: number;
   /** Computed rows durably checkpointed in this run. */

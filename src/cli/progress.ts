@@ -15,9 +15,9 @@ export class ProgressView {
   }
 
   static line(p: BackfillProgress): string {
-    const pct = p.rowsPlanned > 0 ? Math.min(100, (100 * p.rowsCheckpointed) / p.rowsPlanned) : 100;
-    const rate = p.elapsedMs > 0 ? Math.round((p.rowsComputed * 1000) / p.elapsedMs) : 0;
-    const left = p.rowsPlanned - p.rowsCheckpointed;
+    const pct = p.rowsPlanned > 0 ? Math.min(100, (100 * p.rowsProcessed) / p.rowsPlanned) : 100;
+    const rate = p.elapsedMs > 0 ? Math.round((p.rowsProcessed * 1000) / p.elapsedMs) : 0;
+    const left = p.rowsPlanned - p.rowsProcessed;
     const eta = rate > 0 && left > 0 ? ` eta ${Math.ceil(left / rate)}s` : "";
     return (
       `${p.phase} ${pct.toFixed(1)}% | computed ${p.rowsComputed.toLocaleString("en-US")} checkpointed ${p.rowsCheckpointed.toLocaleString("en-US")} ` +
@@ -33,7 +33,7 @@ export class ProgressView {
     this.lastDraw = now;
     const line = ProgressView.line(p);
     if (this.mode === "bar") {
-      const pct = p.rowsPlanned > 0 ? Math.min(1, p.rowsCheckpointed / p.rowsPlanned) : 1;
+      const pct = p.rowsPlanned > 0 ? Math.min(1, p.rowsProcessed / p.rowsPlanned) : 1;
       const width = 24;
       const fill = Math.round(pct * width);
       this.io.stderr.write(`\r\x1b[2K[${"#".repeat(fill)}${"-".repeat(width - fill)}] ${line}`);

@@ -165,11 +165,12 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
   };
   log.info("plan", { fragments: summary.fragmentsToWrite, tasks: summary.tasks, rows: summary.rowsPlanned });
 
-  const counters = { rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0, fragmentsCommitted: 0, tasksDone: 0, commits: 0, crashes: 0, udfMs: 0, readMs: 0, checkpointMs: 0, commitMs: 0 };
+  const counters = { rowsProcessed: 0, rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0, fragmentsCommitted: 0, tasksDone: 0, commits: 0, crashes: 0, udfMs: 0, readMs: 0, checkpointMs: 0, commitMs: 0 };
   let phase: BackfillProgress["phase"] = "planning";
   const progress = (): BackfillProgress => ({
     phase,
     rowsPlanned: plan.rowsPlanned,
+    rowsProcessed: counters.rowsProcessed,
     rowsComputed: counters.rowsComputed,
     rowsCheckpointed: counters.rowsCheckpointed,
     rowsCommitted: counters.rowsCommitted,
@@ -289,6 +290,7 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
           try {
             await executor!.runTask(spec, (r: BatchReport) => {
               doneRanges.push({ start: r.start, end: r.end });
+              counters.rowsProcessed += r.end - r.start;
               counters.rowsComputed += r.rowsComputed;
               counters.rowsCheckpointed += r.rowsComputed;
               counters.udfMs += r.udfMs;
