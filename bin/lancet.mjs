@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 // The `lancet` command. The CLI is written in TypeScript and runs through Node's type stripping
-// (Node >= 22.18; `npm install` brings Node 24 as a devDependency).
-import { run } from "../src/cli/main.ts";
-
+// (Node >= 22.18; `npm install` brings Node 24 as a devDependency, which `npx lancet` uses).
+const [major, minor] = process.versions.node.split(".").map(Number);
+if (major < 22 || (major === 22 && minor < 18)) {
+  process.stderr.write(`lancet: Node ${process.versions.node} is too old; Lancet needs Node >= 22.18. Run it as \`npx lancet\` after \`npm install\` (which brings Node 24), or upgrade Node.\n`);
+  process.exit(2);
+}
+const { run } = await import("../src/cli/main.ts");
 process.exitCode = await run(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
-  isTTY: Boolean(process.stdout.isTTY),
+  isTTY: Boolean(process.stderr.isTTY),
 });
