@@ -145,7 +145,34 @@ export function valuesToVector(values: ArrayLike<unknown>, type: DataType): Vec 
       throw new ValueTypeError(i, (e as Error).message);
     }
   }
+  if (type.typeId === arrow.Type.FixedSizeList) return fixedSizeListVector(out, type as ArrowNs.FixedSizeList);
   return arrow.vectorFromArray(out as unknown[], type as never) as Vec;
+}
+
+/**
+ * apache-arrow 18's builder writes no child slots for a null fixed-size list, so trailing nulls leave
+ * the child array short (a malformed vector Lance then rejects). Build it by hand: every entry gets
+ * `listSize` child slots, null entries are marked in the validity bitmap.
+ */
+function fixedSizeListVector(values: unknown[], type: ArrowNs.FixedSizeList): Vec {
+  const size = type.listSize;
+  const n = values.length;
+  const child = new Array<unknown>(n * size).fill(null);
+  const bitmap = new Uint8Array((n + 7) >> 3);
+  let nullCount = 0;
+  for (let i = 0; i < n; i++) {
+    const v = values[i] as unknown[] | null;
+    if (v === null) {
+      nullCount++;
+      continue;
+    }
+    bitmap[i >> 3]! |= 1 << (i & 7);
+    for (let k = 0; k < size; k++) child[i * size + k] = v[k];
+  }
+  const childVec = arrow.vectorFromArray(child, type.children[0]!.type as never) as Vec;
+  const childData = childVec.data.length === 1 ? childVec.data[0]! : arrow.makeVector(childVec.data).data[0]!;
+  const data = arrow.makeData({ type, length: n, nullCount, nullBitmap: nullCount > 0 ? bitmap : null, child: childData } as never);
+  return arrow.makeVector(data) as Vec;
 }
 
 const TYPED_FAST: [new (n: number) => ArrayLike<number>, string][] = [

@@ -16,6 +16,7 @@ const expected: Record<string, (r: { id: bigint; x: number | null; s: string | n
   c_embedding: (r) => [0, 1, 2, 3].map((k) => Number(r.id) + k),
   c_struct: (r) => ({ n: Number(r.id), label: r.s }),
   c_batch: (r) => (r.x === null ? null : r.x * 2),
+  c_embedding_nulls: (r) => (r.x === null ? null : [r.x, r.x + 1]),
 };
 
 test("every output type is computed correctly, with null inputs, deleted rows and several fragments", async () => {
@@ -34,6 +35,7 @@ test("every output type is computed correctly, with null inputs, deleted rows an
     c_embedding: udfRef("asEmbedding"),
     c_struct: udfRef("asStruct"),
     c_batch: udfRef("batchDoubled"),
+    c_embedding_nulls: udfRef("embeddingWithNulls"),
   });
   const layoutBefore = await fragmentLayout(t);
   const before = await readAll(t, ["id", "x", "s"]);

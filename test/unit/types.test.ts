@@ -47,3 +47,15 @@ test("input vectors become plain JS values", () => {
   const s = arrow.vectorFromArray([{ a: 1, b: "x" }], parseDataType("struct<a:int32,b:utf8>") as never);
   assert.deepEqual(vectorToValues(s), [{ a: 1, b: "x" }]);
 });
+
+test("fixed-size lists with nulls, trailing ones included, are well formed", () => {
+  const t = parseDataType("fixed_size_list<float32>[2]");
+  const v = valuesToVector([[1, 2], null, [3, 4], null, null], t);
+  assert.equal(v.length, 5);
+  assert.equal(v.nullCount, 3);
+  assert.equal(v.data[0]!.children[0]!.length, 10, "every entry has listSize child slots");
+  assert.deepEqual(vectorToValues(v).map((x) => (x === null ? null : Array.from(x as Float32Array))), [[1, 2], null, [3, 4], null, null]);
+  // Round trip through IPC, as a checkpoint does.
+  const back = arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v })));
+  assert.deepEqual(vectorToValues(back.getChild("v")!).map((x) => (x === null ? null : Array.from(x as Float32Array))), [[1, 2], null, [3, 4], null, null]);
+});
