@@ -85,8 +85,8 @@ export class MergeInsertCommitter implements Committer {
     this.mergesSinceRebuild = 0;
   }
 
-  /** Keys of the fragment's rows at `f.rowAddrs`. */
-  private async keysFor(f: FragmentValues): Promise<string[]> {
+  /** Keys of the fragment's rows at `f.rowAddrs`, as a Utf8 vector aligned with them. */
+  private async keysFor(f: FragmentValues): Promise<ArrowNs.Vector> {
     const where = { table: this.t.name, column: this.column, fragmentId: f.fragmentId };
     const at = this.offsets.get(f.fragmentId);
     if (!at) throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} no longer exists (compacted or deleted by another writer since the plan); run the backfill again to fill its rows`, where);
@@ -96,11 +96,18 @@ export class MergeInsertCommitter implements Committer {
       .limit(at.liveRows)
       .toArrow({ maxBatchLength: 65536 } as never);
     const keyVec = data.getChild(KEY_COLUMN)!;
-    const addrVec = data.getChild("_rowaddr")!;
-    const out = new Array<string>(f.rowAddrs.length);
+    const addrs = data.getChild("_rowaddr")!.toArray() as BigUint64Array;
+    const want = f.rowAddrs;
+    // Common case: every live row was computed, in the same order — use the key column as read.
+    if (addrs.length === want.length && keyVec.nullCount === 0) {
+      let same = true;
+      for (let i = 0; i < want.length && same; i++) same = addrs[i] === want[i];
+      if (same) return keyVec;
+    }
+    const out = new Array<string>(want.length);
     let j = 0;
-    for (let i = 0; i < data.numRows && j < out.length; i++) {
-      if ((addrVec.get(i) as bigint) === f.rowAddrs[j]) {
+    for (let i = 0; i < addrs.length && j < out.length; i++) {
+      if (addrs[i] === want[j]) {
         const k = keyVec.get(i) as string | null;
         if (k === null) break;
         out[j++] = k;
@@ -109,7 +116,7 @@ export class MergeInsertCommitter implements Committer {
     if (j !== out.length) {
       throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name}: ${out.length - j} of ${out.length} computed rows are no longer in the table (deleted or rewritten by another writer since the plan); run the backfill again`, where);
     }
-    return out;
+    return arrow.vectorFromArray(out, new arrow.Utf8());
   }
 
   async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
@@ -139,14 +146,15 @@ export class MergeInsertCommitter implements Committer {
     const keyFirst = names.indexOf(KEY_COLUMN) < names.indexOf(this.column);
 
     for (const group of groups) {
-      const keys: string[] = [];
+      const keys: ArrowNs.Vector[] = [];
       const values: ArrowNs.Vector[] = [];
       for (const f of group) {
-        keys.push(...(await this.keysFor(f)));
+        keys.push(await this.keysFor(f));
         values.push(f.values);
       }
-      const valueVec = values.length === 1 ? values[0]! : values[0]!.concat(...values.slice(1));
-      const keyVec = arrow.vectorFromArray(keys, new arrow.Utf8());
+      const concat = (v: ArrowNs.Vector[]): ArrowNs.Vector => (v.length === 1 ? v[0]! : v[0]!.concat(...v.slice(1)));
+      const valueVec = concat(values);
+      const keyVec = concat(keys);
       const keyF = new arrow.Field(KEY_COLUMN, new arrow.Utf8(), false);
       const valF = new arrow.Field(this.column, valueField.type, true);
       const src = new arrow.Table(
@@ -161,8 +169,8 @@ export class MergeInsertCommitter implements Committer {
       this.mergesSinceRebuild++;
       commits++;
       const ids = group.map((f) => f.fragmentId).join(", ");
-      if (r.numUpdatedRows !== keys.length || r.numInsertedRows !== 0) {
-        throw new CommitError("COMMIT_FAILED", `mergeInsert into fragment(s) ${ids} of table ${this.t.name} updated ${r.numUpdatedRows} rows and inserted ${r.numInsertedRows}; expected ${keys.length} updates. Another writer may have changed these rows; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: group[0]!.fragmentId });
+      if (r.numUpdatedRows !== keyVec.length || r.numInsertedRows !== 0) {
+        throw new CommitError("COMMIT_FAILED", `mergeInsert into fragment(s) ${ids} of table ${this.t.name} updated ${r.numUpdatedRows} rows and inserted ${r.numInsertedRows}; expected ${keyVec.length} updates. Another writer may have changed these rows; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: group[0]!.fragmentId });
       }
       const after = await readManifest(this.t.tableDir, r.version);
       for (const f of group) {
@@ -173,7 +181,7 @@ export class MergeInsertCommitter implements Committer {
         }
       }
       version = r.version;
-      rowsWritten += keys.length;
+      rowsWritten += keyVec.length;
     }
     return { version, rowsWritten, commits };
   }
