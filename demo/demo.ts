@@ -156,7 +156,7 @@ out("|---|---|---|---:|---:|---|");
 for (const s of await columnStatus(ref)) {
   out(`| ${s.column} | ${s.binding.exportName} | ${s.binding.version} | ${fmt(s.filledRows)} | ${fmt(s.totalRows)} | ${s.moduleState} |`);
 }
-out("(filled counts non-null values: rows whose text is null stay null in word_count and shout; embedding gives them the zero vector)");
+out("(filled counts non-null values: rows whose text is null stay null in word_count, embedding and shout)");
 out();
 
 // ---- 6. a re-run computes nothing ---------------------------------------------------------------

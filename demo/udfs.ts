@@ -67,11 +67,7 @@ interface EmbeddingState {
 /**
  * Stateful and batched: a hashing "embedding" of the text (a stand-in for a model, which could not be
  * downloaded here). `setup` runs once per worker process and builds the lookup table; each word adds
- * its bucket's vector and the sum is L2-normalised. Null text gives the all-zero vector rather than
- * null: a fixed_size_list column whose UDF returns null for the last row(s) of a checkpoint batch
- * currently fails at commit ("Values length … is less than the length … multiplied by the value
- * size"), because apache-arrow's vectorFromArray, which Lancet uses to build UDF results, leaves
- * trailing null lists out of the FixedSizeList child array. So this UDF avoids null outputs.
+ * its bucket's vector and the sum is L2-normalised. Null text gives a null embedding.
  */
 export const embedding = udf<EmbeddingState>({
   inputs: ["text"],
@@ -83,11 +79,15 @@ export const embedding = udf<EmbeddingState>({
     for (let i = 0; i < table.length; i++) table[i] = rand() * 2 - 1;
     return { table };
   },
-  fn: (text: VectorLike<string>, ctx: { state: EmbeddingState }): Float32Array[] => {
+  fn: (text: VectorLike<string>, ctx: { state: EmbeddingState }): (Float32Array | null)[] => {
     const { table } = ctx.state;
-    const out = new Array<Float32Array>(text.length);
+    const out = new Array<Float32Array | null>(text.length);
     for (let i = 0; i < text.length; i++) {
-      const t = text.get(i) ?? "";
+      const t = text.get(i);
+      if (t === null) {
+        out[i] = null;
+        continue;
+      }
       const v = new Float32Array(DIM);
       for (const word of t.split(/\s+/)) {
         if (word.length === 0) continue;
