@@ -39,3 +39,18 @@ test("UDF modules may use the typed udf() helper from lancet", async () => {
   await backfill(ref(t.dir), "y");
   for (const r of await readAll(t, ["x", "y"])) assert.equal(r.y, r.x === null ? null : (r.x as number) * 3);
 });
+
+test("dataType may be an apache-arrow DataType, and batched results may be vectors from the UDF's own Arrow copy", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 2, 40);
+  const [a, b] = await addColumns(ref(t.dir), { a: udfRef("arrowTyped", "arrow-typed.ts"), b: udfRef("arrowEmbedding", "arrow-typed.ts") });
+  assert.equal(a!.binding.dataType, "float64");
+  assert.equal(b!.binding.dataType, "fixed_size_list<float32>[2]");
+  await backfill(ref(t.dir), "a");
+  await backfill(ref(t.dir), "b");
+  for (const r of await readAll(t, ["x", "a", "b"])) {
+    const x = r.x as number | null;
+    assert.equal(r.a, x === null ? null : x + 1);
+    assert.deepEqual(r.b, x === null ? null : [x, -x]);
+  }
+});
