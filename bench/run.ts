@@ -19,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { arrow, lancedb } from "../src/arrow.ts";
 import { addColumns, backfill } from "../src/index.ts";
-import type { BackfillResult } from "../src/index.ts";
+import type { JobRecord } from "../src/index.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -103,7 +103,7 @@ interface LancetRun {
   setupMs: number;
   backfillMs: number;
   totalMs: number;
-  result: BackfillResult;
+  result: JobRecord;
 }
 
 async function runLancet(dbDir: string): Promise<LancetRun> {
@@ -118,8 +118,8 @@ async function runLancet(dbDir: string): Promise<LancetRun> {
     },
   });
   const t2 = performance.now();
-  if (result.rowsComputed !== ROWS || result.rowsCommitted !== ROWS) {
-    throw new Error(`Lancet computed ${result.rowsComputed} and committed ${result.rowsCommitted} rows; expected ${ROWS}`);
+  if (result.metrics.rowsComputed !== ROWS || result.metrics.rowsCommitted !== ROWS) {
+    throw new Error(`Lancet computed ${result.metrics.rowsComputed} and committed ${result.metrics.rowsCommitted} rows; expected ${ROWS}`);
   }
   return { bindMs: ms(t0, t1), setupMs, backfillMs: ms(t1, t2), totalMs: ms(t0, t2), result };
 }
@@ -149,7 +149,7 @@ for (let r = 1; r <= REPS; r++) {
   }
   await verify(nativeDir);
   await verify(lancetDir);
-  const b = lancet.result;
+  const b = { ...lancet.result.metrics, commitMs: lancet.result.metrics.writeMs + lancet.result.metrics.commitMs };
   note(
     `rep ${r}/${REPS} (${nativeFirst ? "native first" : "lancet first"}): native ${fmt(nativeMs, 1)} ms; lancet ${fmt(lancet.totalMs, 1)} ms ` +
       `(bind ${fmt(lancet.bindMs, 1)} + backfill ${fmt(lancet.backfillMs, 1)}; setup ${fmt(lancet.setupMs)} udf ${fmt(b.udfMs)} read ${fmt(b.readMs)} checkpoint ${fmt(b.checkpointMs)} commit ${fmt(b.commitMs)} ms, ${b.commits} commits); verified`,
@@ -167,15 +167,15 @@ const med = {
   lancetBindMs: median(reps.map((r) => r.lancet.bindMs)),
   lancetBackfillMs: median(reps.map((r) => r.lancet.backfillMs)),
   setupMs: median(reps.map((r) => r.lancet.setupMs)),
-  udfMs: median(reps.map((r) => r.lancet.result.udfMs)),
-  readMs: median(reps.map((r) => r.lancet.result.readMs)),
-  checkpointMs: median(reps.map((r) => r.lancet.result.checkpointMs)),
-  commitMs: median(reps.map((r) => r.lancet.result.commitMs)),
-  commits: median(reps.map((r) => r.lancet.result.commits)),
+  udfMs: median(reps.map((r) => r.lancet.result.metrics.udfMs)),
+  readMs: median(reps.map((r) => r.lancet.result.metrics.readMs)),
+  checkpointMs: median(reps.map((r) => r.lancet.result.metrics.checkpointMs)),
+  commitMs: median(reps.map((r) => r.lancet.result.metrics.writeMs + r.lancet.result.metrics.commitMs)),
+  commits: median(reps.map((r) => r.lancet.result.metrics.commits)),
 };
 const rate = (t: number): number => (t > 0 ? (ROWS * 1000) / t : 0);
 const ratio = med.nativeMs / med.lancetTotalMs;
-const plan = reps[0]!.lancet.result.plan;
+const plan = reps[0]!.lancet.result.plan!;
 
 const out: string[] = [];
 out.push(`Rows: ${fmt(ROWS)} in ${FRAGMENTS} fragments; repetitions: ${REPS}; Lancet defaults (concurrency ${Math.min(8, availableParallelism())}, task size ${fmt(plan.taskSize)}, commit granularity ${plan.commitGranularity}, ${plan.tasks} tasks)`);
@@ -183,7 +183,7 @@ out.push("");
 out.push("| rep | order | native addColumns (ms) | Lancet bind (ms) | Lancet backfill (ms) | Lancet total (ms) | setup | udf | read | checkpoint | commit (ms) | commits |");
 out.push("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const r of reps) {
-  const b = r.lancet.result;
+  const b = { ...r.lancet.result.metrics, commitMs: r.lancet.result.metrics.writeMs + r.lancet.result.metrics.commitMs };
   out.push(`| ${r.rep} | ${r.order} | ${fmt(r.nativeMs, 1)} | ${fmt(r.lancet.bindMs, 1)} | ${fmt(r.lancet.backfillMs, 1)} | ${fmt(r.lancet.totalMs, 1)} | ${fmt(r.lancet.setupMs)} | ${fmt(b.udfMs)} | ${fmt(b.readMs)} | ${fmt(b.checkpointMs)} | ${fmt(b.commitMs)} | ${b.commits} |`);
 }
 out.push(`| **median** | | **${fmt(med.nativeMs, 1)}** | ${fmt(med.lancetBindMs, 1)} | ${fmt(med.lancetBackfillMs, 1)} | **${fmt(med.lancetTotalMs, 1)}** | ${fmt(med.setupMs)} | ${fmt(med.udfMs)} | ${fmt(med.readMs)} | ${fmt(med.checkpointMs)} | ${fmt(med.commitMs)} | ${fmt(med.commits)} |`);

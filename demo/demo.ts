@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { arrow, lancedb } from "../src/arrow.ts";
 import { addColumns, backfill, columnStatus } from "../src/index.ts";
-import type { BackfillOptions, BackfillResult } from "../src/index.ts";
+import type { BackfillOptions, JobRecord } from "../src/index.ts";
 import { ProgressView } from "../src/cli/progress.ts";
 
 const DB_DIR = fileURLToPath(new URL("../demo-data", import.meta.url));
@@ -102,9 +102,9 @@ const plans: [string, BackfillOptions][] = [
   ["embedding", {}],
   ["shout", { intraApplierConcurrency: 16 }],
 ];
-const results: BackfillResult[] = [];
+const results: JobRecord[] = [];
 
-async function run(column: string, options: BackfillOptions): Promise<BackfillResult> {
+async function run(column: string, options: BackfillOptions): Promise<JobRecord> {
   const view = new ProgressView(io, io.isTTY ? "bar" : "lines");
   io.stderr.write(`backfill ${column}${options.intraApplierConcurrency ? ` (intraApplierConcurrency ${options.intraApplierConcurrency})` : ""}\n`);
   try {
@@ -121,10 +121,10 @@ out("Summary");
 out("| column | rows computed | seconds | rows/s | commits | udf s | read s | checkpoint s | commit s |");
 out("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const r of results) {
-  const s = r.durationMs / 1000;
+  const s = r.metrics.elapsedMs / 1000;
   out(
-    `| ${r.column} | ${fmt(r.rowsComputed)} | ${s.toFixed(2)} | ${fmt(Math.round(r.rowsComputed / s))} | ${r.commits} | ` +
-      `${(r.udfMs / 1000).toFixed(2)} | ${(r.readMs / 1000).toFixed(2)} | ${(r.checkpointMs / 1000).toFixed(2)} | ${(r.commitMs / 1000).toFixed(2)} |`,
+    `| ${r.column} | ${fmt(r.metrics.rowsComputed)} | ${s.toFixed(2)} | ${fmt(Math.round(r.metrics.rowsComputed / s))} | ${r.metrics.commits} | ` +
+      `${(r.metrics.udfMs / 1000).toFixed(2)} | ${(r.metrics.readMs / 1000).toFixed(2)} | ${(r.metrics.checkpointMs / 1000).toFixed(2)} | ${(r.metrics.commitMs / 1000).toFixed(2)} |`,
   );
 }
 out("(udf/read/checkpoint seconds are summed over worker processes; commit seconds are the coordinator's)");
@@ -161,8 +161,8 @@ out();
 
 // ---- 6. a re-run computes nothing ---------------------------------------------------------------
 const again = await run("word_count", {});
-out(`Re-run of word_count: ${fmt(again.rowsComputed)} rows computed, ${again.commits} commits, ${again.plan.fragmentsDone} of ${again.plan.fragmentsTotal} fragments already done (${(again.durationMs / 1000).toFixed(2)} s)`);
-if (again.rowsComputed !== 0) throw new Error(`expected the re-run to compute 0 rows, got ${again.rowsComputed}`);
+out(`Re-run of word_count: ${fmt(again.metrics.rowsComputed)} rows computed, ${again.metrics.commits} commits, ${again.plan!.fragmentsDone} of ${again.plan!.fragmentsTotal} fragments already done (${(again.metrics.elapsedMs / 1000).toFixed(2)} s)`);
+if (again.metrics.rowsComputed !== 0) throw new Error(`expected the re-run to compute 0 rows, got ${again.metrics.rowsComputed}`);
 out(`Demo finished in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
 table.close();
 fresh.close();

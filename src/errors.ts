@@ -30,6 +30,9 @@ export type ErrorCode =
   | "WHERE_INVALID"
   | "TABLE_UNSUPPORTED"
   | "CANCELLED"
+  | "JOB_ABANDONED"
+  | "JOB_NOT_FOUND"
+  | "TABLE_BUSY"
   | "INTERNAL";
 
 /** Where an error happened; every field optional. */

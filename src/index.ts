@@ -4,8 +4,13 @@
  */
 export { addColumns, alterColumns, columnStatus } from "./columns.ts";
 export type { ColumnBindingResult, ColumnStatus } from "./columns.ts";
-export { backfill } from "./jobs/backfill.ts";
-export type { BackfillResult, PlanSummary } from "./jobs/backfill.ts";
+export { backfill, backfillAsync } from "./jobs/backfill.ts";
+export { BackfillJob } from "./jobs/job.ts";
+export { getJob, listJobs, cancelJob } from "./jobs/api.ts";
+export { diagnose } from "./jobs/diagnose.ts";
+export { refragment } from "./commit/refragment.ts";
+export type { RefragmentOptions, RefragmentResult } from "./commit/refragment.ts";
+export type { JobRecord, JobStatus, JobMetrics, JobEvent, Diagnosis, Stage, PlanSummary } from "./jobs/record.ts";
 export type { BackfillOptions, BackfillProgress } from "./options.ts";
 export { udf } from "./udf/udf.ts";
 export type { UdfSpec, UdfContext } from "./udf/udf.ts";

@@ -5,26 +5,14 @@
 import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import type { Diagnosis, JobMetrics, JobStatus } from "./jobs/record.ts";
 
-/** A progress snapshot, reported while a backfill runs. Counts are for this run. */
-export interface BackfillProgress {
-  readonly phase: "planning" | "running" | "committing" | "finished" | "failed";
-  /** Rows in the planned ranges: an upper bound on the rows the UDF may compute. */
-  readonly rowsPlanned: number;
-  /** Rows of the planned ranges processed so far (computed, or skipped by the row selection). */
-  readonly rowsProcessed: number;
-  /** Rows the UDF computed in this run. */
-  readonly rowsComputed: number;
-  /** Computed rows durably checkpointed in this run. */
-  readonly rowsCheckpointed: number;
-  /** Rows written to the table by this run's commits (checkpoints of earlier runs included). */
-  readonly rowsCommitted: number;
-  readonly fragmentsPlanned: number;
-  readonly fragmentsCommitted: number;
-  readonly tasksTotal: number;
-  readonly tasksDone: number;
-  readonly elapsedMs: number;
-}
+/** A progress snapshot, reported while a backfill runs: the job's metrics (counts are for this run), status and diagnosis. */
+export type BackfillProgress = Readonly<JobMetrics> & {
+  readonly phase: "planning" | "running" | "committing" | "finished" | "failed" | "cancelled";
+  readonly status: JobStatus;
+  readonly diagnosis: Diagnosis | null;
+};
 
 export interface BackfillOptions {
   /** Worker processes. @default min(8, available cores) */
@@ -39,6 +27,10 @@ export interface BackfillOptions {
   taskSize?: number;
   /** Fragments per commit. @default min(64, max(1, ceil(fragments / 20))) */
   commitGranularity?: number;
+  /** Fragment writers running at once (each fragment has one serial writer). @default min(4, concurrency) */
+  writerConcurrency?: number;
+  /** How often the job record is written to the jobs table (and the job heartbeats). @default 2000 */
+  statusIntervalMs?: number;
   /** SQL filter: recompute matching rows (filled or not) and keep other rows' values. @default only rows not yet computed */
   where?: string;
   /** Only the first N fragments of the table (a pilot run; a later run finishes the rest). */
@@ -61,6 +53,8 @@ export interface ResolvedBackfillOptions {
   /** undefined: derive from the table size at plan time. */
   readonly taskSize: number | undefined;
   readonly commitGranularity: number | undefined;
+  readonly writerConcurrency: number;
+  readonly statusIntervalMs: number;
   readonly where: string | undefined;
   readonly numFrags: number | undefined;
   readonly planOnly: boolean;
@@ -71,7 +65,7 @@ export interface ResolvedBackfillOptions {
 
 const KNOWN = new Set([
   "concurrency", "intraApplierConcurrency", "checkpointSize", "maxCheckpointSize", "taskSize",
-  "commitGranularity", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
+  "commitGranularity", "writerConcurrency", "statusIntervalMs", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
 ]);
 
 function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number | undefined {
@@ -112,6 +106,8 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
     maxCheckpointSize,
     taskSize: posInt(o, "taskSize"),
     commitGranularity: posInt(o, "commitGranularity"),
+    writerConcurrency: posInt(o, "writerConcurrency", 64) ?? Math.min(4, concurrency),
+    statusIntervalMs: posInt(o, "statusIntervalMs", 3_600_000) ?? 2000,
     where: where === undefined ? undefined : (where as string).trim(),
     numFrags: posInt(o, "numFrags"),
     planOnly: o.planOnly === true,

@@ -4,8 +4,9 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, stderrLogger } from "../index.ts";
-import type { BackfillOptions, BackfillProgress, BackfillResult } from "../index.ts";
+import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, refragment, stderrLogger } from "../index.ts";
+import type { BackfillOptions, BackfillProgress, JobRecord } from "../index.ts";
+import { jobsCommand, recordJson } from "./jobs.ts";
 import { ProgressView } from "./progress.ts";
 
 export interface CliIo {
@@ -21,6 +22,11 @@ Usage:
   lancet alter-column --db DIR --table NAME --column COL --udf MODULE#EXPORT
   lancet backfill     --db DIR --table NAME --column COL [options]
   lancet status       --db DIR --table NAME [--json]
+  lancet jobs         --db DIR [--table NAME] [--status S] [--json]
+  lancet jobs show    ID --db DIR [--json]
+  lancet jobs cancel  ID --db DIR [--json]
+  lancet jobs watch   ID --db DIR
+  lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--force] [--json]
 
 Backfill options:
   --concurrency N                 worker processes (default: min(8, cores))
@@ -29,6 +35,8 @@ Backfill options:
   --max-checkpoint-size N         upper bound of adaptive checkpoint batches (default 65536)
   --task-size N                   rows per task (default: rows / (concurrency × intra × 2))
   --commit-granularity N          fragments per commit (default min(64, max(1, fragments / 20)))
+  --writer-concurrency N          fragment writers at once (default min(4, concurrency))
+  --status-interval-ms N          how often the job record is saved / heartbeats (default 2000)
   --where SQL                     recompute rows matching SQL; other rows keep their values
   --num-frags N                   only the first N fragments (a pilot run)
   --max-task-attempts N           attempts per task when its worker dies (default 3)
@@ -40,15 +48,15 @@ Other:
   lancet --help | --version
 `;
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-function opt(values: Record<string, unknown>, name: string): string {
+export function opt(values: Record<string, unknown>, name: string): string {
   const v = values[name];
   if (typeof v !== "string" || v.length === 0) throw new UsageError(`--${name} is required`);
   return v;
 }
 
-function intOpt(values: Record<string, unknown>, name: string): number | undefined {
+export function intOpt(values: Record<string, unknown>, name: string): number | undefined {
   const v = values[name];
   if (v === undefined) return undefined;
   const s = String(v);
@@ -75,6 +83,8 @@ const BACKFILL: ParseArgsConfig["options"] = {
   "commit-granularity": { type: "string" },
   where: { type: "string" },
   "num-frags": { type: "string" },
+  "writer-concurrency": { type: "string" },
+  "status-interval-ms": { type: "string" },
   "max-task-attempts": { type: "string" },
   plan: { type: "boolean" },
 };
@@ -134,6 +144,18 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
       }
       case "backfill":
         return await backfillCommand(rest, io);
+      case "jobs":
+        return await jobsCommand(rest, io);
+      case "refragment": {
+        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, table: { type: "string" }, "max-rows-per-fragment": { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
+        json = values.json === true;
+        const max = intOpt(values, "max-rows-per-fragment");
+        if (max === undefined) throw new UsageError("--max-rows-per-fragment is required");
+        const r = await refragment({ db: opt(values, "db"), table: opt(values, "table") }, { maxRowsPerFragment: max, force: values.force === true });
+        if (json) io.stdout.write(JSON.stringify({ status: "ok", ...r }) + "\n");
+        else io.stdout.write(`refragmented ${r.table}: ${fmt(r.rows)} rows, ${r.fragmentsBefore} → ${r.fragmentsAfter} fragments (version ${r.fromVersion} → ${r.toVersion})\n`);
+        return 0;
+      }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}`);
     }
@@ -142,7 +164,7 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   }
 }
 
-function report(e: unknown, io: CliIo, json: boolean, extra: Record<string, unknown> = {}): number {
+export function report(e: unknown, io: CliIo, json: boolean, extra: Record<string, unknown> = {}): number {
   if (e instanceof UsageError || (e as { code?: string })?.code?.startsWith?.("ERR_PARSE_ARGS")) {
     io.stderr.write(`lancet: ${(e as Error).message}\n\n${USAGE}`);
     if (json) io.stdout.write(JSON.stringify({ status: "failed", error: { code: "USAGE", message: (e as Error).message }, ...extra }) + "\n");
@@ -178,6 +200,8 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
       ["task-size", "taskSize"],
       ["commit-granularity", "commitGranularity"],
       ["num-frags", "numFrags"],
+      ["writer-concurrency", "writerConcurrency"],
+      ["status-interval-ms", "statusIntervalMs"],
       ["max-task-attempts", "maxTaskAttempts"],
     ];
     for (const [flag, key] of ints) {
@@ -190,11 +214,14 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
     else options.logger = stderrLogger("warn");
     const r = await backfill(ref, column, options);
     view.done();
-    if (r.status === "planned") printPlan(r, io, json);
+    if (options.planOnly) printPlan(r, io, json);
     else printSummary(r, io, json);
     return 0;
   } catch (e) {
+    const jobId = (e as { context?: { jobId?: string } })?.context?.jobId;
     return report(e, io, json, {
+      ...(jobId !== undefined ? { id: jobId, jobId } : {}),
+      ...(isBackfillError(e, "CANCELLED") ? { status: "cancelled" } : {}),
       rowsComputed: last?.rowsComputed ?? 0,
       rowsCheckpointed: last?.rowsCheckpointed ?? 0,
       rowsCommitted: last?.rowsCommitted ?? 0,
@@ -203,10 +230,10 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
   }
 }
 
-function printPlan(r: BackfillResult, io: CliIo, json: boolean): void {
-  const p = r.plan;
+function printPlan(r: JobRecord, io: CliIo, json: boolean): void {
+  const p = r.plan!;
   if (json) {
-    io.stdout.write(JSON.stringify({ status: "planned", jobId: r.jobId, table: r.table, column: r.column, udfVersion: r.udfVersion, rowsComputed: 0, plan: p }) + "\n");
+    io.stdout.write(JSON.stringify({ ...recordJson(r), status: "planned", plan: p }) + "\n");
     return;
   }
   io.stdout.write(
@@ -219,18 +246,19 @@ function printPlan(r: BackfillResult, io: CliIo, json: boolean): void {
   for (const f of p.fragments) io.stdout.write(`    fragment ${f.id}: ${fmt(f.liveRows)} rows, ${fmt(f.rowsToCompute)} to compute in ${f.tasks} task(s), selection ${f.selection}\n`);
 }
 
-function printSummary(r: BackfillResult, io: CliIo, json: boolean): void {
+function printSummary(r: JobRecord, io: CliIo, json: boolean): void {
   if (json) {
-    const { plan, ...rest } = r;
-    io.stdout.write(JSON.stringify({ ...rest, plan: { ...plan, fragments: undefined } }) + "\n");
+    io.stdout.write(JSON.stringify(recordJson(r)) + "\n");
     return;
   }
-  const secs = r.durationMs / 1000;
+  const m = r.metrics;
+  const secs = m.elapsedMs / 1000;
   io.stdout.write(
-    `backfill of ${r.table}.${r.column} finished in ${secs.toFixed(1)} s\n` +
-      `  rows computed ${fmt(r.rowsComputed)} (${fmt(Math.round(r.rowsComputed / Math.max(secs, 1e-3)))} rows/s), committed ${fmt(r.rowsCommitted)} in ${r.commits} commit(s) over ${r.fragmentsCommitted} fragment(s)\n` +
-      `  table version ${r.readVersion} → ${r.finalVersion}; fragments already complete: ${r.plan.fragmentsDone}` +
-      (r.workerCrashes > 0 ? `; worker crashes survived: ${r.workerCrashes}` : "") +
-      `\n  time in UDF ${(r.udfMs / 1000).toFixed(1)} s, reads ${(r.readMs / 1000).toFixed(1)} s, checkpoints ${(r.checkpointMs / 1000).toFixed(1)} s (summed over workers), commits ${(r.commitMs / 1000).toFixed(1)} s\n`,
+    `backfill of ${r.table}.${r.column} finished in ${secs.toFixed(1)} s (job ${r.id})\n` +
+      `  rows computed ${fmt(m.rowsComputed)} (${fmt(m.rowsPerSec)} rows/s), committed ${fmt(m.rowsCommitted)} in ${m.commits} commit(s) over ${m.fragmentsCommitted} fragment(s)\n` +
+      `  table version ${r.plan?.readVersion} → latest; fragments already complete: ${r.plan?.fragmentsDone ?? 0}` +
+      (m.workerCrashes > 0 ? `; worker crashes survived: ${m.workerCrashes}` : "") +
+      `\n  time in UDF ${(m.udfMs / 1000).toFixed(1)} s, reads ${(m.readMs / 1000).toFixed(1)} s, checkpoints ${(m.checkpointMs / 1000).toFixed(1)} s (summed over workers), writes ${(m.writeMs / 1000).toFixed(1)} s, commits ${(m.commitMs / 1000).toFixed(1)} s\n` +
+      (r.diagnosis && r.diagnosis.bound !== "none" ? `  diagnosis: ${r.diagnosis.summary}${r.diagnosis.hint ? ` — ${r.diagnosis.hint}` : ""}\n` : ""),
   );
 }

@@ -1,4 +1,5 @@
 /** Draws backfill progress: a redrawn bar on a TTY, a plain line every second otherwise. */
+import { formatShares } from "../jobs/diagnose.ts";
 import type { BackfillProgress } from "../options.ts";
 import type { CliIo } from "./main.ts";
 
@@ -25,21 +26,30 @@ export class ProgressView {
     );
   }
 
-  update(p: BackfillProgress): void {
+  /** The per-stage shares and the diagnosis, when there is one. */
+  static diagnosisLine(p: BackfillProgress): string {
+    const d = p.diagnosis;
+    if (!d || d.bound === "none") return "";
+    return `${formatShares(d)} | ${d.summary}${d.hint ? ` — ${d.hint}` : ""}`;
+  }
+
+  update(p: BackfillProgress, force = false): void {
     if (this.mode === "none") return;
     const now = Date.now();
-    const final = p.phase === "finished" || p.phase === "failed";
-    if (!final && now - this.lastDraw < (this.mode === "bar" ? 100 : 1000)) return;
+    const final = p.phase === "finished" || p.phase === "failed" || p.phase === "cancelled";
+    if (!final && !force && now - this.lastDraw < (this.mode === "bar" ? 100 : 1000)) return;
     this.lastDraw = now;
     const line = ProgressView.line(p);
+    const diag = ProgressView.diagnosisLine(p);
     if (this.mode === "bar") {
       const pct = p.rowsPlanned > 0 ? Math.min(1, p.rowsProcessed / p.rowsPlanned) : 1;
       const width = 24;
       const fill = Math.round(pct * width);
-      this.io.stderr.write(`\r\x1b[2K[${"#".repeat(fill)}${"-".repeat(width - fill)}] ${line}`);
+      // Two lines: the bar, then the diagnosis; redraw both in place.
+      this.io.stderr.write(`${this.drawn ? "\x1b[1A\r\x1b[2K" : ""}[${"#".repeat(fill)}${"-".repeat(width - fill)}] ${line}\n\x1b[2K${diag}`);
       this.drawn = true;
     } else if (line !== this.lastLine) {
-      this.io.stderr.write(line + "\n");
+      this.io.stderr.write(line + (diag ? `\n  ${diag}` : "") + "\n");
       this.lastLine = line;
     }
   }

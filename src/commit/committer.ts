@@ -20,6 +20,10 @@ export interface CommitResult {
   readonly rowsWritten: number;
   /** Commits made (a group may need more than one merge). */
   readonly commits: number;
+  /** Time spent writing the column data (the rest of a commit's time is bookkeeping). */
+  readonly writeMs: number;
+  /** Commit attempts beyond the first (conflicts with other writers, retried). */
+  readonly retries: number;
 }
 
 export interface Committer {
@@ -29,6 +33,9 @@ export interface Committer {
    * Must keep fragment ids and row addresses.
    */
   prepare(table: LanceNs.Table): Promise<void>;
-  /** Publishes the fragments' values. Each fragment is written whole or not at all. */
+  /**
+   * Publishes the fragments' values. Each fragment is written whole or not at all. May be called
+   * concurrently for disjoint fragments (one writer per fragment).
+   */
   commit(fragments: readonly FragmentValues[]): Promise<CommitResult>;
 }

@@ -43,6 +43,10 @@ export class MergeInsertCommitter implements Committer {
   private keyTable: LanceNs.Table | undefined;
   private readonly offsets = new Map<number, { globalOffset: number; liveRows: number }>();
   private mergesSinceRebuild = 0;
+  private prepared: Promise<void> | undefined;
+  /** Merges in flight; an index rebuild waits for them and holds new ones back. */
+  private readonly inflight = new Set<Promise<unknown>>();
+  private gate: Promise<void> = Promise.resolve();
 
   constructor(t: ResolvedTable, column: string, options: MergeInsertCommitterOptions) {
     this.t = t;
@@ -50,7 +54,12 @@ export class MergeInsertCommitter implements Committer {
     this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, ...options };
   }
 
-  async prepare(table: LanceNs.Table): Promise<void> {
+  prepare(table: LanceNs.Table): Promise<void> {
+    this.prepared ??= this.doPrepare(table);
+    return this.prepared;
+  }
+
+  private async doPrepare(table: LanceNs.Table): Promise<void> {
     this.table = table;
     const schema = await table.schema();
     const manifest = await readManifest(this.t.tableDir);
@@ -83,6 +92,22 @@ export class MergeInsertCommitter implements Committer {
   private async rebuildIndex(): Promise<void> {
     await this.table!.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
     this.mergesSinceRebuild = 0;
+  }
+
+  /**
+   * Lets a merge start once the key index is fit for it: rebuilt (with no merge in flight) when its
+   * coverage is gone or every `rebuildEvery` merges.
+   */
+  private admit(): Promise<void> {
+    const next = this.gate.then(async () => {
+      const stats = await this.table!.indexStats(KEY_INDEX);
+      if (!stats || stats.numIndexedRows === 0 || this.mergesSinceRebuild >= this.options.rebuildEvery) {
+        await Promise.allSettled([...this.inflight]);
+        await this.rebuildIndex();
+      }
+    });
+    this.gate = next.catch(() => {});
+    return next;
   }
 
   /** Keys of the fragment's rows at `f.rowAddrs`, as a Utf8 vector aligned with them. */
@@ -125,6 +150,8 @@ export class MergeInsertCommitter implements Committer {
     let version = await table.version();
     let rowsWritten = 0;
     let commits = 0;
+    let writeMs = 0;
+    let retries = 0;
     // Group whole fragments into merges of at most maxRowsPerMerge rows.
     const groups: FragmentValues[][] = [];
     let cur: FragmentValues[] = [];
@@ -162,10 +189,19 @@ export class MergeInsertCommitter implements Committer {
         keyFirst ? { [KEY_COLUMN]: keyVec, [this.column]: valueVec } : { [this.column]: valueVec, [KEY_COLUMN]: keyVec },
       );
 
-      const stats = await table.indexStats(KEY_INDEX);
-      if (!stats || stats.numIndexedRows === 0 || this.mergesSinceRebuild >= this.options.rebuildEvery) await this.rebuildIndex();
+      await this.admit();
       const before = await readManifest(this.t.tableDir);
-      const r = await table.mergeInsert(KEY_COLUMN).whenMatchedUpdateAll().execute(src);
+      const w0 = performance.now();
+      const merge = table.mergeInsert(KEY_COLUMN).whenMatchedUpdateAll().execute(src);
+      this.inflight.add(merge);
+      let r: Awaited<typeof merge>;
+      try {
+        r = await merge;
+      } finally {
+        this.inflight.delete(merge);
+      }
+      writeMs += performance.now() - w0;
+      retries += Math.max(0, r.numAttempts - 1);
       this.mergesSinceRebuild++;
       commits++;
       const ids = group.map((f) => f.fragmentId).join(", ");
@@ -183,6 +219,6 @@ export class MergeInsertCommitter implements Committer {
       version = r.version;
       rowsWritten += keyVec.length;
     }
-    return { version, rowsWritten, commits };
+    return { version, rowsWritten, commits, writeMs, retries };
   }
 }

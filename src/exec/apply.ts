@@ -74,11 +74,12 @@ export class TaskRunner {
     return t;
   }
 
-  /** Computes and checkpoints every gap of `task`, reporting each batch. */
-  async run(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void> {
+  /** Computes and checkpoints every gap of `task`, reporting each batch; stops between batches when `shouldStop()`. */
+  async run(task: TaskSpec, onBatch: (r: BatchReport) => void, shouldStop: () => boolean = () => false): Promise<void> {
     let size = task.checkpointSize;
     for (const gap of task.gaps) {
       for (let start = gap.start; start < gap.end; ) {
+        if (shouldStop()) return;
         const end = Math.min(gap.end, start + size);
         const report = await this.runBatch(task, { start, end });
         onBatch(report);
@@ -129,10 +130,12 @@ export class TaskRunner {
     }
     const inputs = this.config.inputs.map((c) => data.getChild(c)!);
     const t1 = performance.now();
+    const cpu0 = process.cpuUsage();
     const rows = selected ?? null;
     const count = rows === null ? n : rows.length;
     const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n);
     const t2 = performance.now();
+    const cpu = process.cpuUsage(cpu0);
     let outAddrs = addrs;
     if (rows !== null) {
       outAddrs = new BigUint64Array(rows.length);
@@ -141,7 +144,7 @@ export class TaskRunner {
     const batch = new arrow.Table({ _rowaddr: arrow.makeVector(outAddrs), value: out });
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, readMs: t1 - t0, udfMs: t2 - t1, checkpointMs: t3 - t2 };
+    return { start: range.start, end: range.end, rowsComputed: count, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
   }
 
   private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number): Promise<Vec> {

@@ -42,12 +42,16 @@ export interface BatchReport {
   readonly rowsComputed: number;
   readonly readMs: number;
   readonly udfMs: number;
+  /** CPU time of the worker process while the UDF ran (user + system). */
+  readonly udfCpuMs: number;
   readonly checkpointMs: number;
 }
 
 export type ToWorker =
   | { readonly type: "init"; readonly config: WorkerConfig }
   | { readonly type: "task"; readonly id: number; readonly task: TaskSpec }
+  /** Finish the batch in flight, checkpoint it, and end the task early. */
+  | { readonly type: "stop"; readonly id: number }
   | { readonly type: "shutdown" };
 
 export type FromWorker =
@@ -59,8 +63,11 @@ export type FromWorker =
 
 /** The executor interface: run tasks somewhere, stream batch reports, close. */
 export interface Executor {
-  /** Runs a task to completion; rejects with the task's error (a WorkerCrashedError when its process died). */
-  runTask(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void>;
+  /**
+   * Runs a task; rejects with the task's error (a WorkerCrashedError when its process died). When
+   * `signal` aborts, the worker finishes and checkpoints its current batch and the task resolves early.
+   */
+  runTask(task: TaskSpec, onBatch: (r: BatchReport) => void, signal?: AbortSignal): Promise<void>;
   /** Stops every worker; idempotent. */
   close(): Promise<void>;
 }

@@ -12,6 +12,7 @@ function send(m: FromWorker): void {
 }
 
 let runner: TaskRunner | undefined;
+const stopped = new Set<number>();
 
 process.on("disconnect", () => process.exit(0));
 process.on("message", (raw) => {
@@ -32,12 +33,18 @@ process.on("message", (raw) => {
         send({ type: "taskFailed", id: m.id, error: { name: "Error", message: "worker received a task before init" } });
         break;
       }
-      r.run(m.task, (report) => send({ type: "batch", id: m.id, report })).then(
-        () => send({ type: "taskDone", id: m.id }),
-        (e: unknown) => send({ type: "taskFailed", id: m.id, error: serializeError(e) }),
-      );
+      const id = m.id;
+      r.run(m.task, (report) => send({ type: "batch", id, report }), () => stopped.has(id))
+        .then(
+          () => send({ type: "taskDone", id }),
+          (e: unknown) => send({ type: "taskFailed", id, error: serializeError(e) }),
+        )
+        .finally(() => stopped.delete(id));
       break;
     }
+    case "stop":
+      stopped.add(m.id);
+      break;
     case "shutdown":
       runner?.shutdown();
       process.disconnect?.();

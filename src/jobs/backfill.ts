@@ -1,77 +1,36 @@
 /**
  * The coordinator of a backfill: check the binding, pin a version, plan, dispatch tasks to the
- * executor, assemble each finished fragment from its checkpoints (one serial writer per fragment) and
- * commit every `commitGranularity` fragments. Everything a run computes is checkpointed before it is
- * committed, so a killed run loses at most its in-flight batches.
+ * executor, have each finished fragment's writer assemble it from its checkpoints and commit it, every
+ * `commitGranularity` fragments. Everything a run computes is checkpointed before it is committed, so
+ * a killed run loses at most its in-flight batches. The job is tracked by a {@link JobController}:
+ * a record in the jobs table, progress, events, cancellation.
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import * as path from "node:path";
-import { performance } from "node:perf_hooks";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
 import { RESERVED_COLUMNS } from "../columns.ts";
-import { MergeInsertCommitter } from "../commit/merge-insert.ts";
 import type { Committer, FragmentValues } from "../commit/committer.ts";
+import { MergeInsertCommitter } from "../commit/merge-insert.ts";
 import { assembleFragment } from "../commit/writer.ts";
-import { BackfillError, ConfigError, isBackfillError } from "../errors.ts";
+import { BackfillError, CancelledError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/local/pool.ts";
-import type { BatchReport, Executor, TaskSpec } from "../exec/protocol.ts";
+import type { BatchReport, TaskSpec } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
-import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress } from "../options.ts";
-import { gapsOf, planBackfill, type Plan, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
+import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
+import { gapsOf, planBackfill, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
-import { openLanceTable, resolveTable, type TableRef } from "../table.ts";
-import { bindingBundlePath, readBinding, type Binding } from "../udf/binding.ts";
+import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
+import { bindingBundlePath, readBinding } from "../udf/binding.ts";
 import { formatDataType } from "../udf/types.ts";
+import { diagnose } from "./diagnose.ts";
+import { BackfillJob, JobController } from "./job.ts";
+import type { JobRecord, PlanSummary } from "./record.ts";
+import { JobsTable } from "./store.ts";
 
-/** A plan as reported to users. */
-export interface PlanSummary {
-  readonly readVersion: number;
-  readonly fragmentsTotal: number;
-  readonly fragmentsToWrite: number;
-  readonly fragmentsDone: number;
-  readonly fragmentsDeferred: number;
-  readonly tasks: number;
-  readonly rowsPlanned: number;
-  readonly taskSize: number;
-  readonly commitGranularity: number;
-  /** How rows are selected: "all rows", "rows where <col> IS NULL", or the user's where. */
-  readonly selection: string;
-  readonly fragments: readonly { id: number; liveRows: number; rowsToCompute: number; tasks: number; selection: string }[];
-}
-
-export interface BackfillResult {
-  readonly jobId: string;
-  /** `planned` for a plan-only run. */
-  readonly status: "finished" | "planned";
-  readonly table: string;
-  readonly column: string;
-  readonly udfVersion: string;
-  readonly plan: PlanSummary;
-  readonly rowsPlanned: number;
-  readonly rowsComputed: number;
-  readonly rowsCheckpointed: number;
-  readonly rowsCommitted: number;
-  readonly fragmentsCommitted: number;
-  readonly commits: number;
-  /** Worker processes that died and whose tasks were retried. */
-  readonly workerCrashes: number;
-  readonly readVersion: number;
-  readonly finalVersion: number;
-  readonly durationMs: number;
-  readonly udfMs: number;
-  readonly readMs: number;
-  readonly checkpointMs: number;
-  readonly commitMs: number;
-}
-
-interface Loaded {
-  binding: Binding;
-}
-
-async function checkColumn(ref: TableRef, column: string, where: string | undefined): Promise<Loaded & { t: ReturnType<typeof resolveTable>; table: Awaited<ReturnType<typeof openLanceTable>>["table"] }> {
-  const t = resolveTable(ref);
+async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
   if (typeof column !== "string" || column.length === 0) throw new ConfigError("CONFIG_INVALID", `column must be a column name (got ${JSON.stringify(column)})`);
   const { table } = await openLanceTable(t);
   const schema = await table.schema();
@@ -100,22 +59,62 @@ async function checkColumn(ref: TableRef, column: string, where: string | undefi
       throw new ConfigError("WHERE_INVALID", `options.where ${JSON.stringify(where)} is not a valid filter on table ${t.name}: ${(e as Error).message.split("\n")[0]}`, { table: t.name, column, cause: e });
     }
   }
-  return { t, table, binding };
+  return { table, binding };
+}
+
+function serializableOptions(o: ResolvedBackfillOptions): Record<string, unknown> {
+  const { onProgress: _p, logger: _l, ...rest } = o;
+  return Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+}
+
+function toProgress(r: JobRecord, phase: BackfillProgress["phase"]): BackfillProgress {
+  return { ...r.metrics, phase, status: r.status, diagnosis: r.diagnosis };
 }
 
 /**
- * Computes `column` for the rows that need it and commits the values. Resolves when the job finished;
- * rejects with the job's error (a BackfillError) otherwise — fragments completed before the failure
- * are committed, and everything checkpointed is kept for the next run.
+ * Starts a backfill of `column` and returns its handle at once (status `pending`, then `running`).
+ * Invalid options throw here; every other problem is reported by `wait()` and the job record.
  */
-export async function backfill(ref: TableRef, column: string, options: BackfillOptions = {}): Promise<BackfillResult> {
-  const started = performance.now();
+export function backfillAsync(ref: TableRef, column: string, options: BackfillOptions = {}): BackfillJob {
   const opts = resolveBackfillOptions(options);
   const log = (opts.logger ?? silentLogger).child({ table: ref?.table, column });
-  const { t, table, binding } = await checkColumn(ref, column, opts.where);
-  const jobId = randomUUID();
-  const committer: Committer = new MergeInsertCommitter(t, column, { logger: log });
-  let prepared = false;
+  const ctl = new JobController({ id: randomUUID(), table: String(ref?.table), column, options: serializableOptions(opts), statusIntervalMs: opts.statusIntervalMs, log });
+  let phase: BackfillProgress["phase"] = "planning";
+  if (opts.onProgress) {
+    const cb = opts.onProgress;
+    ctl.onChange = (r) => cb(toProgress(r, FINAL_PHASE[r.status] ?? phase));
+  }
+  const setPhase = (p: BackfillProgress["phase"]): void => {
+    phase = p;
+  };
+  setImmediate(() => {
+    runBackfill(ref, column, opts, ctl, setPhase).catch((e: unknown) => {
+      const cancelled = isBackfillError(e, "CANCELLED");
+      void ctl.finish(cancelled ? "cancelled" : "failed", e);
+    });
+  });
+  return new BackfillJob(ctl);
+}
+
+const FINAL_PHASE: Partial<Record<JobRecord["status"], BackfillProgress["phase"]>> = { finished: "finished", failed: "failed", cancelled: "cancelled" };
+
+/**
+ * Computes `column` for the rows that need it and commits the values: {@link backfillAsync} + wait.
+ * Resolves with the final job record; rejects with the job's error (a BackfillError; CANCELLED when
+ * cancelled). Fragments completed before a failure are committed, and every checkpoint is kept.
+ */
+export async function backfill(ref: TableRef, column: string, options: BackfillOptions = {}): Promise<JobRecord> {
+  return backfillAsync(ref, column, options).wait();
+}
+
+async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfillOptions, ctl: JobController, setPhase: (p: BackfillProgress["phase"]) => void): Promise<void> {
+  const t = resolveTable(ref);
+  const log = (opts.logger ?? silentLogger).child({ table: t.name, column, jobId: ctl.record.id });
+  const { table, binding } = await checkColumn(t, column, opts.where);
+  const rec = ctl.record;
+  rec.binding = binding;
+  rec.udfVersion = binding.version;
+  const m = ctl.metrics;
   const readVersion = await table.version();
 
   // ---- plan -------------------------------------------------------------------------------
@@ -125,10 +124,9 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
   const store = new FileCheckpointStore(path.join(t.storeDir, "ckp"));
   const ns = markerNamespace(column, opts.where);
   const markers = await store.listMarkers(ns);
-  const markerNames = new Set(markers.map((m) => m.name));
-  const versionChanged = opts.where === undefined && markers.some((m) => (m.value as DoneMarker).udfVersion !== binding.version);
+  const markerNames = new Set(markers.map((x) => x.name));
+  const versionChanged = opts.where === undefined && markers.some((x) => (x.value as DoneMarker).udfVersion !== binding.version);
   const nullSelection = `\`${column}\` IS NULL`;
-  const selectionLabel = opts.where ?? (versionChanged ? "all rows (the UDF version changed)" : "rows not yet computed");
   const fragments = [];
   let offset = 0;
   for (const f of manifest.fragments) {
@@ -142,7 +140,7 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
     const key = batchKey({ table: t.name, column, udfVersion: binding.version, selection, fragmentId: f.id, inputIdentity: identity, deletionIdentity: deletionIdentity(f) });
     fragments.push({ id: f.id, liveRows: f.liveRows, globalOffset, selection, batchKey: key, covered: done ? [] : await store.listBatches(key), done, identity });
   }
-  const plan: Plan = planBackfill({
+  const plan = planBackfill({
     fragments,
     concurrency: opts.concurrency,
     intraApplierConcurrency: opts.intraApplierConcurrency,
@@ -160,102 +158,97 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
     rowsPlanned: plan.rowsPlanned,
     taskSize: plan.taskSize,
     commitGranularity: plan.commitGranularity,
-    selection: selectionLabel,
+    selection: opts.where ?? (versionChanged ? "all rows (the UDF version changed)" : "rows not yet computed"),
     fragments: plan.fragments.map((f) => ({ id: f.id, liveRows: f.liveRows, rowsToCompute: f.rowsToCompute, tasks: f.tasks.length, selection: f.selection === "" ? "all" : f.selection })),
   };
-  log.info("plan", { fragments: summary.fragmentsToWrite, tasks: summary.tasks, rows: summary.rowsPlanned });
-
-  const counters = { rowsProcessed: 0, rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0, fragmentsCommitted: 0, tasksDone: 0, commits: 0, crashes: 0, udfMs: 0, readMs: 0, checkpointMs: 0, commitMs: 0 };
-  let phase: BackfillProgress["phase"] = "planning";
-  const progress = (): BackfillProgress => ({
-    phase,
-    rowsPlanned: plan.rowsPlanned,
-    rowsProcessed: counters.rowsProcessed,
-    rowsComputed: counters.rowsComputed,
-    rowsCheckpointed: counters.rowsCheckpointed,
-    rowsCommitted: counters.rowsCommitted,
-    fragmentsPlanned: plan.fragments.length,
-    fragmentsCommitted: counters.fragmentsCommitted,
-    tasksTotal: plan.tasks.length,
-    tasksDone: counters.tasksDone,
-    elapsedMs: performance.now() - started,
-  });
-  const emit = (): void => opts.onProgress?.(progress());
-  emit();
-
-  const result = (finalVersion: number, status: BackfillResult["status"]): BackfillResult => ({
-    jobId,
-    status,
-    table: t.name,
-    column,
-    udfVersion: binding.version,
-    plan: summary,
-    rowsPlanned: plan.rowsPlanned,
-    rowsComputed: counters.rowsComputed,
-    rowsCheckpointed: counters.rowsCheckpointed,
-    rowsCommitted: counters.rowsCommitted,
-    fragmentsCommitted: counters.fragmentsCommitted,
-    commits: counters.commits,
-    workerCrashes: counters.crashes,
-    readVersion,
-    finalVersion,
-    durationMs: performance.now() - started,
-    udfMs: counters.udfMs,
-    readMs: counters.readMs,
-    checkpointMs: counters.checkpointMs,
-    commitMs: counters.commitMs,
-  });
-  if (opts.planOnly) return result(readVersion, "planned");
+  rec.plan = summary;
+  m.fragmentsPlanned = plan.fragments.length;
+  m.tasksTotal = plan.tasks.length;
+  m.rowsPlanned = plan.rowsPlanned;
+  if (opts.planOnly) {
+    await ctl.finish("finished");
+    return;
+  }
 
   // ---- run --------------------------------------------------------------------------------
-  phase = "running";
+  const jobs = await JobsTable.open(t.dbDir);
+  ctl.attach(jobs, t.dbDir);
+  ctl.event("started", `backfill of ${t.name}.${column} started (UDF ${binding.exportName}, version ${binding.version}) at table version ${readVersion}`);
+  ctl.event("planned", `plan: ${summary.fragmentsToWrite} fragment(s) to write, ${summary.fragmentsDone} already complete, ${summary.tasks} task(s), up to ${summary.rowsPlanned} rows; ${summary.selection}`);
+  setPhase("running");
+  ctl.setStatus("running");
+
+  const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
+  const diagContext = { concurrency: opts.concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
+  const refresh = (force = false): void => {
+    rec.diagnosis = diagnose(m, diagContext);
+    ctl.changed(force);
+  };
+  const committer: Committer = new MergeInsertCommitter(t, column, { logger: log });
   const identities = new Map(fragments.map((f) => [f.id, f.identity]));
   const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
   const byId = new Map<number, PlannedFragment>(plan.fragments.map((f) => [f.id, f]));
   const ready: PlannedFragment[] = plan.fragments.filter((f) => f.tasks.length === 0);
   let failure: unknown;
-  let finalVersion = readVersion;
-  let commitChain: Promise<void> = Promise.resolve();
+  const writing = new Set<Promise<void>>();
+  let writerWaiters: (() => void)[] = [];
 
-  const commitReady = (force: boolean): void => {
-    while (ready.length > 0 && (force || ready.length >= plan.commitGranularity)) {
+  const writeGroup = async (group: PlannedFragment[]): Promise<void> => {
+    const w0 = performance.now();
+    const values: FragmentValues[] = [];
+    for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
+    const assembleMs = performance.now() - w0;
+    await committer.prepare(table);
+    const r = await committer.commit(values);
+    for (const f of group) {
+      const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
+      const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: values.find((v) => v.fragmentId === f.id)!.rowAddrs.length, committedVersion: r.version, at: new Date().toISOString() };
+      await store.putMarker(ns, name, marker);
+      for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
+      await store.deleteBatches(f.batchKey);
+    }
+    const total = performance.now() - w0;
+    m.writeMs += assembleMs + r.writeMs;
+    m.commitMs += Math.max(0, total - assembleMs - r.writeMs);
+    m.rowsCommitted += r.rowsWritten;
+    m.fragmentsWritten += group.length;
+    m.fragmentsCommitted += group.length;
+    m.commits += r.commits;
+    m.commitRetries += r.retries;
+    if (r.retries > 0) ctl.event("retry", `commit of fragment(s) ${group.map((f) => f.id).join(", ")} retried ${r.retries} time(s) after conflicts`);
+    ctl.event("commit", `committed fragment(s) ${group.map((f) => f.id).join(", ")} (${r.rowsWritten} rows) as version ${r.version}`);
+    refresh(true);
+  };
+
+  /** Starts writers for ready groups, up to writerConcurrency at once; `force` also flushes a partial group. */
+  const pumpWriters = (force: boolean): void => {
+    while (ready.length > 0 && writing.size < writerConcurrency && (force || ready.length >= plan.commitGranularity)) {
       const group = ready.splice(0, plan.commitGranularity);
-      commitChain = commitChain.then(async () => {
-        const c0 = performance.now();
-        phase = "committing";
-        if (!prepared) {
-          await committer.prepare(table);
-          prepared = true;
-        }
-        const values: FragmentValues[] = [];
-        for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
-        const r = await committer.commit(values);
-        finalVersion = r.version;
-        for (const f of group) {
-          const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
-          const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: values.find((v) => v.fragmentId === f.id)!.rowAddrs.length, committedVersion: r.version, at: new Date().toISOString() };
-          await store.putMarker(ns, name, marker);
-          for (const m of markers) if (m.name.startsWith(`${f.id}-`) && m.name !== name) await store.deleteMarker(ns, m.name);
-          await store.deleteBatches(f.batchKey);
-        }
-        counters.rowsCommitted += r.rowsWritten;
-        counters.fragmentsCommitted += group.length;
-        counters.commits += r.commits;
-        counters.commitMs += performance.now() - c0;
-        phase = failure === undefined ? "running" : "failed";
-        emit();
-      });
-      commitChain = commitChain.catch((e: unknown) => {
-        failure ??= e;
-      });
+      const p: Promise<void> = writeGroup(group)
+        .catch((e: unknown) => {
+          failure ??= e;
+        })
+        .finally(() => {
+          writing.delete(p);
+          for (const w of writerWaiters.splice(0)) w();
+          pumpWriters(force);
+        });
+      writing.add(p);
     }
   };
-  commitReady(false);
+  const drainWriters = async (): Promise<void> => {
+    pumpWriters(true);
+    while (writing.size > 0) {
+      await new Promise<void>((r) => writerWaiters.push(r));
+      pumpWriters(true);
+    }
+  };
+  pumpWriters(false);
 
-  let executor: Executor | undefined;
+  let pool: LocalPool | undefined;
   try {
     if (plan.tasks.length > 0) {
-      executor = await LocalPool.create({
+      pool = await LocalPool.create({
         size: Math.min(opts.concurrency, plan.tasks.length),
         config: {
           bundlePath: bindingBundlePath(t, binding),
@@ -270,12 +263,14 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
           intraApplierConcurrency: opts.intraApplierConcurrency,
         },
       });
+      const executor = pool;
       const queue: PlannedTask[] = [...plan.tasks];
-      const runOne = async (task: PlannedTask): Promise<void> => {
+      const runOne = async (task: PlannedTask): Promise<boolean> => {
         const doneRanges: { start: number; end: number }[] = [];
         for (let attempt = 1; ; attempt++) {
           const gaps = task.gaps.flatMap((g) => gapsOf(g.start, g.end, doneRanges));
-          if (gaps.length === 0) return;
+          if (gaps.length === 0) return true;
+          if (ctl.signal.aborted) return false;
           const spec: TaskSpec = {
             taskId: task.id,
             fragmentId: task.fragmentId,
@@ -288,48 +283,60 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
             maxCheckpointSize: opts.maxCheckpointSize,
           };
           try {
-            await executor!.runTask(spec, (r: BatchReport) => {
-              doneRanges.push({ start: r.start, end: r.end });
-              counters.rowsProcessed += r.end - r.start;
-              counters.rowsComputed += r.rowsComputed;
-              counters.rowsCheckpointed += r.rowsComputed;
-              counters.udfMs += r.udfMs;
-              counters.readMs += r.readMs;
-              counters.checkpointMs += r.checkpointMs;
-              emit();
-            });
-            return;
+            m.workersActive++;
+            await executor.runTask(
+              spec,
+              (r: BatchReport) => {
+                doneRanges.push({ start: r.start, end: r.end });
+                m.rowsProcessed += r.end - r.start;
+                m.rowsComputed += r.rowsComputed;
+                m.rowsCheckpointed += r.rowsComputed;
+                m.udfMs += r.udfMs;
+                m.udfCpuMs += r.udfCpuMs;
+                m.readMs += r.readMs;
+                m.checkpointMs += r.checkpointMs;
+                refresh();
+              },
+              ctl.signal,
+            );
           } catch (e) {
-            if (isBackfillError(e, "WORKER_CRASHED") && attempt < opts.maxTaskAttempts) {
-              counters.crashes++;
-              log.warn(`worker died; retrying task on a fresh process (attempt ${attempt + 1} of ${opts.maxTaskAttempts})`, { fragmentId: task.fragmentId, error: (e as Error).message });
+            if (isBackfillError(e, "WORKER_CRASHED") && attempt < opts.maxTaskAttempts && !ctl.signal.aborted) {
+              m.workerCrashes++;
+              ctl.event("worker-died", `${(e as Error).message}; retrying on a fresh process (attempt ${attempt + 1} of ${opts.maxTaskAttempts})`);
+              refresh(true);
               continue;
             }
             if (isBackfillError(e, "WORKER_CRASHED")) {
+              m.workerCrashes++;
+              ctl.event("worker-died", (e as Error).message);
               throw new BackfillError("WORKER_CRASHED", `${(e as Error).message} (table ${t.name}, column ${column}); the task failed ${attempt} time(s), which is options.maxTaskAttempts`, { table: t.name, column, fragmentId: task.fragmentId, cause: e });
             }
             throw e;
+          } finally {
+            m.workersActive--;
           }
         }
       };
       const lane = async (): Promise<void> => {
-        while (failure === undefined) {
+        while (failure === undefined && !ctl.signal.aborted) {
           const task = queue.shift();
           if (!task) return;
+          let complete: boolean;
           try {
-            await runOne(task);
+            complete = await runOne(task);
           } catch (e) {
             failure ??= e;
             return;
           }
-          counters.tasksDone++;
+          if (!complete) continue; // stopped by a cancel: its fragment is not complete
+          m.tasksDone++;
           const left = remaining.get(task.fragmentId)! - 1;
           remaining.set(task.fragmentId, left);
           if (left === 0) {
             ready.push(byId.get(task.fragmentId)!);
-            commitReady(false);
+            pumpWriters(false);
           }
-          emit();
+          refresh();
         }
       };
       await Promise.all(Array.from({ length: Math.min(opts.concurrency, plan.tasks.length) }, lane));
@@ -337,17 +344,22 @@ export async function backfill(ref: TableRef, column: string, options: BackfillO
   } catch (e) {
     failure ??= e;
   } finally {
-    await executor?.close();
+    await pool?.close();
   }
-  // Commit what is complete, healthy fragments included when the job failed.
-  commitReady(true);
-  await commitChain;
+  // Write what is complete — healthy fragments too when the job failed or was cancelled.
+  setPhase("committing");
+  await drainWriters();
+  refresh(true);
   if (failure !== undefined) {
-    phase = "failed";
-    emit();
+    ctl.event("failed", `failed: ${(failure as Error).message}`);
     throw failure;
   }
-  phase = "finished";
-  emit();
-  return result(finalVersion, "finished");
+  if (ctl.signal.aborted) {
+    const unfinished = plan.fragments.length - m.fragmentsCommitted;
+    ctl.event("cancelled", `cancelled: ${m.fragmentsCommitted} fragment(s) committed, ${unfinished} left for the next run (their checkpoints are kept)`);
+    throw new CancelledError(`job ${rec.id} was cancelled: ${m.fragmentsCommitted} of ${plan.fragments.length} fragment(s) committed; run the backfill again to finish (checkpointed batches are not recomputed)`, { jobId: rec.id, table: t.name, column });
+  }
+  ctl.event("finished", `finished: ${m.rowsComputed} rows computed, ${m.rowsCommitted} committed in ${m.commits} commit(s)`);
+  setPhase("finished");
+  await ctl.finish("finished");
 }

@@ -18,7 +18,7 @@ test("a UDF that kills its worker process once: the task is retried on a fresh p
   try {
     const r = await backfill(ref(t.dir), "y", { concurrency: 2, checkpointSize: 50 });
     assert.equal(r.status, "finished");
-    assert.equal(r.workerCrashes, 1);
+    assert.equal(r.metrics.workerCrashes, 1);
     assert.ok(existsSync(marker));
   } finally {
     delete process.env.LANCET_TEST_CRASH_MARKER;
@@ -86,8 +86,8 @@ test("kill -9 of the backfill process mid-job: a re-run recomputes only what was
   assert.ok(secured >= 2600 && secured < 8000, `killed mid-job (secured ${secured} rows; stderr: ${stderr.slice(-500)})`);
 
   const r = await backfill(ref(t.dir), "y", { concurrency: 2 });
-  assert.equal(r.rowsComputed, 8000 - secured, "a re-run recomputes exactly the rows that were not checkpointed");
+  assert.equal(r.metrics.rowsComputed, 8000 - secured, "a re-run recomputes exactly the rows that were not checkpointed");
   for (const row of await readAll(t, ["x", "y"])) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
-  assert.equal((await backfill(ref(t.dir), "y")).rowsComputed, 0);
+  assert.equal((await backfill(ref(t.dir), "y")).metrics.rowsComputed, 0);
   rmSync(storeDir, { recursive: true, force: true });
 });

@@ -42,7 +42,7 @@ test("every output type is computed correctly, with null inputs, deleted rows an
   for (const column of Object.keys(expected)) {
     const r = await backfill({ db: t.dir, table: "t" }, column, { concurrency: 2, checkpointSize: 97, maxCheckpointSize: 300 });
     assert.equal(r.status, "finished");
-    assert.equal(r.rowsComputed, before.length, `${column}: every live row computed once`);
+    assert.equal(r.metrics.rowsComputed, before.length, `${column}: every live row computed once`);
   }
   const after = await readAll(t, ["id", "x", "s", ...Object.keys(expected)]);
   assert.equal(after.length, before.length);

@@ -162,13 +162,27 @@ export class LocalPool implements Executor {
     return got;
   }
 
-  async runTask(task: TaskSpec, onBatch: (r: BatchReport) => void): Promise<void> {
+  async runTask(task: TaskSpec, onBatch: (r: BatchReport) => void, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return;
     const slot = await this.acquire();
+    if (signal?.aborted) {
+      this.release(slot);
+      return;
+    }
     const id = this.nextId++;
+    const stop = (): void => this.post(slot.child, { type: "stop", id });
+    signal?.addEventListener("abort", stop, { once: true });
     return new Promise<void>((resolve, reject) => {
       slot.current = { id, task, onBatch, resolve, reject };
       this.post(slot.child, { type: "task", id, task });
-    });
+    }).finally(() => signal?.removeEventListener("abort", stop));
+  }
+
+  /** Worker processes busy with a task. */
+  get busy(): number {
+    let n = 0;
+    for (const s of this.slots) if (s.current) n++;
+    return n;
   }
 
   /** Number of live worker processes. */

@@ -1,0 +1,133 @@
+/**
+ * What a job is, as every process sees it: status, metrics, events, diagnosis. A job record is plain
+ * JSON, stored in the jobs table and returned by handles.
+ */
+import type { SerializedError } from "../errors.ts";
+import type { Binding } from "../udf/binding.ts";
+
+/** LanceDB's job states, plus `pending` before the job starts running. */
+export type JobStatus = "pending" | "running" | "finished" | "failed" | "cancelled";
+
+export const FINAL_STATUSES: ReadonlySet<JobStatus> = new Set(["finished", "failed", "cancelled"]);
+
+/** Stage timings and counters of a job. Times in ms; `udf`, `read`, `checkpoint` are summed over workers, `write` over writers. */
+export interface JobMetrics {
+  fragmentsPlanned: number;
+  /** Fragments whose values were assembled and written by their writer. */
+  fragmentsWritten: number;
+  fragmentsCommitted: number;
+  tasksTotal: number;
+  tasksDone: number;
+  rowsPlanned: number;
+  /** Rows of the planned ranges processed (computed, or skipped by the row selection). */
+  rowsProcessed: number;
+  rowsComputed: number;
+  rowsCheckpointed: number;
+  rowsCommitted: number;
+  udfMs: number;
+  /** CPU time the worker processes spent in the UDF (much lower than udfMs: the UDF waits on I/O). */
+  udfCpuMs: number;
+  readMs: number;
+  checkpointMs: number;
+  /** Writers: assembling a fragment's checkpoints and writing its column data. */
+  writeMs: number;
+  /** Commit bookkeeping outside the data write: key/index maintenance, layout checks, markers. */
+  commitMs: number;
+  commits: number;
+  commitRetries: number;
+  workersActive: number;
+  workerCrashes: number;
+  rowsPerSec: number;
+  elapsedMs: number;
+}
+
+export function emptyMetrics(): JobMetrics {
+  return {
+    fragmentsPlanned: 0, fragmentsWritten: 0, fragmentsCommitted: 0, tasksTotal: 0, tasksDone: 0,
+    rowsPlanned: 0, rowsProcessed: 0, rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0,
+    udfMs: 0, udfCpuMs: 0, readMs: 0, checkpointMs: 0, writeMs: 0, commitMs: 0, commits: 0, commitRetries: 0,
+    workersActive: 0, workerCrashes: 0, rowsPerSec: 0, elapsedMs: 0,
+  };
+}
+
+export interface JobEvent {
+  /** ISO time. */
+  readonly at: string;
+  readonly type: "started" | "planned" | "commit" | "retry" | "worker-died" | "cancel-requested" | "cancelled" | "finished" | "failed";
+  readonly message: string;
+}
+
+export type Stage = "read" | "udf" | "checkpoint" | "writer" | "commit";
+
+export interface Diagnosis {
+  /** The stage on the critical path, or `none` when there is too little to judge. */
+  readonly bound: Stage | "none";
+  /** Each stage's share of the critical-path time (0..1). */
+  readonly shares: Readonly<Record<Stage, number>>;
+  /** One line: what bounds the job. */
+  readonly summary: string;
+  /** What to change, or "" when nothing obvious. */
+  readonly hint: string;
+}
+
+/** A plan as reported to users. */
+export interface PlanSummary {
+  readonly readVersion: number;
+  readonly fragmentsTotal: number;
+  readonly fragmentsToWrite: number;
+  readonly fragmentsDone: number;
+  readonly fragmentsDeferred: number;
+  readonly tasks: number;
+  readonly rowsPlanned: number;
+  readonly taskSize: number;
+  readonly commitGranularity: number;
+  /** How rows are selected: "rows not yet computed", "all rows (…)", or the user's where. */
+  readonly selection: string;
+  readonly fragments: readonly { id: number; liveRows: number; rowsToCompute: number; tasks: number; selection: string }[];
+}
+
+export interface JobRecord {
+  readonly id: string;
+  readonly kind: "backfill";
+  readonly table: string;
+  readonly column: string;
+  status: JobStatus;
+  /** Set when the job's process stopped heartbeating: shown as failed. */
+  abandoned?: boolean;
+  udfVersion: string | null;
+  binding: Binding | null;
+  /** The options the job was started with (serialisable ones). */
+  readonly options: Readonly<Record<string, unknown>>;
+  readonly host: string;
+  readonly pid: number;
+  readonly createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  heartbeatAt: string;
+  readonly heartbeatIntervalMs: number;
+  error: SerializedError | null;
+  plan: PlanSummary | null;
+  metrics: JobMetrics;
+  events: JobEvent[];
+  diagnosis: Diagnosis | null;
+}
+
+/**
+ * The record as a reader should see it: a pending or running job whose heartbeat is older than
+ * three intervals plus 2 s belongs to a process that died — it is reported failed (abandoned).
+ */
+export function effectiveRecord(r: JobRecord, now = Date.now()): JobRecord {
+  if (FINAL_STATUSES.has(r.status)) return r;
+  const age = now - Date.parse(r.heartbeatAt);
+  if (age <= 3 * r.heartbeatIntervalMs + 2000) return r;
+  return {
+    ...r,
+    status: "failed",
+    abandoned: true,
+    error: {
+      name: "BackfillError",
+      code: "JOB_ABANDONED",
+      message: `job ${r.id} was abandoned: its process (pid ${r.pid} on ${r.host}) stopped reporting at ${r.heartbeatAt}; run the backfill again to resume from its checkpoints`,
+    },
+  };
+}
