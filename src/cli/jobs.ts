@@ -4,8 +4,7 @@ import { cancelJob, getJob, listJobs } from "../index.ts";
 import type { JobRecord, JobStatus } from "../index.ts";
 import { formatShares } from "../jobs/diagnose.ts";
 import { FINAL_STATUSES } from "../jobs/record.ts";
-import type { CliIo } from "./main.ts";
-import { opt, report, UsageError } from "./main.ts";
+import { opt, report, UsageError, type CliIo } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 
 const STATUSES: JobStatus[] = ["pending", "running", "finished", "failed", "cancelled"];

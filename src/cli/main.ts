@@ -7,13 +7,11 @@ import { readFileSync } from "node:fs";
 import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, refragment, stderrLogger } from "../index.ts";
 import type { BackfillOptions, BackfillProgress, JobRecord } from "../index.ts";
 import { jobsCommand, recordJson } from "./jobs.ts";
+import { fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
+
+export type { CliIo } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 
-export interface CliIo {
-  readonly stdout: { write(s: string): unknown };
-  readonly stderr: { write(s: string): unknown };
-  readonly isTTY: boolean;
-}
 
 const USAGE = `lancet — computed columns for LanceDB tables
 
@@ -48,21 +46,8 @@ Other:
   lancet --help | --version
 `;
 
-export class UsageError extends Error {}
 
-export function opt(values: Record<string, unknown>, name: string): string {
-  const v = values[name];
-  if (typeof v !== "string" || v.length === 0) throw new UsageError(`--${name} is required`);
-  return v;
-}
 
-export function intOpt(values: Record<string, unknown>, name: string): number | undefined {
-  const v = values[name];
-  if (v === undefined) return undefined;
-  const s = String(v);
-  if (!/^-?\d+$/.test(s)) throw new UsageError(`--${name} must be an integer (got ${JSON.stringify(s)})`);
-  return Number(s);
-}
 
 const COMMON: ParseArgsConfig["options"] = {
   db: { type: "string" },
@@ -94,9 +79,6 @@ function version(): string {
   return pkg.version;
 }
 
-function fmt(n: number): string {
-  return n.toLocaleString("en-US");
-}
 
 /** Runs the CLI; returns the process exit code (0 ok, 1 failed, 2 usage). */
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
@@ -164,18 +146,6 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   }
 }
 
-export function report(e: unknown, io: CliIo, json: boolean, extra: Record<string, unknown> = {}): number {
-  if (e instanceof UsageError || (e as { code?: string })?.code?.startsWith?.("ERR_PARSE_ARGS")) {
-    io.stderr.write(`lancet: ${(e as Error).message}\n\n${USAGE}`);
-    if (json) io.stdout.write(JSON.stringify({ status: "failed", error: { code: "USAGE", message: (e as Error).message }, ...extra }) + "\n");
-    return 2;
-  }
-  const code = isBackfillError(e) ? e.code : "INTERNAL";
-  const message = (e as Error)?.message ?? String(e);
-  io.stderr.write(`lancet: error ${code}: ${message}\n`);
-  if (json) io.stdout.write(JSON.stringify({ status: "failed", error: { code, message }, ...extra }) + "\n");
-  return 1;
-}
 
 async function backfillCommand(args: readonly string[], io: CliIo): Promise<number> {
   let json = false;

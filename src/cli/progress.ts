@@ -1,7 +1,7 @@
 /** Draws backfill progress: a redrawn bar on a TTY, a plain line every second otherwise. */
 import { formatShares } from "../jobs/diagnose.ts";
 import type { BackfillProgress } from "../options.ts";
-import type { CliIo } from "./main.ts";
+import type { CliIo } from "./shared.ts";
 
 export class ProgressView {
   private readonly io: CliIo;
