@@ -81,3 +81,43 @@ export async function fragmentLayout(t: TempDb, name = "t"): Promise<{ id: numbe
   const { readManifest } = await import("../src/read/manifest.ts");
   return (await readManifest(path.join(t.dir, `${name}.lance`))).fragments.map((f) => ({ id: f.id, physicalRows: f.physicalRows }));
 }
+
+/** Rows already secured in a table's checkpoint store for `column`: committed fragments' rows plus checkpointed batches of the others. */
+export async function securedRows(storeDir: string, column: string): Promise<number> {
+  const { existsSync, readdirSync, readFileSync } = await import("node:fs");
+  const ckp = path.join(storeDir, "ckp");
+  const doneDir = path.join(ckp, "markers", column, "done");
+  const done = new Map<number, number>();
+  if (existsSync(doneDir)) {
+    for (const f of readdirSync(doneDir)) {
+      try {
+        const m = JSON.parse(readFileSync(path.join(doneDir, f), "utf8")) as { fragmentId: number; rowsWritten: number };
+        done.set(m.fragmentId, m.rowsWritten);
+      } catch {
+        // being written
+      }
+    }
+  }
+  let n = [...done.values()].reduce((a, b) => a + b, 0);
+  const batches = path.join(ckp, "batches", column);
+  if (existsSync(batches)) {
+    for (const dir of readdirSync(batches)) {
+      if (done.has(Number(dir.split("-")[0]))) continue;
+      let files: string[] = [];
+      try {
+        files = readdirSync(path.join(batches, dir));
+      } catch {
+        continue; // deleted after its commit
+      }
+      for (const f of files) {
+        if (!f.endsWith(".arrow")) continue;
+        try {
+          n += arrow.tableFromIPC(readFileSync(path.join(batches, dir, f))).numRows;
+        } catch {
+          // deleted after its commit
+        }
+      }
+    }
+  }
+  return n;
+}

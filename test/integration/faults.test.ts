@@ -1,11 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import * as path from "node:path";
-import { arrow } from "../../src/arrow.ts";
 import { addColumns, backfill, isBackfillError } from "../../src/index.ts";
-import { makeTable, readAll, REPO, tempDb, udfRef } from "../helpers.ts";
+import { makeTable, readAll, REPO, securedRows, tempDb, udfRef } from "../helpers.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 
@@ -40,30 +39,6 @@ test("a UDF that always kills its worker fails the job after maxTaskAttempts wit
   assert.equal(await table.version(), v);
 });
 
-/** Rows already secured in the checkpoint store: committed fragments' rows and checkpointed batches of the others. */
-function securedRows(storeDir: string, column: string): number {
-  const ckp = path.join(storeDir, "ckp");
-  const doneDir = path.join(ckp, "markers", column, "done");
-  const done = new Map<number, number>();
-  if (existsSync(doneDir)) {
-    for (const f of readdirSync(doneDir)) {
-      const m = JSON.parse(readFileSync(path.join(doneDir, f), "utf8")) as { fragmentId: number; rowsWritten: number };
-      done.set(m.fragmentId, m.rowsWritten);
-    }
-  }
-  let rows = [...done.values()].reduce((a, b) => a + b, 0);
-  const batches = path.join(ckp, "batches", column);
-  if (existsSync(batches)) {
-    for (const dir of readdirSync(batches)) {
-      if (done.has(Number(dir.split("-")[0]))) continue;
-      for (const f of readdirSync(path.join(batches, dir))) {
-        if (f.endsWith(".arrow")) rows += arrow.tableFromIPC(readFileSync(path.join(batches, dir, f))).numRows;
-      }
-    }
-  }
-  return rows;
-}
-
 test("kill -9 of the backfill process mid-job: a re-run recomputes only what was in flight and all values are correct", async () => {
   await using t = await tempDb();
   await makeTable(t, 4, 2000);
@@ -78,11 +53,11 @@ test("kill -9 of the backfill process mid-job: a re-run recomputes only what was
   const exited = new Promise<void>((r) => child.on("exit", () => r()));
   // Wait until a few batches are checkpointed (and at least one fragment is likely committed).
   const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline && securedRows(storeDir, "y") < 2600) await new Promise((r) => setTimeout(r, 50));
+  while (Date.now() < deadline && (await securedRows(storeDir, "y")) < 2600) await new Promise((r) => setTimeout(r, 50));
   process.kill(-child.pid!, "SIGKILL");
   await exited;
   await new Promise((r) => setTimeout(r, 200));
-  const secured = securedRows(storeDir, "y");
+  const secured = await securedRows(storeDir, "y");
   assert.ok(secured >= 2600 && secured < 8000, `killed mid-job (secured ${secured} rows; stderr: ${stderr.slice(-500)})`);
 
   const r = await backfill(ref(t.dir), "y", { concurrency: 2 });
