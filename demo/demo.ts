@@ -9,7 +9,8 @@ import { rmSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { arrow, lancedb } from "../src/arrow.ts";
-import { addColumns, backfill, columnStatus } from "../src/index.ts";
+import { addColumns, backfill, columnStatus, getJob, listJobs } from "../src/index.ts";
+import { formatJob } from "../src/cli/jobs.ts";
 import type { BackfillOptions, JobRecord } from "../src/index.ts";
 import { ProgressView } from "../src/cli/progress.ts";
 
@@ -118,16 +119,24 @@ for (const [column, options] of plans) results.push(await run(column, options));
 
 out();
 out("Summary");
-out("| column | rows computed | seconds | rows/s | commits | udf s | read s | checkpoint s | commit s |");
-out("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+out("| column | rows computed | seconds | rows/s | commits | udf s | read s | checkpoint s | write s | commit s | diagnosis |");
+out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 for (const r of results) {
   const s = r.metrics.elapsedMs / 1000;
   out(
     `| ${r.column} | ${fmt(r.metrics.rowsComputed)} | ${s.toFixed(2)} | ${fmt(Math.round(r.metrics.rowsComputed / s))} | ${r.metrics.commits} | ` +
-      `${(r.metrics.udfMs / 1000).toFixed(2)} | ${(r.metrics.readMs / 1000).toFixed(2)} | ${(r.metrics.checkpointMs / 1000).toFixed(2)} | ${(r.metrics.commitMs / 1000).toFixed(2)} |`,
+      `${(r.metrics.udfMs / 1000).toFixed(2)} | ${(r.metrics.readMs / 1000).toFixed(2)} | ${(r.metrics.checkpointMs / 1000).toFixed(2)} | ${(r.metrics.writeMs / 1000).toFixed(2)} | ${(r.metrics.commitMs / 1000).toFixed(2)} | ${r.diagnosis?.summary ?? ""} |`,
   );
 }
-out("(udf/read/checkpoint seconds are summed over worker processes; commit seconds are the coordinator's)");
+out("(udf/read/checkpoint seconds are summed over worker processes; write seconds over fragment writers)");
+out();
+
+// ---- 3b. the job record: what any process sees with `lancet jobs show ID` --------------------------
+const shout = results.find((r) => r.column === "shout")!;
+out(`Job record of the shout backfill (\`npx lancet jobs show ${shout.id} --db demo-data\`):`);
+out(formatJob(await getJob(DB_DIR, shout.id)).trimEnd());
+out();
+out(`All jobs (\`npx lancet jobs --db demo-data\`): ${(await listJobs(DB_DIR)).map((j) => `${j.column} ${j.status}`).join(", ")}`);
 out();
 
 // ---- 4. sample rows ---------------------------------------------------------------------------

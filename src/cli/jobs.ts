@@ -23,7 +23,8 @@ function statusText(r: JobRecord): string {
   return r.abandoned ? "failed (abandoned)" : r.status;
 }
 
-function showText(r: JobRecord): string {
+/** A job record as `lancet jobs show` prints it. */
+export function formatJob(r: JobRecord): string {
   const m = r.metrics;
   const lines = [
     `job ${r.id}: ${statusText(r)}`,
@@ -80,7 +81,7 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
         const id = positionals[0];
         if (!id) throw new UsageError("jobs show needs a job id");
         const r = await getJob(db, id);
-        io.stdout.write(json ? JSON.stringify({ ...recordJson(r), events: r.events }) + "\n" : showText(r));
+        io.stdout.write(json ? JSON.stringify({ ...recordJson(r), events: r.events }) + "\n" : formatJob(r));
         return 0;
       }
       case "cancel": {
