@@ -195,6 +195,13 @@ test("jobs --json lists every job with id, status, table, column and rowsCompute
   assert.match(o.err, /JOB_NOT_FOUND: no job 00000000/);
   o = io();
   assert.equal(await run(["jobs", "--db", t.dir, "--status", "weird"], o), 2);
+  o = io();
+  assert.equal(await run(["jobs", "watch", a.id, "--db", t.dir], o), 0);
+  assert.match(o.err, /finished 100\.0%/);
+  assert.match(o.out, new RegExp(`job ${a.id}: finished`));
+  o = io();
+  assert.equal(await run(["jobs", "cancel", a.id, "--db", t.dir], o), 1);
+  assert.match(o.err, /already ended \(finished\); nothing to cancel/);
 });
 
 test("a 1-fragment table with a data-expanding UDF is writer-bound and the hint names refragment; refragment keeps data and bindings", async () => {
