@@ -11,6 +11,7 @@ import { performance } from "node:perf_hooks";
 import { arrow, lancedb } from "../src/arrow.ts";
 import { addColumns, backfill, columnStatus, getJob, listJobs } from "../src/index.ts";
 import { formatJob } from "../src/cli/jobs.ts";
+import { mulberry32 } from "./udfs.ts";
 import type { BackfillOptions, JobRecord } from "../src/index.ts";
 import { ProgressView } from "../src/cli/progress.ts";
 
@@ -32,17 +33,6 @@ const WORDS = (
   "runs jumps reads writes builds computes stores fetches merges scans sorts hashes"
 ).split(" ");
 
-/** A deterministic PRNG (mulberry32), so every run builds the same table. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const rand = mulberry32(2024);
 const nullIds: number[] = [];

@@ -47,8 +47,8 @@ function fnv1a(s: string): number {
   return h >>> 0;
 }
 
-/** A deterministic PRNG (mulberry32). */
-function mulberry32(seed: number): () => number {
+/** A deterministic PRNG (mulberry32); the demo also builds its table with it. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
