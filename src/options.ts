@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { Diagnosis, JobMetrics, JobStatus } from "./jobs/record.ts";
+import { resolveErrorPolicy, type ErrorPolicy, type ErrorPolicySpec } from "./udf/policy.ts";
 
 /** A progress snapshot, reported while a backfill runs: the job's metrics (counts are for this run), status and diagnosis. */
 export type BackfillProgress = Readonly<JobMetrics> & {
@@ -31,6 +32,12 @@ export interface BackfillOptions {
   writerConcurrency?: number;
   /** How often the job record is written to the jobs table (and the job heartbeats). @default 2000 */
   statusIntervalMs?: number;
+  /** Overrides the UDF's error policy: "fail", "skip", "retry:N", { retry: N }, or a list of matchers. @default the UDF's, else "fail" */
+  errorPolicy?: ErrorPolicySpec | string;
+  /** A task whose worker reports no finished batch for this long is declared hung: the worker is killed and the task retried. @default 1800000 (30 min) */
+  taskTimeoutMs?: number;
+  /** JavaScript heap limit of each worker process, in MiB. @default the UDF's `memory` hint, else Node's default */
+  workerMemoryMb?: number;
   /** SQL filter: recompute matching rows (filled or not) and keep other rows' values. @default only rows not yet computed */
   where?: string;
   /** Only the first N fragments of the table (a pilot run; a later run finishes the rest). */
@@ -55,6 +62,9 @@ export interface ResolvedBackfillOptions {
   readonly commitGranularity: number | undefined;
   readonly writerConcurrency: number;
   readonly statusIntervalMs: number;
+  readonly errorPolicy: ErrorPolicy | undefined;
+  readonly taskTimeoutMs: number;
+  readonly workerMemoryMb: number | undefined;
   readonly where: string | undefined;
   readonly numFrags: number | undefined;
   readonly planOnly: boolean;
@@ -65,7 +75,7 @@ export interface ResolvedBackfillOptions {
 
 const KNOWN = new Set([
   "concurrency", "intraApplierConcurrency", "checkpointSize", "maxCheckpointSize", "taskSize",
-  "commitGranularity", "writerConcurrency", "statusIntervalMs", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
+  "commitGranularity", "writerConcurrency", "statusIntervalMs", "errorPolicy", "taskTimeoutMs", "workerMemoryMb", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
 ]);
 
 function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number | undefined {
@@ -108,6 +118,9 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
     commitGranularity: posInt(o, "commitGranularity"),
     writerConcurrency: posInt(o, "writerConcurrency", 64) ?? Math.min(4, concurrency),
     statusIntervalMs: posInt(o, "statusIntervalMs", 3_600_000) ?? 2000,
+    errorPolicy: o.errorPolicy === undefined ? undefined : resolveErrorPolicy(o.errorPolicy, "options.errorPolicy"),
+    taskTimeoutMs: posInt(o, "taskTimeoutMs", 7 * 24 * 3_600_000) ?? 1_800_000,
+    workerMemoryMb: posInt(o, "workerMemoryMb", 1_048_576),
     where: where === undefined ? undefined : (where as string).trim(),
     numFrags: posInt(o, "numFrags"),
     planOnly: o.planOnly === true,

@@ -50,6 +50,8 @@ export interface DoneMarker {
   readonly udfVersion: string;
   readonly inputIdentity: string;
   readonly rowsWritten: number;
+  /** Rows left null by the error policy: a later run retries the fragment's null rows. */
+  readonly rowsSkipped?: number;
   readonly committedVersion: number;
   readonly at: string;
 }

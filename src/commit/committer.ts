@@ -12,6 +12,8 @@ export interface FragmentValues {
   readonly rowAddrs: BigUint64Array;
   /** The new values, aligned with `rowAddrs`. */
   readonly values: ArrowNs.Vector;
+  /** Rows whose value is null because the error policy skipped them. */
+  readonly rowsSkipped: number;
 }
 
 export interface CommitResult {

@@ -20,6 +20,7 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { CommitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
+import { takeRows } from "../udf/values.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
 
@@ -32,6 +33,8 @@ export interface MergeInsertCommitterOptions {
   /** Rebuild the key index every N merges. @default 50 */
   readonly rebuildEvery?: number;
   readonly logger: Logger;
+  /** Whether another backfill of the table is running (it holds back a key regeneration). @default none is */
+  readonly otherJobsRunning?: () => Promise<string | undefined>;
 }
 
 export class MergeInsertCommitter implements Committer {
@@ -51,7 +54,7 @@ export class MergeInsertCommitter implements Committer {
   constructor(t: ResolvedTable, column: string, options: MergeInsertCommitterOptions) {
     this.t = t;
     this.column = column;
-    this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, ...options };
+    this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, otherJobsRunning: async () => undefined, ...options };
   }
 
   prepare(table: LanceNs.Table): Promise<void> {
@@ -61,21 +64,16 @@ export class MergeInsertCommitter implements Committer {
 
   private async doPrepare(table: LanceNs.Table): Promise<void> {
     this.table = table;
-    const schema = await table.schema();
-    const manifest = await readManifest(this.t.tableDir);
-    const keyIds = fieldIdsOf(manifest, KEY_COLUMN);
-    const hasKey = schema.fields.some((f) => f.name === KEY_COLUMN);
-    const keyless = manifest.fragments.filter((f) => f.liveRows > 0 && !f.files.some((d) => d.fields.some((id) => keyIds.includes(id))));
-    if (hasKey && keyless.length > 0) {
-      this.options.logger.info(`regenerating ${KEY_COLUMN}: ${keyless.length} fragment(s) were added without keys`);
-      await table.dropColumns([KEY_COLUMN]);
-    }
-    if (!hasKey || keyless.length > 0) {
-      await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
-      await this.rebuildIndex();
-    } else {
-      const stats = await table.indexStats(KEY_INDEX);
-      if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
+    // Schema changes are not retried by LanceDB; another job may be preparing the same table.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.ensureKey(table);
+        break;
+      } catch (e) {
+        if (attempt >= 5 || !/conflict|already exists|preempted/i.test((e as Error).message)) throw e;
+        await table.checkoutLatest();
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
     }
     // Pin the version keys are read from; adding a column or an index keeps row addresses.
     await table.checkoutLatest();
@@ -87,6 +85,35 @@ export class MergeInsertCommitter implements Committer {
       this.offsets.set(f.id, { globalOffset: offset, liveRows: f.liveRows });
       offset += f.liveRows;
     }
+  }
+
+  private async ensureKey(table: LanceNs.Table): Promise<void> {
+    await table.checkoutLatest();
+    const schema = await table.schema();
+    const manifest = await readManifest(this.t.tableDir);
+    const keyIds = fieldIdsOf(manifest, KEY_COLUMN);
+    const hasKey = schema.fields.some((f) => f.name === KEY_COLUMN);
+    const keyless = manifest.fragments.filter((f) => f.liveRows > 0 && !f.files.some((d) => d.fields.some((id) => keyIds.includes(id))));
+    if (hasKey && keyless.length > 0) {
+      // Regenerating the key changes every row's key, which would break another job's commits.
+      const other = await this.options.otherJobsRunning();
+      if (other !== undefined) {
+        this.options.logger.warn(`${keyless.length} fragment(s) of ${this.t.name} have no ${KEY_COLUMN} yet and job ${other} is running: they are left for the next run`);
+      } else {
+        this.options.logger.info(`regenerating ${KEY_COLUMN}: ${keyless.length} fragment(s) were added without keys`);
+        await table.dropColumns([KEY_COLUMN]);
+        await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
+        await this.rebuildIndex();
+        return;
+      }
+    }
+    if (!hasKey) {
+      await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
+      await this.rebuildIndex();
+      return;
+    }
+    const stats = await table.indexStats(KEY_INDEX);
+    if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
   }
 
   private async rebuildIndex(): Promise<void> {
@@ -110,8 +137,11 @@ export class MergeInsertCommitter implements Committer {
     return next;
   }
 
-  /** Keys of the fragment's rows at `f.rowAddrs`, as a Utf8 vector aligned with them. */
-  private async keysFor(f: FragmentValues): Promise<ArrowNs.Vector> {
+  /**
+   * Keys of the fragment's rows at `f.rowAddrs`, as a Utf8 vector, and the positions of those rows
+   * (`null`: all of them). Rows deleted since the plan are dropped: their values are not needed.
+   */
+  private async keysFor(f: FragmentValues): Promise<{ keys: ArrowNs.Vector; keep: number[] | null }> {
     const where = { table: this.t.name, column: this.column, fragmentId: f.fragmentId };
     const at = this.offsets.get(f.fragmentId);
     if (!at) throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} no longer exists (compacted or deleted by another writer since the plan); run the backfill again to fill its rows`, where);
@@ -123,25 +153,29 @@ export class MergeInsertCommitter implements Committer {
     const keyVec = data.getChild(KEY_COLUMN)!;
     const addrs = data.getChild("_rowaddr")!.toArray() as BigUint64Array;
     const want = f.rowAddrs;
+    if (addrs.length > 0 && Number(addrs[0]! >> 32n) !== f.fragmentId) {
+      throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} moved in the scan order since the plan; run the backfill again`, where);
+    }
     // Common case: every live row was computed, in the same order — use the key column as read.
     if (addrs.length === want.length && keyVec.nullCount === 0) {
       let same = true;
       for (let i = 0; i < want.length && same; i++) same = addrs[i] === want[i];
-      if (same) return keyVec;
+      if (same) return { keys: keyVec, keep: null };
     }
-    const out = new Array<string>(want.length);
-    let j = 0;
-    for (let i = 0; i < addrs.length && j < out.length; i++) {
-      if (addrs[i] === want[j]) {
-        const k = keyVec.get(i) as string | null;
-        if (k === null) break;
-        out[j++] = k;
+    const keys: string[] = [];
+    const keep: number[] = [];
+    let i = 0;
+    for (let j = 0; j < want.length; j++) {
+      while (i < addrs.length && addrs[i]! < want[j]!) i++;
+      if (i >= addrs.length || addrs[i] !== want[j]) continue; // deleted since the plan
+      const k = keyVec.get(i) as string | null;
+      if (k === null) {
+        throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} has rows without a ${KEY_COLUMN} (added while another backfill of the table was running); the next run fills them`, where);
       }
+      keys.push(k);
+      keep.push(j);
     }
-    if (j !== out.length) {
-      throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name}: ${out.length - j} of ${out.length} computed rows are no longer in the table (deleted or rewritten by another writer since the plan); run the backfill again`, where);
-    }
-    return arrow.vectorFromArray(out, new arrow.Utf8());
+    return { keys: arrow.vectorFromArray(keys, new arrow.Utf8()), keep: keep.length === want.length ? null : keep };
   }
 
   async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
@@ -176,8 +210,9 @@ export class MergeInsertCommitter implements Committer {
       const keys: ArrowNs.Vector[] = [];
       const values: ArrowNs.Vector[] = [];
       for (const f of group) {
-        keys.push(await this.keysFor(f));
-        values.push(f.values);
+        const { keys: k, keep } = await this.keysFor(f);
+        keys.push(k);
+        values.push(keep === null ? f.values : takeRows(f.values, keep));
       }
       const concat = (v: ArrowNs.Vector[]): ArrowNs.Vector => (v.length === 1 ? v[0]! : v[0]!.concat(...v.slice(1)));
       const valueVec = concat(values);

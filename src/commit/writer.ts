@@ -31,6 +31,7 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
   let covered = 0;
   let lastAddr = -1n;
   let total = 0;
+  let skippedRows = 0;
   for (const r of ranges) {
     if (r.end <= covered) continue; // wholly inside what earlier ranges gave
     const t = arrow.tableFromIPC(await store.getBatch(f.batchKey, r));
@@ -42,6 +43,8 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
     const a = addrs.toArray() as BigUint64Array;
     let skip = 0;
     while (skip < a.length && a[skip]! <= lastAddr) skip++; // overlap with an earlier range
+    const flags = t.getChild("_skipped");
+    if (flags) for (let i = skip; i < a.length; i++) if (flags.get(i) === true) skippedRows++;
     if (skip < a.length) {
       addrParts.push(a.subarray(skip));
       valueParts.push(skip === 0 ? values : values.slice(skip));
@@ -62,5 +65,5 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
       : valueParts.length === 1
         ? valueParts[0]!
         : valueParts[0]!.concat(...valueParts.slice(1));
-  return { fragmentId: f.id, rowAddrs, values };
+  return { fragmentId: f.id, rowAddrs, values, rowsSkipped: skippedRows };
 }

@@ -11,13 +11,16 @@ import { BackfillError, UdfError, describeWhere, type ErrorContext } from "../er
 import { loadUdf } from "../udf/bundle.ts";
 import { parseDataType, type DataType } from "../udf/types.ts";
 import type { UdfContext, UdfSpec } from "../udf/udf.ts";
-import { resultToVector, valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
-import type { BatchReport, TaskSpec, WorkerConfig } from "./protocol.ts";
+import { resultToVector, takeRows, valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
+import type { BatchReport, RowError, TaskSpec, WorkerConfig } from "./protocol.ts";
+import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 
 type Vec = ArrowNs.Vector;
 const SELECT_ALIAS = "__lancet_selected";
 /** Adaptive checkpoint sizing aims at this much UDF time per batch (Geneva's target). */
 const TARGET_BATCH_MS = 10_000;
+/** Error records sent back per batch at most (the count of skipped rows is always exact). */
+const MAX_ERRORS_PER_BATCH = 1000;
 
 function quoteIdent(name: string): string {
   return "`" + name.replace(/`/g, "``") + "`";
@@ -36,6 +39,7 @@ export class TaskRunner {
   private readonly store: FileCheckpointStore;
   private readonly abort = new AbortController();
   private readonly pinned = new Map<number, Promise<LanceNs.Table>>();
+  private readonly policy: ErrorPolicy;
 
   private constructor(config: WorkerConfig, spec: UdfSpec, state: unknown, db: LanceNs.Connection) {
     this.config = config;
@@ -44,6 +48,7 @@ export class TaskRunner {
     this.type = parseDataType(config.dataType);
     this.db = db;
     this.store = new FileCheckpointStore(config.checkpointRoot);
+    this.policy = config.errorPolicy ?? resolveErrorPolicy(spec.errorPolicy, `errorPolicy of UDF ${config.label}`);
   }
 
   /** Loads the bound bundle, runs `setup()` once, opens the database. */
@@ -133,7 +138,8 @@ export class TaskRunner {
     const cpu0 = process.cpuUsage();
     const rows = selected ?? null;
     const count = rows === null ? n : rows.length;
-    const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n);
+    const errors: RowError[] = [];
+    const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n, addrs, errors);
     const t2 = performance.now();
     const cpu = process.cpuUsage(cpu0);
     let outAddrs = addrs;
@@ -141,22 +147,40 @@ export class TaskRunner {
       outAddrs = new BigUint64Array(rows.length);
       for (let i = 0; i < rows.length; i++) outAddrs[i] = addrs[rows[i]!]!;
     }
-    const batch = new arrow.Table({ _rowaddr: arrow.makeVector(outAddrs), value: out });
+    const skipped = new Set(errors.map((e) => e.rowOffset - range.start));
+    const skippedFlags = new Array<boolean>(outAddrs.length);
+    for (let k = 0; k < outAddrs.length; k++) skippedFlags[k] = skipped.has(rows === null ? k : rows[k]!);
+    const batch = new arrow.Table({ _rowaddr: arrow.makeVector(outAddrs), value: out, _skipped: arrow.vectorFromArray(skippedFlags, new arrow.Bool()) });
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
+    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors: errors.slice(0, MAX_ERRORS_PER_BATCH), readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
   }
 
-  private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number): Promise<Vec> {
+  private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {
     const where = this.ctx(task, range);
     const ctx: UdfContext = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
     const fn = this.spec.fn as unknown as (...args: unknown[]) => unknown;
+    const policy = this.policy;
+    const timeoutMs = this.spec.timeoutMs;
     const count = rows === null ? n : rows.length;
-    const fail = (e: unknown, rowIndex: number | null): never => {
+    const fail = (e: unknown, rowIndex: number | null, attempt: number): never => {
       if (e instanceof BackfillError) throw e;
       const err = e as Error;
       const row = rowIndex === null ? "" : ` on row ${range.start + rowIndex}`;
-      throw new UdfError("UDF_FAILED", `UDF ${this.config.label} threw${row} (${describeWhere(where)}): ${err?.name ?? "Error"}: ${err?.message ?? String(e)}`, { ...where, cause: e });
+      const tries = attempt > 1 ? ` after ${attempt} attempts` : "";
+      throw new UdfError("UDF_FAILED", `UDF ${this.config.label} threw${row}${tries} (${describeWhere(where)}): ${err?.name ?? "Error"}: ${err?.message ?? String(e)}; error policy ${policy.label}`, { ...where, cause: e });
+    };
+    const record = (e: unknown, i: number, attempt: number, depth: number): void => {
+      const err = e as Error;
+      errors.push({
+        rowOffset: range.start + i,
+        rowAddress: String(addrs[i]),
+        name: typeof err?.name === "string" ? err.name : "Error",
+        message: typeof err?.message === "string" ? err.message : String(e),
+        stack: typeof err?.stack === "string" ? err.stack : "",
+        attempt,
+        bisectDepth: depth,
+      });
     };
     const typeError = (e: unknown, batch: boolean): never => {
       if (!(e instanceof ValueTypeError)) throw e;
@@ -168,59 +192,108 @@ export class TaskRunner {
         where,
       );
     };
+    const timed = (p: PromiseLike<unknown>, i: number | null): Promise<unknown> => {
+      if (timeoutMs === undefined) return Promise.resolve(p);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const e = new Error(`UDF call${i === null ? "" : ` for row ${range.start + i}`} did not finish within timeoutMs ${timeoutMs}`);
+          e.name = "TimeoutError";
+          reject(e);
+        }, timeoutMs);
+      });
+      return Promise.race([Promise.resolve(p), timeout]).finally(() => clearTimeout(timer));
+    };
 
     if (this.spec.batch === true) {
-      const args = rows === null ? inputs : inputs.map((v) => takeRows(v, rows));
-      let result: unknown;
-      try {
-        result = fn(...args, ctx);
-        if (isThenable(result)) result = await result;
-      } catch (e) {
-        fail(e, null);
-      }
-      try {
-        return resultToVector(result, count, this.type);
-      } catch (e) {
-        return typeError(e, true);
-      }
+      const all = rows ?? Array.from({ length: n }, (_, i) => i);
+      // Calls the UDF on `idx` (row indices of this batch); on errors follows the policy: retry the
+      // whole call, then bisect down to the rows that fail on their own, which are skipped.
+      const callBatch = async (idx: number[], depth: number): Promise<Vec> => {
+        const args = idx.length === n ? inputs : inputs.map((v) => takeRows(v, idx));
+        for (let attempt = 1; ; attempt++) {
+          let result: unknown;
+          try {
+            result = fn(...args, ctx);
+            if (isThenable(result)) result = await timed(result, null);
+          } catch (e) {
+            const rule = matchRule(policy, e);
+            if (!rule || rule.action === "fail") fail(e, idx.length === 1 ? idx[0]! : null, attempt);
+            if (rule!.action === "retry" && depth === 0 && attempt < (rule!.attempts ?? 3)) {
+              await sleep(backoffMs(rule!, attempt));
+              continue;
+            }
+            if (rule!.action === "retry" && depth === 0 && (rule!.then ?? "fail") === "fail") fail(e, idx.length === 1 ? idx[0]! : null, attempt);
+            if (idx.length === 1) {
+              record(e, idx[0]!, attempt, depth);
+              return valuesToVector([null], this.type);
+            }
+            const mid = idx.length >> 1;
+            const left = await callBatch(idx.slice(0, mid), depth + 1);
+            const right = await callBatch(idx.slice(mid), depth + 1);
+            return left.concat(right);
+          }
+          try {
+            return resultToVector(result, idx.length, this.type);
+          } catch (e) {
+            return typeError(e, true);
+          }
+        }
+      };
+      return callBatch(all, 0);
     }
 
     const columns = inputs.map(vectorToValues);
     const results = new Array<unknown>(count);
     const limit = this.config.intraApplierConcurrency;
     const inflight = new Set<Promise<void>>();
-    let firstError: unknown = null;
-    for (let j = 0; j < count; j++) {
+    let firstError: { e: unknown } | null = null;
+    // Handles a row whose first call threw or returned a promise: timeout, retries, skip.
+    const slowRow = async (j: number, i: number, args: unknown[], first: { error: unknown } | { value: PromiseLike<unknown> }): Promise<void> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          if (attempt === 1 && "value" in first) results[j] = await timed(first.value, i);
+          else if (attempt === 1) throw (first as { error: unknown }).error;
+          else {
+            const r = fn(...args, ctx);
+            results[j] = isThenable(r) ? await timed(r, i) : r;
+          }
+          return;
+        } catch (e) {
+          const rule = matchRule(policy, e);
+          if (!rule || rule.action === "fail") fail(e, i, attempt);
+          if (rule!.action === "retry" && attempt < (rule!.attempts ?? 3)) {
+            await sleep(backoffMs(rule!, attempt));
+            continue;
+          }
+          if (rule!.action === "retry" && (rule!.then ?? "fail") === "fail") fail(e, i, attempt);
+          record(e, i, attempt, 0);
+          results[j] = null;
+          return;
+        }
+      }
+    };
+    for (let j = 0; j < count && firstError === null; j++) {
       const i = rows === null ? j : rows[j]!;
       const args = columns.map((c) => c[i]);
-      let r: unknown;
+      let first: { error: unknown } | { value: PromiseLike<unknown> } | undefined;
       try {
-        r = fn(...args, ctx);
+        const r = fn(...args, ctx);
+        if (isThenable(r)) first = { value: r };
+        else results[j] = r;
       } catch (e) {
-        fail(e, i);
+        first = { error: e };
       }
-      if (isThenable(r)) {
-        const p: Promise<void> = Promise.resolve(r).then(
-          (v) => {
-            results[j] = v;
-          },
-          (e: unknown) => {
-            firstError ??= { e, i };
-          },
-        );
-        const tracked = p.finally(() => inflight.delete(tracked));
-        inflight.add(tracked);
-        if (inflight.size >= limit) await Promise.race(inflight);
-        if (firstError !== null) break;
-      } else {
-        results[j] = r;
-      }
+      if (first === undefined) continue;
+      const p = slowRow(j, i, args, first).catch((e: unknown) => {
+        firstError ??= { e };
+      });
+      const tracked: Promise<void> = p.finally(() => inflight.delete(tracked));
+      inflight.add(tracked);
+      if (inflight.size >= limit) await Promise.race(inflight);
     }
     await Promise.all(inflight);
-    if (firstError !== null) {
-      const { e, i } = firstError as { e: unknown; i: number };
-      fail(e, i);
-    }
+    if (firstError !== null) throw (firstError as { e: unknown }).e;
     try {
       return valuesToVector(results, this.type);
     } catch (e) {
@@ -229,16 +302,8 @@ export class TaskRunner {
   }
 }
 
-/** The rows at `rows` (sorted indices) of `v`, as one vector built from contiguous slices. */
-function takeRows(v: Vec, rows: number[]): Vec {
-  const parts: Vec[] = [];
-  for (let k = 0; k < rows.length; ) {
-    let e = k + 1;
-    while (e < rows.length && rows[e] === rows[e - 1]! + 1) e++;
-    parts.push(v.slice(rows[k]!, rows[e - 1]! + 1));
-    k = e;
-  }
-  if (parts.length === 0) return v.slice(0, 0);
-  return parts.length === 1 ? parts[0]! : parts[0]!.concat(...parts.slice(1));
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
+
 

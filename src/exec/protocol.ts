@@ -4,6 +4,7 @@
  */
 import type { BatchRange } from "../checkpoint/store.ts";
 import type { SerializedError } from "../errors.ts";
+import type { ErrorPolicy } from "../udf/policy.ts";
 
 /** Everything a worker needs to compute one column of one table. */
 export interface WorkerConfig {
@@ -18,6 +19,8 @@ export interface WorkerConfig {
   readonly inputs: readonly string[];
   readonly checkpointRoot: string;
   readonly intraApplierConcurrency: number;
+  /** Overrides the UDF's own error policy (from the backfill's `errorPolicy` option). */
+  readonly errorPolicy?: ErrorPolicy;
 }
 
 /** One task: gaps of one fragment's range to compute and checkpoint. */
@@ -35,11 +38,29 @@ export interface TaskSpec {
   readonly maxCheckpointSize: number;
 }
 
+/** A row the UDF failed on and the error policy skipped (its value is null). */
+export interface RowError {
+  /** Offset in the fragment (live rows). */
+  readonly rowOffset: number;
+  /** The row's address (fragment << 32 | physical offset), as a decimal string. */
+  readonly rowAddress: string;
+  readonly name: string;
+  readonly message: string;
+  readonly stack: string;
+  readonly attempt: number;
+  /** How many times the batch was halved to isolate the row (batched UDFs). */
+  readonly bisectDepth: number;
+}
+
 /** What a worker reports for each checkpointed batch. */
 export interface BatchReport {
   readonly start: number;
   readonly end: number;
   readonly rowsComputed: number;
+  /** Rows whose value is null because the error policy skipped them. */
+  readonly rowsSkipped: number;
+  /** The skipped rows' errors (at most 1000 per batch). */
+  readonly errors: readonly RowError[];
   readonly readMs: number;
   readonly udfMs: number;
   /** CPU time of the worker process while the UDF ran (user + system). */

@@ -15,7 +15,7 @@ import { RESERVED_COLUMNS } from "../columns.ts";
 import type { Committer, FragmentValues } from "../commit/committer.ts";
 import { MergeInsertCommitter } from "../commit/merge-insert.ts";
 import { assembleFragment } from "../commit/writer.ts";
-import { BackfillError, CancelledError, ConfigError, isBackfillError } from "../errors.ts";
+import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/local/pool.ts";
 import type { BatchReport, TaskSpec } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
@@ -29,6 +29,7 @@ import { diagnose } from "./diagnose.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
+import { ErrorsTable, type ErrorRecord } from "./errors-table.ts";
 
 async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
   if (typeof column !== "string" || column.length === 0) throw new ConfigError("CONFIG_INVALID", `column must be a column name (got ${JSON.stringify(column)})`);
@@ -124,7 +125,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   const store = new FileCheckpointStore(path.join(t.storeDir, "ckp"));
   const ns = markerNamespace(column, opts.where);
   const markers = await store.listMarkers(ns);
-  const markerNames = new Set(markers.map((x) => x.name));
+  // A fragment whose marker records skipped rows is not done: the next run retries its null rows.
+  const markerNames = new Set(markers.filter((x) => !((x.value as DoneMarker).rowsSkipped! > 0)).map((x) => x.name));
   const versionChanged = opts.where === undefined && markers.some((x) => (x.value as DoneMarker).udfVersion !== binding.version);
   const nullSelection = `\`${column}\` IS NULL`;
   const fragments = [];
@@ -184,7 +186,22 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     rec.diagnosis = diagnose(m, diagContext);
     ctl.changed(force);
   };
-  const committer: Committer = new MergeInsertCommitter(t, column, { logger: log });
+  const committer: Committer = new MergeInsertCommitter(t, column, {
+    logger: log,
+    otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
+  });
+  const errorsTable = await ErrorsTable.open(t.dbDir);
+  let pendingErrors: ErrorRecord[] = [];
+  let errorsFlush: Promise<void> = Promise.resolve();
+  const flushErrors = (): Promise<void> => {
+    const batch = pendingErrors;
+    pendingErrors = [];
+    if (batch.length > 0) {
+      errorsFlush = errorsFlush.then(() => errorsTable.append(batch)).catch((e: unknown) => log.warn(`could not write to the errors table: ${(e as Error).message}`));
+    }
+    return errorsFlush;
+  };
+  const udfLabel = `${binding.module}#${binding.exportName}`;
   const identities = new Map(fragments.map((f) => [f.id, f.identity]));
   const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
   const byId = new Map<number, PlannedFragment>(plan.fragments.map((f) => [f.id, f]));
@@ -202,7 +219,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     const r = await committer.commit(values);
     for (const f of group) {
       const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
-      const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: values.find((v) => v.fragmentId === f.id)!.rowAddrs.length, committedVersion: r.version, at: new Date().toISOString() };
+      const v = values.find((x) => x.fragmentId === f.id)!;
+      const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rowAddrs.length, rowsSkipped: v.rowsSkipped, committedVersion: r.version, at: new Date().toISOString() };
       await store.putMarker(ns, name, marker);
       for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
       await store.deleteBatches(f.batchKey);
@@ -220,11 +238,32 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     refresh(true);
   };
 
+  /**
+   * Writes a group; when that fails, writes its fragments one by one, so a fragment another writer
+   * changed since the plan (compacted, deleted, rewritten) fails alone and the healthy ones commit.
+   */
+  const writeGracefully = async (group: PlannedFragment[]): Promise<void> => {
+    try {
+      await writeGroup(group);
+      return;
+    } catch (e) {
+      if (group.length === 1) {
+        const reason = (e as Error).message;
+        rec.failedFragments.push({ id: group[0]!.id, reason });
+        m.fragmentsFailed++;
+        ctl.event("commit-failed", `fragment ${group[0]!.id} could not be committed: ${reason}`);
+        refresh(true);
+        return;
+      }
+    }
+    for (const f of group) await writeGracefully([f]);
+  };
+
   /** Starts writers for ready groups, up to writerConcurrency at once; `force` also flushes a partial group. */
   const pumpWriters = (force: boolean): void => {
     while (ready.length > 0 && writing.size < writerConcurrency && (force || ready.length >= plan.commitGranularity)) {
       const group = ready.splice(0, plan.commitGranularity);
-      const p: Promise<void> = writeGroup(group)
+      const p: Promise<void> = writeGracefully(group)
         .catch((e: unknown) => {
           failure ??= e;
         })
@@ -245,6 +284,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   };
   pumpWriters(false);
 
+  const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
   let pool: LocalPool | undefined;
   try {
     if (plan.tasks.length > 0) {
@@ -261,7 +301,10 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
           inputs: binding.inputs,
           checkpointRoot: store.root,
           intraApplierConcurrency: opts.intraApplierConcurrency,
+          ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
         },
+        taskTimeoutMs: opts.taskTimeoutMs,
+        ...(memoryMb !== undefined ? { memoryMb } : {}),
       });
       const executor = pool;
       const queue: PlannedTask[] = [...plan.tasks];
@@ -291,6 +334,14 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
                 m.rowsProcessed += r.end - r.start;
                 m.rowsComputed += r.rowsComputed;
                 m.rowsCheckpointed += r.rowsComputed;
+                if (r.rowsSkipped > 0) {
+                  m.rowsSkipped += r.rowsSkipped;
+                  const at = new Date().toISOString();
+                  for (const e of r.errors) {
+                    pendingErrors.push({ jobId: rec.id, table: t.name, column, udf: udfLabel, udfVersion: binding.version, fragment: task.fragmentId, rowAddress: e.rowAddress, rowOffset: e.rowOffset, name: e.name, message: e.message, stack: e.stack, attempt: e.attempt, bisectDepth: e.bisectDepth, at });
+                  }
+                  if (pendingErrors.length >= 1000) void flushErrors();
+                }
                 m.udfMs += r.udfMs;
                 m.udfCpuMs += r.udfCpuMs;
                 m.readMs += r.readMs;
@@ -349,10 +400,18 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   // Write what is complete — healthy fragments too when the job failed or was cancelled.
   setPhase("committing");
   await drainWriters();
+  await flushErrors();
+  if (m.rowsSkipped > 0) ctl.event("skipped", `${m.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --job ${rec.id}\`; a re-run retries them`);
   refresh(true);
   if (failure !== undefined) {
     ctl.event("failed", `failed: ${(failure as Error).message}`);
     throw failure;
+  }
+  if (rec.failedFragments.length > 0) {
+    const list = rec.failedFragments.map((f) => `fragment ${f.id}: ${f.reason}`).join("; ");
+    const err = new CommitError("COMMIT_FAILED", `${rec.failedFragments.length} fragment(s) of table ${t.name} could not be committed (${m.fragmentsCommitted} were): ${list}. Run the backfill again to fill them`, { table: t.name, column, jobId: rec.id });
+    ctl.event("failed", `failed: ${err.message}`);
+    throw err;
   }
   if (ctl.signal.aborted) {
     const unfinished = plan.fragments.length - m.fragmentsCommitted;

@@ -56,6 +56,7 @@ export class JobController {
       metrics: emptyMetrics(),
       events: [],
       diagnosis: null,
+      failedFragments: [],
     };
     this.done = new Promise<JobRecord>((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => {}); // observed through wait()

@@ -24,6 +24,10 @@ export interface JobMetrics {
   rowsComputed: number;
   rowsCheckpointed: number;
   rowsCommitted: number;
+  /** Rows left null by the error policy (stored in the errors table; a re-run retries them). */
+  rowsSkipped: number;
+  /** Fragments that could not be committed (changed by another writer since the plan). */
+  fragmentsFailed: number;
   udfMs: number;
   /** CPU time the worker processes spent in the UDF (much lower than udfMs: the UDF waits on I/O). */
   udfCpuMs: number;
@@ -44,7 +48,7 @@ export interface JobMetrics {
 export function emptyMetrics(): JobMetrics {
   return {
     fragmentsPlanned: 0, fragmentsWritten: 0, fragmentsCommitted: 0, tasksTotal: 0, tasksDone: 0,
-    rowsPlanned: 0, rowsProcessed: 0, rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0,
+    rowsPlanned: 0, rowsProcessed: 0, rowsComputed: 0, rowsCheckpointed: 0, rowsCommitted: 0, rowsSkipped: 0, fragmentsFailed: 0,
     udfMs: 0, udfCpuMs: 0, readMs: 0, checkpointMs: 0, writeMs: 0, commitMs: 0, commits: 0, commitRetries: 0,
     workersActive: 0, workerCrashes: 0, rowsPerSec: 0, elapsedMs: 0,
   };
@@ -53,7 +57,7 @@ export function emptyMetrics(): JobMetrics {
 export interface JobEvent {
   /** ISO time. */
   readonly at: string;
-  readonly type: "started" | "planned" | "commit" | "retry" | "worker-died" | "cancel-requested" | "cancelled" | "finished" | "failed";
+  readonly type: "started" | "planned" | "commit" | "commit-failed" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed";
   readonly message: string;
 }
 
@@ -110,6 +114,8 @@ export interface JobRecord {
   metrics: JobMetrics;
   events: JobEvent[];
   diagnosis: Diagnosis | null;
+  /** Fragments whose commit failed, with the reason; a re-run fills them. */
+  failedFragments: { id: number; reason: string }[];
 }
 
 /**

@@ -7,6 +7,7 @@ import { ConfigError } from "../errors.ts";
 import type { ResolvedTable } from "../table.ts";
 import { bundleModule, bundlePath, loadUdf, parseUdfRef, storeBundle } from "./bundle.ts";
 import { resolveDataType } from "./types.ts";
+import { resolveErrorPolicy } from "./policy.ts";
 import type { UdfSpec } from "./udf.ts";
 
 export const BINDING_KEY = "lancet:udf";
@@ -25,6 +26,11 @@ export interface Binding {
   readonly dataType: string;
   readonly batch: boolean;
   readonly hasSetup: boolean;
+  /** The UDF's error policy, e.g. "fail", "skip", "retry:3". */
+  readonly errorPolicy?: string;
+  readonly timeoutMs?: number;
+  /** Worker memory hint in bytes. */
+  readonly memory?: number;
   readonly boundAt: string;
 }
 
@@ -48,6 +54,9 @@ export async function bindUdf(t: ResolvedTable, column: string, ref: string): Pr
     dataType: text,
     batch: spec.batch === true,
     hasSetup: typeof spec.setup === "function",
+    errorPolicy: resolveErrorPolicy(spec.errorPolicy, "errorPolicy").label,
+    ...(spec.timeoutMs !== undefined ? { timeoutMs: spec.timeoutMs } : {}),
+    ...(spec.memory !== undefined ? { memory: spec.memory } : {}),
     boundAt: new Date().toISOString(),
   };
   return { binding, spec };

@@ -13,6 +13,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { DataTypeLike } from "./types.ts";
+import { resolveErrorPolicy, type ErrorPolicySpec } from "./policy.ts";
 
 /** What every call of a UDF gets as its last argument. */
 export interface UdfContext<S = unknown> {
@@ -42,6 +43,12 @@ export interface UdfSpec<S = unknown> {
   readonly setup?: () => S | Promise<S>;
   /** Explicit version; a change makes the next backfill recompute every row. @default content hash of the bundled module */
   readonly version?: string;
+  /** What to do when `fn` throws: "fail", "skip", { retry: N }, or a list of matchers (see policy.ts). @default "fail" */
+  readonly errorPolicy?: ErrorPolicySpec;
+  /** Per-call time limit for calls that return a promise (async scalar UDFs, async batches); a timeout is a `TimeoutError` for the error policy. */
+  readonly timeoutMs?: number;
+  /** Memory each worker process may use, in bytes: sets the worker's JavaScript heap limit. */
+  readonly memory?: number;
 }
 
 /** Declares a UDF with type checking; returns its argument unchanged. */
@@ -67,5 +74,8 @@ export function validateUdfSpec(value: unknown, where: string): UdfSpec {
   if (v.batch !== undefined && typeof v.batch !== "boolean") fail("batch must be a boolean");
   if (v.setup !== undefined && typeof v.setup !== "function") fail("setup must be a function");
   if (v.version !== undefined && (typeof v.version !== "string" || v.version.length === 0)) fail("version must be a non-empty string");
+  if (v.timeoutMs !== undefined && (typeof v.timeoutMs !== "number" || !Number.isInteger(v.timeoutMs) || v.timeoutMs < 1)) fail(`timeoutMs must be a positive integer (got ${JSON.stringify(v.timeoutMs)})`);
+  if (v.memory !== undefined && (typeof v.memory !== "number" || !Number.isInteger(v.memory) || v.memory < 64 * 2 ** 20)) fail(`memory must be a number of bytes, at least 64 MiB (got ${JSON.stringify(v.memory)})`);
+  resolveErrorPolicy(v.errorPolicy, `${where}: errorPolicy`);
   return value as UdfSpec;
 }

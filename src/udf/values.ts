@@ -256,3 +256,16 @@ export function vectorToValues(vec: Vec): unknown[] {
   for (let i = 0; i < n; i++) out[i] = plain(vec.get(i));
   return out;
 }
+
+/** The rows at `rows` (sorted indices) of `v`, as one vector built from contiguous slices. */
+export function takeRows(v: Vec, rows: number[]): Vec {
+  const parts: Vec[] = [];
+  for (let k = 0; k < rows.length; ) {
+    let e = k + 1;
+    while (e < rows.length && rows[e] === rows[e - 1]! + 1) e++;
+    parts.push(v.slice(rows[k]!, rows[e - 1]! + 1));
+    k = e;
+  }
+  if (parts.length === 0) return v.slice(0, 0);
+  return parts.length === 1 ? parts[0]! : parts[0]!.concat(...parts.slice(1));
+}

@@ -15,6 +15,8 @@ const WORKER_ENTRY = fileURLToPath(new URL("../worker-entry.ts", import.meta.url
 interface Slot {
   readonly child: ChildProcess;
   busy: boolean;
+  /** Killed by the task timeout. */
+  hung: boolean;
   current: { id: number; task: TaskSpec; onBatch: (r: BatchReport) => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
 }
 
@@ -24,6 +26,10 @@ export interface LocalPoolOptions {
   readonly config: WorkerConfig;
   /** Extra environment for workers (added to this process's). */
   readonly env?: Record<string, string>;
+  /** JavaScript heap limit of each worker, in MiB (`--max-old-space-size`). */
+  readonly memoryMb?: number;
+  /** A task that reports no batch for this long is declared hung: its worker is killed and the task fails (retryable). */
+  readonly taskTimeoutMs?: number;
 }
 
 export class LocalPool implements Executor {
@@ -50,19 +56,33 @@ export class LocalPool implements Executor {
   private spawn(): Promise<Slot> {
     this.spawning++;
     return new Promise<Slot>((resolve, reject) => {
+      const memoryMb = this.options.memoryMb;
       const child = fork(WORKER_ENTRY, [], {
-        execArgv: [],
+        execArgv: memoryMb ? [`--max-old-space-size=${memoryMb}`] : [],
         serialization: "advanced",
-        stdio: ["ignore", "pipe", "inherit", "ipc"],
+        stdio: ["ignore", "pipe", "pipe", "ipc"],
         env: { ...process.env, ...this.options.env },
       });
-      // UDF output goes to stderr so it never mixes with a command's machine-readable stdout.
+      // UDF output goes to stderr so it never mixes with a command's machine-readable stdout; the
+      // tail of stderr is kept to tell an out-of-memory death from other crashes.
+      let stderrTail = "";
       child.stdout?.pipe(process.stderr, { end: false });
-      const slot: Slot = { child, busy: true, current: undefined };
+      child.stderr?.on("data", (d: Buffer) => {
+        process.stderr.write(d);
+        stderrTail = (stderrTail + d.toString()).slice(-4096);
+      });
+      const slot: Slot = { child, busy: true, current: undefined, hung: false };
       let started = false;
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
         this.slots.delete(slot);
-        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+        const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(stderrTail) || signal === "SIGABRT" || code === 134;
+        const how = slot.hung
+          ? `made no progress for ${this.options.taskTimeoutMs} ms (taskTimeoutMs) and was killed`
+          : oom
+            ? `ran out of memory${memoryMb ? ` (heap limit ${memoryMb} MiB; raise the UDF's memory hint or options.workerMemoryMb)` : ""}`
+            : signal
+              ? `was killed by ${signal}`
+              : `exited with code ${code}`;
         if (!started) {
           this.spawning--;
           reject(new WorkerCrashedError(`worker process ${how} while starting`));
@@ -73,9 +93,12 @@ export class LocalPool implements Executor {
         if (cur) {
           const t = cur.task;
           cur.reject(
-            new WorkerCrashedError(`worker process ${how} while computing fragment ${t.fragmentId} rows ${t.gaps[0]?.start ?? 0}-${(t.gaps.at(-1)?.end ?? 1) - 1}`, {
-              fragmentId: t.fragmentId,
-            }),
+            Object.assign(
+              new WorkerCrashedError(`worker process ${how} while computing fragment ${t.fragmentId} rows ${t.gaps[0]?.start ?? 0}-${(t.gaps.at(-1)?.end ?? 1) - 1}`, {
+                fragmentId: t.fragmentId,
+              }),
+              { kind: slot.hung ? "hang" : oom ? "oom" : "crash" },
+            ),
           );
         }
         this.wakeWaiter();
@@ -172,10 +195,28 @@ export class LocalPool implements Executor {
     const id = this.nextId++;
     const stop = (): void => this.post(slot.child, { type: "stop", id });
     signal?.addEventListener("abort", stop, { once: true });
+    const limit = this.options.taskTimeoutMs;
+    let watchdog: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      if (limit === undefined) return;
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        slot.hung = true;
+        slot.child.kill("SIGKILL");
+      }, limit);
+    };
+    arm();
     return new Promise<void>((resolve, reject) => {
-      slot.current = { id, task, onBatch, resolve, reject };
+      const progress = (r: BatchReport): void => {
+        arm();
+        onBatch(r);
+      };
+      slot.current = { id, task, onBatch: progress, resolve, reject };
       this.post(slot.child, { type: "task", id, task });
-    }).finally(() => signal?.removeEventListener("abort", stop));
+    }).finally(() => {
+      clearTimeout(watchdog);
+      signal?.removeEventListener("abort", stop);
+    });
   }
 
   /** Worker processes busy with a task. */
