@@ -4,7 +4,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, refragment, stderrLogger } from "../index.ts";
+import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, listErrors, refragment, stderrLogger } from "../index.ts";
 import type { BackfillOptions, BackfillProgress, JobRecord } from "../index.ts";
 import { jobsCommand, recordJson } from "./jobs.ts";
 import { fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
@@ -25,6 +25,7 @@ Usage:
   lancet jobs cancel  ID --db DIR [--json]
   lancet jobs watch   ID --db DIR
   lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--force] [--json]
+  lancet errors       --db DIR [--job ID] [--table NAME] [--column COL] [--json]
 
 Backfill options:
   --concurrency N                 worker processes (default: min(8, cores))
@@ -35,6 +36,9 @@ Backfill options:
   --commit-granularity N          fragments per commit (default min(64, max(1, fragments / 20)))
   --writer-concurrency N          fragment writers at once (default min(4, concurrency))
   --status-interval-ms N          how often the job record is saved / heartbeats (default 2000)
+  --error-policy P                fail | skip | retry:N (overrides the UDF's errorPolicy)
+  --task-timeout-ms N             kill a worker that finishes no batch for N ms (default 1800000)
+  --worker-memory-mb N            heap limit of each worker process (default: the UDF's memory hint)
   --where SQL                     recompute rows matching SQL; other rows keep their values
   --num-frags N                   only the first N fragments (a pilot run)
   --max-task-attempts N           attempts per task when its worker dies (default 3)
@@ -70,6 +74,9 @@ const BACKFILL: ParseArgsConfig["options"] = {
   "num-frags": { type: "string" },
   "writer-concurrency": { type: "string" },
   "status-interval-ms": { type: "string" },
+  "error-policy": { type: "string" },
+  "task-timeout-ms": { type: "string" },
+  "worker-memory-mb": { type: "string" },
   "max-task-attempts": { type: "string" },
   plan: { type: "boolean" },
 };
@@ -128,6 +135,16 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return await backfillCommand(rest, io);
       case "jobs":
         return await jobsCommand(rest, io);
+      case "errors": {
+        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, job: { type: "string" }, table: { type: "string" }, column: { type: "string" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
+        json = values.json === true;
+        const filter = { ...(typeof values.job === "string" ? { jobId: values.job } : {}), ...(typeof values.table === "string" ? { table: values.table } : {}), ...(typeof values.column === "string" ? { column: values.column } : {}) };
+        const errs = await listErrors(opt(values, "db"), filter);
+        if (json) io.stdout.write(JSON.stringify(errs) + "\n");
+        else if (errs.length === 0) io.stdout.write("no errors\n");
+        else for (const e of errs) io.stdout.write(`${e.at}  job ${e.jobId}  ${e.table}.${e.column}  fragment ${e.fragment} row ${e.rowOffset} (address ${e.rowAddress})  attempt ${e.attempt}  ${e.name}: ${e.message}\n`);
+        return 0;
+      }
       case "refragment": {
         const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, table: { type: "string" }, "max-rows-per-fragment": { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
         json = values.json === true;
@@ -172,6 +189,8 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
       ["num-frags", "numFrags"],
       ["writer-concurrency", "writerConcurrency"],
       ["status-interval-ms", "statusIntervalMs"],
+      ["task-timeout-ms", "taskTimeoutMs"],
+      ["worker-memory-mb", "workerMemoryMb"],
       ["max-task-attempts", "maxTaskAttempts"],
     ];
     for (const [flag, key] of ints) {
@@ -179,11 +198,15 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
       if (v !== undefined) (options as Record<string, unknown>)[key] = v;
     }
     if (typeof values.where === "string") options.where = values.where;
+    if (typeof values["error-policy"] === "string") options.errorPolicy = values["error-policy"];
     if (values.plan === true) options.planOnly = true;
     if (values.verbose === true) options.logger = stderrLogger("debug");
     else options.logger = stderrLogger("warn");
     const r = await backfill(ref, column, options);
     view.done();
+    if (r.metrics.rowsSkipped > 0) {
+      io.stderr.write(`lancet: warning: ${r.metrics.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --db ${ref.db} --job ${r.id}\`. A re-run retries them.\n`);
+    }
     if (options.planOnly) printPlan(r, io, json);
     else printSummary(r, io, json);
     return 0;
