@@ -20,7 +20,7 @@ import { LocalPool } from "../exec/local/pool.ts";
 import type { BatchReport, TaskSpec } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
-import { gapsOf, planBackfill, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
+import { gapsOf, planBackfill, type PlanFragmentInput, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { bindingBundlePath, readBinding } from "../udf/binding.ts";
@@ -29,6 +29,7 @@ import { diagnose } from "./diagnose.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
+import { ColumnLock } from "./lock.ts";
 import { ErrorsTable, type ErrorRecord } from "./errors-table.ts";
 
 async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
@@ -129,7 +130,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   const markerNames = new Set(markers.filter((x) => !((x.value as DoneMarker).rowsSkipped! > 0)).map((x) => x.name));
   const versionChanged = opts.where === undefined && markers.some((x) => (x.value as DoneMarker).udfVersion !== binding.version);
   const nullSelection = `\`${column}\` IS NULL`;
-  const fragments = [];
+  const fragments: (PlanFragmentInput & { identity: string })[] = [];
   let offset = 0;
   for (const f of manifest.fragments) {
     const globalOffset = offset;
@@ -174,251 +175,257 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
 
   // ---- run --------------------------------------------------------------------------------
   const jobs = await JobsTable.open(t.dbDir);
-  ctl.attach(jobs, t.dbDir);
-  ctl.event("started", `backfill of ${t.name}.${column} started (UDF ${binding.exportName}, version ${binding.version}) at table version ${readVersion}`);
-  ctl.event("planned", `plan: ${summary.fragmentsToWrite} fragment(s) to write, ${summary.fragmentsDone} already complete, ${summary.tasks} task(s), up to ${summary.rowsPlanned} rows; ${summary.selection}`);
-  setPhase("running");
-  ctl.setStatus("running");
-
-  const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
-  const diagContext = { concurrency: opts.concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
-  const refresh = (force = false): void => {
-    rec.diagnosis = diagnose(m, diagContext);
-    ctl.changed(force);
-  };
-  const committer: Committer = new MergeInsertCommitter(t, column, {
-    logger: log,
-    otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
-  });
-  const errorsTable = await ErrorsTable.open(t.dbDir);
-  let pendingErrors: ErrorRecord[] = [];
-  let errorsFlush: Promise<void> = Promise.resolve();
-  const flushErrors = (): Promise<void> => {
-    const batch = pendingErrors;
-    pendingErrors = [];
-    if (batch.length > 0) {
-      errorsFlush = errorsFlush.then(() => errorsTable.append(batch)).catch((e: unknown) => log.warn(`could not write to the errors table: ${(e as Error).message}`));
-    }
-    return errorsFlush;
-  };
-  const udfLabel = `${binding.module}#${binding.exportName}`;
-  const identities = new Map(fragments.map((f) => [f.id, f.identity]));
-  const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
-  const byId = new Map<number, PlannedFragment>(plan.fragments.map((f) => [f.id, f]));
-  const ready: PlannedFragment[] = plan.fragments.filter((f) => f.tasks.length === 0);
-  let failure: unknown;
-  const writing = new Set<Promise<void>>();
-  let writerWaiters: (() => void)[] = [];
-
-  const writeGroup = async (group: PlannedFragment[]): Promise<void> => {
-    const w0 = performance.now();
-    const values: FragmentValues[] = [];
-    for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
-    const assembleMs = performance.now() - w0;
-    await committer.prepare(table);
-    const r = await committer.commit(values);
-    for (const f of group) {
-      const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
-      const v = values.find((x) => x.fragmentId === f.id)!;
-      const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rowAddrs.length, rowsSkipped: v.rowsSkipped, committedVersion: r.version, at: new Date().toISOString() };
-      await store.putMarker(ns, name, marker);
-      for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
-      await store.deleteBatches(f.batchKey);
-    }
-    const total = performance.now() - w0;
-    m.writeMs += assembleMs + r.writeMs;
-    m.commitMs += Math.max(0, total - assembleMs - r.writeMs);
-    m.rowsCommitted += r.rowsWritten;
-    m.fragmentsWritten += group.length;
-    m.fragmentsCommitted += group.length;
-    m.commits += r.commits;
-    m.commitRetries += r.retries;
-    if (r.retries > 0) ctl.event("retry", `commit of fragment(s) ${group.map((f) => f.id).join(", ")} retried ${r.retries} time(s) after conflicts`);
-    ctl.event("commit", `committed fragment(s) ${group.map((f) => f.id).join(", ")} (${r.rowsWritten} rows) as version ${r.version}`);
-    refresh(true);
-  };
-
-  /**
-   * Writes a group; when that fails, writes its fragments one by one, so a fragment another writer
-   * changed since the plan (compacted, deleted, rewritten) fails alone and the healthy ones commit.
-   */
-  const writeGracefully = async (group: PlannedFragment[]): Promise<void> => {
-    try {
-      await writeGroup(group);
-      return;
-    } catch (e) {
-      if (group.length === 1) {
-        const reason = (e as Error).message;
-        rec.failedFragments.push({ id: group[0]!.id, reason });
-        m.fragmentsFailed++;
-        ctl.event("commit-failed", `fragment ${group[0]!.id} could not be committed: ${reason}`);
-        refresh(true);
-        return;
-      }
-    }
-    for (const f of group) await writeGracefully([f]);
-  };
-
-  /** Starts writers for ready groups, up to writerConcurrency at once; `force` also flushes a partial group. */
-  const pumpWriters = (force: boolean): void => {
-    while (ready.length > 0 && writing.size < writerConcurrency && (force || ready.length >= plan.commitGranularity)) {
-      const group = ready.splice(0, plan.commitGranularity);
-      const p: Promise<void> = writeGracefully(group)
-        .catch((e: unknown) => {
-          failure ??= e;
-        })
-        .finally(() => {
-          writing.delete(p);
-          for (const w of writerWaiters.splice(0)) w();
-          pumpWriters(force);
-        });
-      writing.add(p);
-    }
-  };
-  const drainWriters = async (): Promise<void> => {
-    pumpWriters(true);
-    while (writing.size > 0) {
-      await new Promise<void>((r) => writerWaiters.push(r));
-      pumpWriters(true);
-    }
-  };
-  pumpWriters(false);
-
-  const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
-  let pool: LocalPool | undefined;
+  const lock = await ColumnLock.acquire(t.storeDir, t.name, column, rec.id, jobs);
   try {
-    if (plan.tasks.length > 0) {
-      pool = await LocalPool.create({
-        size: Math.min(opts.concurrency, plan.tasks.length),
-        config: {
-          bundlePath: bindingBundlePath(t, binding),
-          exportName: binding.exportName,
-          label: `${binding.module}#${binding.exportName}`,
-          dbDir: t.dbDir,
-          table: t.name,
-          column,
-          dataType: binding.dataType,
-          inputs: binding.inputs,
-          checkpointRoot: store.root,
-          intraApplierConcurrency: opts.intraApplierConcurrency,
-          ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-        },
-        taskTimeoutMs: opts.taskTimeoutMs,
-        ...(memoryMb !== undefined ? { memoryMb } : {}),
-      });
-      const executor = pool;
-      const queue: PlannedTask[] = [...plan.tasks];
-      const runOne = async (task: PlannedTask): Promise<boolean> => {
-        const doneRanges: { start: number; end: number }[] = [];
-        for (let attempt = 1; ; attempt++) {
-          const gaps = task.gaps.flatMap((g) => gapsOf(g.start, g.end, doneRanges));
-          if (gaps.length === 0) return true;
-          if (ctl.signal.aborted) return false;
-          const spec: TaskSpec = {
-            taskId: task.id,
-            fragmentId: task.fragmentId,
-            version: readVersion,
-            globalOffset: task.globalOffset,
-            gaps,
-            selection: task.selection,
-            batchKey: task.batchKey,
-            checkpointSize: opts.checkpointSize,
-            maxCheckpointSize: opts.maxCheckpointSize,
-          };
-          try {
-            m.workersActive++;
-            await executor.runTask(
-              spec,
-              (r: BatchReport) => {
-                doneRanges.push({ start: r.start, end: r.end });
-                m.rowsProcessed += r.end - r.start;
-                m.rowsComputed += r.rowsComputed;
-                m.rowsCheckpointed += r.rowsComputed;
-                if (r.rowsSkipped > 0) {
-                  m.rowsSkipped += r.rowsSkipped;
-                  const at = new Date().toISOString();
-                  for (const e of r.errors) {
-                    pendingErrors.push({ jobId: rec.id, table: t.name, column, udf: udfLabel, udfVersion: binding.version, fragment: task.fragmentId, rowAddress: e.rowAddress, rowOffset: e.rowOffset, name: e.name, message: e.message, stack: e.stack, attempt: e.attempt, bisectDepth: e.bisectDepth, at });
-                  }
-                  if (pendingErrors.length >= 1000) void flushErrors();
-                }
-                m.udfMs += r.udfMs;
-                m.udfCpuMs += r.udfCpuMs;
-                m.readMs += r.readMs;
-                m.checkpointMs += r.checkpointMs;
-                refresh();
-              },
-              ctl.signal,
-            );
-          } catch (e) {
-            if (isBackfillError(e, "WORKER_CRASHED") && attempt < opts.maxTaskAttempts && !ctl.signal.aborted) {
-              m.workerCrashes++;
-              ctl.event("worker-died", `${(e as Error).message}; retrying on a fresh process (attempt ${attempt + 1} of ${opts.maxTaskAttempts})`);
-              refresh(true);
-              continue;
-            }
-            if (isBackfillError(e, "WORKER_CRASHED")) {
-              m.workerCrashes++;
-              ctl.event("worker-died", (e as Error).message);
-              throw new BackfillError("WORKER_CRASHED", `${(e as Error).message} (table ${t.name}, column ${column}); the task failed ${attempt} time(s), which is options.maxTaskAttempts`, { table: t.name, column, fragmentId: task.fragmentId, cause: e });
-            }
-            throw e;
-          } finally {
-            m.workersActive--;
-          }
+    ctl.attach(jobs, t.dbDir);
+    ctl.event("started", `backfill of ${t.name}.${column} started (UDF ${binding.exportName}, version ${binding.version}) at table version ${readVersion}`);
+    ctl.event("planned", `plan: ${summary.fragmentsToWrite} fragment(s) to write, ${summary.fragmentsDone} already complete, ${summary.tasks} task(s), up to ${summary.rowsPlanned} rows; ${summary.selection}`);
+    setPhase("running");
+    ctl.setStatus("running");
+
+    const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
+    const diagContext = { concurrency: opts.concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
+    const refresh = (force = false): void => {
+      rec.diagnosis = diagnose(m, diagContext);
+      ctl.changed(force);
+    };
+    const committer: Committer = new MergeInsertCommitter(t, column, {
+      logger: log,
+      otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
+    });
+    const errorsTable = await ErrorsTable.open(t.dbDir);
+    let pendingErrors: ErrorRecord[] = [];
+    let errorsFlush: Promise<void> = Promise.resolve();
+    const flushErrors = (): Promise<void> => {
+      const batch = pendingErrors;
+      pendingErrors = [];
+      if (batch.length > 0) {
+        errorsFlush = errorsFlush.then(() => errorsTable.append(batch)).catch((e: unknown) => log.warn(`could not write to the errors table: ${(e as Error).message}`));
+      }
+      return errorsFlush;
+    };
+    const udfLabel = `${binding.module}#${binding.exportName}`;
+    const identities = new Map(fragments.map((f) => [f.id, f.identity]));
+    const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
+    const byId = new Map<number, PlannedFragment>(plan.fragments.map((f) => [f.id, f]));
+    const ready: PlannedFragment[] = plan.fragments.filter((f) => f.tasks.length === 0);
+    let failure: unknown;
+    const writing = new Set<Promise<void>>();
+    let writerWaiters: (() => void)[] = [];
+
+    const writeGroup = async (group: PlannedFragment[]): Promise<void> => {
+      const w0 = performance.now();
+      const values: FragmentValues[] = [];
+      for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
+      const assembleMs = performance.now() - w0;
+      await committer.prepare(table);
+      const r = await committer.commit(values);
+      for (const f of group) {
+        const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
+        const v = values.find((x) => x.fragmentId === f.id)!;
+        const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rowAddrs.length, rowsSkipped: v.rowsSkipped, committedVersion: r.version, at: new Date().toISOString() };
+        await store.putMarker(ns, name, marker);
+        for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
+        await store.deleteBatches(f.batchKey);
+      }
+      const total = performance.now() - w0;
+      m.writeMs += assembleMs + r.writeMs;
+      m.commitMs += Math.max(0, total - assembleMs - r.writeMs);
+      m.rowsCommitted += r.rowsWritten;
+      m.fragmentsWritten += group.length;
+      m.fragmentsCommitted += group.length;
+      m.commits += r.commits;
+      m.commitRetries += r.retries;
+      if (r.retries > 0) ctl.event("retry", `commit of fragment(s) ${group.map((f) => f.id).join(", ")} retried ${r.retries} time(s) after conflicts`);
+      ctl.event("commit", `committed fragment(s) ${group.map((f) => f.id).join(", ")} (${r.rowsWritten} rows) as version ${r.version}`);
+      refresh(true);
+    };
+
+    /**
+     * Writes a group; when that fails, writes its fragments one by one, so a fragment another writer
+     * changed since the plan (compacted, deleted, rewritten) fails alone and the healthy ones commit.
+     */
+    const writeGracefully = async (group: PlannedFragment[]): Promise<void> => {
+      try {
+        await writeGroup(group);
+        return;
+      } catch (e) {
+        if (group.length === 1) {
+          const reason = (e as Error).message;
+          rec.failedFragments.push({ id: group[0]!.id, reason });
+          m.fragmentsFailed++;
+          ctl.event("commit-failed", `fragment ${group[0]!.id} could not be committed: ${reason}`);
+          refresh(true);
+          return;
         }
-      };
-      const lane = async (): Promise<void> => {
-        while (failure === undefined && !ctl.signal.aborted) {
-          const task = queue.shift();
-          if (!task) return;
-          let complete: boolean;
-          try {
-            complete = await runOne(task);
-          } catch (e) {
+      }
+      for (const f of group) await writeGracefully([f]);
+    };
+
+    /** Starts writers for ready groups, up to writerConcurrency at once; `force` also flushes a partial group. */
+    const pumpWriters = (force: boolean): void => {
+      while (ready.length > 0 && writing.size < writerConcurrency && (force || ready.length >= plan.commitGranularity)) {
+        const group = ready.splice(0, plan.commitGranularity);
+        const p: Promise<void> = writeGracefully(group)
+          .catch((e: unknown) => {
             failure ??= e;
-            return;
+          })
+          .finally(() => {
+            writing.delete(p);
+            for (const w of writerWaiters.splice(0)) w();
+            pumpWriters(force);
+          });
+        writing.add(p);
+      }
+    };
+    const drainWriters = async (): Promise<void> => {
+      pumpWriters(true);
+      while (writing.size > 0) {
+        await new Promise<void>((r) => writerWaiters.push(r));
+        pumpWriters(true);
+      }
+    };
+    pumpWriters(false);
+
+    const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
+    let pool: LocalPool | undefined;
+    try {
+      if (plan.tasks.length > 0) {
+        pool = await LocalPool.create({
+          size: Math.min(opts.concurrency, plan.tasks.length),
+          config: {
+            bundlePath: bindingBundlePath(t, binding),
+            exportName: binding.exportName,
+            label: `${binding.module}#${binding.exportName}`,
+            dbDir: t.dbDir,
+            table: t.name,
+            column,
+            dataType: binding.dataType,
+            inputs: binding.inputs,
+            checkpointRoot: store.root,
+            intraApplierConcurrency: opts.intraApplierConcurrency,
+            ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+          },
+          taskTimeoutMs: opts.taskTimeoutMs,
+          ...(memoryMb !== undefined ? { memoryMb } : {}),
+        });
+        const executor = pool;
+        const queue: PlannedTask[] = [...plan.tasks];
+        const runOne = async (task: PlannedTask): Promise<boolean> => {
+          const doneRanges: { start: number; end: number }[] = [];
+          for (let attempt = 1; ; attempt++) {
+            const gaps = task.gaps.flatMap((g) => gapsOf(g.start, g.end, doneRanges));
+            if (gaps.length === 0) return true;
+            if (ctl.signal.aborted) return false;
+            const spec: TaskSpec = {
+              taskId: task.id,
+              fragmentId: task.fragmentId,
+              version: readVersion,
+              globalOffset: task.globalOffset,
+              gaps,
+              selection: task.selection,
+              batchKey: task.batchKey,
+              checkpointSize: opts.checkpointSize,
+              maxCheckpointSize: opts.maxCheckpointSize,
+            };
+            try {
+              m.workersActive++;
+              await executor.runTask(
+                spec,
+                (r: BatchReport) => {
+                  doneRanges.push({ start: r.start, end: r.end });
+                  m.rowsProcessed += r.end - r.start;
+                  m.rowsComputed += r.rowsComputed;
+                  m.rowsCheckpointed += r.rowsComputed;
+                  if (r.rowsSkipped > 0) {
+                    m.rowsSkipped += r.rowsSkipped;
+                    const at = new Date().toISOString();
+                    for (const e of r.errors) {
+                      pendingErrors.push({ jobId: rec.id, table: t.name, column, udf: udfLabel, udfVersion: binding.version, fragment: task.fragmentId, rowAddress: e.rowAddress, rowOffset: e.rowOffset, name: e.name, message: e.message, stack: e.stack, attempt: e.attempt, bisectDepth: e.bisectDepth, at });
+                    }
+                    if (pendingErrors.length >= 1000) void flushErrors();
+                  }
+                  m.udfMs += r.udfMs;
+                  m.udfCpuMs += r.udfCpuMs;
+                  m.readMs += r.readMs;
+                  m.checkpointMs += r.checkpointMs;
+                  refresh();
+                },
+                ctl.signal,
+              );
+            } catch (e) {
+              if (isBackfillError(e, "WORKER_CRASHED") && attempt < opts.maxTaskAttempts && !ctl.signal.aborted) {
+                m.workerCrashes++;
+                ctl.event("worker-died", `${(e as Error).message}; retrying on a fresh process (attempt ${attempt + 1} of ${opts.maxTaskAttempts})`);
+                refresh(true);
+                continue;
+              }
+              if (isBackfillError(e, "WORKER_CRASHED")) {
+                m.workerCrashes++;
+                ctl.event("worker-died", (e as Error).message);
+                throw new BackfillError("WORKER_CRASHED", `${(e as Error).message} (table ${t.name}, column ${column}); the task failed ${attempt} time(s), which is options.maxTaskAttempts`, { table: t.name, column, fragmentId: task.fragmentId, cause: e });
+              }
+              throw e;
+            } finally {
+              m.workersActive--;
+            }
           }
-          if (!complete) continue; // stopped by a cancel: its fragment is not complete
-          m.tasksDone++;
-          const left = remaining.get(task.fragmentId)! - 1;
-          remaining.set(task.fragmentId, left);
-          if (left === 0) {
-            ready.push(byId.get(task.fragmentId)!);
-            pumpWriters(false);
+        };
+        const lane = async (): Promise<void> => {
+          while (failure === undefined && !ctl.signal.aborted) {
+            const task = queue.shift();
+            if (!task) return;
+            let complete: boolean;
+            try {
+              complete = await runOne(task);
+            } catch (e) {
+              failure ??= e;
+              return;
+            }
+            if (!complete) continue; // stopped by a cancel: its fragment is not complete
+            m.tasksDone++;
+            const left = remaining.get(task.fragmentId)! - 1;
+            remaining.set(task.fragmentId, left);
+            if (left === 0) {
+              ready.push(byId.get(task.fragmentId)!);
+              pumpWriters(false);
+            }
+            refresh();
           }
-          refresh();
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(opts.concurrency, plan.tasks.length) }, lane));
+        };
+        await Promise.all(Array.from({ length: Math.min(opts.concurrency, plan.tasks.length) }, lane));
+      }
+    } catch (e) {
+      failure ??= e;
+    } finally {
+      await pool?.close();
     }
-  } catch (e) {
-    failure ??= e;
+    // Write what is complete — healthy fragments too when the job failed or was cancelled.
+    setPhase("committing");
+    await drainWriters();
+    await flushErrors();
+    if (m.rowsSkipped > 0) ctl.event("skipped", `${m.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --job ${rec.id}\`; a re-run retries them`);
+    refresh(true);
+    if (failure !== undefined) {
+      ctl.event("failed", `failed: ${(failure as Error).message}`);
+      throw failure;
+    }
+    if (rec.failedFragments.length > 0) {
+      const list = rec.failedFragments.map((f) => `fragment ${f.id}: ${f.reason}`).join("; ");
+      const err = new CommitError("COMMIT_FAILED", `${rec.failedFragments.length} fragment(s) of table ${t.name} could not be committed (${m.fragmentsCommitted} were): ${list}. Run the backfill again to fill them`, { table: t.name, column, jobId: rec.id });
+      ctl.event("failed", `failed: ${err.message}`);
+      throw err;
+    }
+    if (ctl.signal.aborted) {
+      const unfinished = plan.fragments.length - m.fragmentsCommitted;
+      ctl.event("cancelled", `cancelled: ${m.fragmentsCommitted} fragment(s) committed, ${unfinished} left for the next run (their checkpoints are kept)`);
+      throw new CancelledError(`job ${rec.id} was cancelled: ${m.fragmentsCommitted} of ${plan.fragments.length} fragment(s) committed; run the backfill again to finish (checkpointed batches are not recomputed)`, { jobId: rec.id, table: t.name, column });
+    }
+    ctl.event("finished", `finished: ${m.rowsComputed} rows computed, ${m.rowsCommitted} committed in ${m.commits} commit(s)`);
+    setPhase("finished");
+    await ctl.finish("finished");
   } finally {
-    await pool?.close();
+    await lock.release();
   }
-  // Write what is complete — healthy fragments too when the job failed or was cancelled.
-  setPhase("committing");
-  await drainWriters();
-  await flushErrors();
-  if (m.rowsSkipped > 0) ctl.event("skipped", `${m.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --job ${rec.id}\`; a re-run retries them`);
-  refresh(true);
-  if (failure !== undefined) {
-    ctl.event("failed", `failed: ${(failure as Error).message}`);
-    throw failure;
-  }
-  if (rec.failedFragments.length > 0) {
-    const list = rec.failedFragments.map((f) => `fragment ${f.id}: ${f.reason}`).join("; ");
-    const err = new CommitError("COMMIT_FAILED", `${rec.failedFragments.length} fragment(s) of table ${t.name} could not be committed (${m.fragmentsCommitted} were): ${list}. Run the backfill again to fill them`, { table: t.name, column, jobId: rec.id });
-    ctl.event("failed", `failed: ${err.message}`);
-    throw err;
-  }
-  if (ctl.signal.aborted) {
-    const unfinished = plan.fragments.length - m.fragmentsCommitted;
-    ctl.event("cancelled", `cancelled: ${m.fragmentsCommitted} fragment(s) committed, ${unfinished} left for the next run (their checkpoints are kept)`);
-    throw new CancelledError(`job ${rec.id} was cancelled: ${m.fragmentsCommitted} of ${plan.fragments.length} fragment(s) committed; run the backfill again to finish (checkpointed batches are not recomputed)`, { jobId: rec.id, table: t.name, column });
-  }
-  ctl.event("finished", `finished: ${m.rowsComputed} rows computed, ${m.rowsCommitted} committed in ${m.commits} commit(s)`);
-  setPhase("finished");
-  await ctl.finish("finished");
 }
+

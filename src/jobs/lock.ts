@@ -1,0 +1,74 @@
+/**
+ * One backfill per column at a time: a lock file per column in the table's Lancet store, created
+ * exclusively (`wx`) by the job that runs. A second job refuses with TABLE_BUSY naming the holder. A
+ * lock whose holder is gone — its process is dead (same host), its job ended, or it stopped
+ * heartbeating — is taken over.
+ */
+import { hostname } from "node:os";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
+import * as path from "node:path";
+import { ConfigError } from "../errors.ts";
+import { FINAL_STATUSES } from "./record.ts";
+import type { JobsTable } from "./store.ts";
+
+interface LockBody {
+  readonly jobId: string;
+  readonly pid: number;
+  readonly host: string;
+  readonly at: string;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export class ColumnLock {
+  private readonly file: string;
+  private constructor(file: string) {
+    this.file = file;
+  }
+
+  static async acquire(storeDir: string, table: string, column: string, jobId: string, jobs: JobsTable): Promise<ColumnLock> {
+    const file = path.join(storeDir, "locks", `${column}.lock`);
+    await mkdir(path.dirname(file), { recursive: true });
+    const body: LockBody = { jobId, pid: process.pid, host: hostname(), at: new Date().toISOString() };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await open(file, "wx");
+        await fh.writeFile(JSON.stringify(body));
+        await fh.close();
+        return new ColumnLock(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      let holder: LockBody | undefined;
+      try {
+        holder = JSON.parse(await readFile(file, "utf8")) as LockBody;
+      } catch {
+        holder = undefined; // being written, or garbage: look again
+      }
+      if (holder) {
+        const record = await jobs.get(holder.jobId);
+        const gone = (holder.host === hostname() && !alive(holder.pid)) || (record !== undefined && FINAL_STATUSES.has(record.status));
+        if (!gone) {
+          throw new ConfigError(
+            "TABLE_BUSY",
+            `column ${column} of table ${table} is being backfilled by job ${holder.jobId} (pid ${holder.pid} on ${holder.host}, since ${holder.at}); wait for it (lancet jobs watch ${holder.jobId}) or cancel it (lancet jobs cancel ${holder.jobId})`,
+            { table, column },
+          );
+        }
+      }
+      await rm(file, { force: true });
+    }
+    throw new ConfigError("TABLE_BUSY", `could not take the backfill lock of column ${column} of table ${table} (${file}); another job keeps taking it`, { table, column });
+  }
+
+  async release(): Promise<void> {
+    await rm(this.file, { force: true });
+  }
+}
