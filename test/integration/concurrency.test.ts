@@ -1,0 +1,105 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { addColumns, backfill, backfillAsync, isBackfillError, type JobRecord } from "../../src/index.ts";
+import { FIXTURES, makeTable, readAll, tempDb, udfRef, type TempDb } from "../helpers.ts";
+
+const exec = promisify(execFile);
+const ref = (dir: string) => ({ db: dir, table: "t" });
+const ROWS = 6000;
+
+async function until(what: string, f: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!f()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Runs OP from another process once the backfill has committed its first fragment; returns both outcomes. */
+async function duringBackfill(t: TempDb, op: string): Promise<{ mutation: { ok: boolean; error?: string }; job: JobRecord | unknown }> {
+  const job = backfillAsync(ref(t.dir), "y", { concurrency: 2, checkpointSize: 50, commitGranularity: 1 });
+  const outcome = job.wait().then((r) => r, (e: unknown) => e);
+  await until("a first commit", () => job.record().metrics.fragmentsCommitted >= 1);
+  const { stdout } = await exec(process.execPath, [path.join(FIXTURES, "mutate.ts"), t.dir, "t", op]);
+  const mutation = JSON.parse(stdout.trim()) as { ok: boolean; error?: string };
+  return { mutation, job: await outcome };
+}
+
+async function setup(t: TempDb): Promise<void> {
+  await makeTable(t, 6, 1000);
+  await addColumns(ref(t.dir), { y: udfRef("slowBatch") });
+}
+
+function assertValues(rows: Record<string, unknown>[]): void {
+  for (const r of rows) assert.equal(r.y, r.x === null ? null : (r.x as number) * 2, `id ${String(r.id)}`);
+}
+
+test("an append by another process during a backfill is safe; the new rows are left for the next run", async () => {
+  await using t = await tempDb();
+  await setup(t);
+  const { mutation, job } = await duringBackfill(t, "append");
+  assert.deepEqual(mutation, { ok: true });
+  assert.equal((job as JobRecord).status, "finished");
+  const all = await readAll(t, ["id", "x", "y"]);
+  assert.equal(all.length, ROWS + 250, "the appended rows are there");
+  assert.equal(all.filter((r) => Number(r.id) >= 100_000 && r.y !== null).length, 0, "not computed by the running job");
+  const next = await backfill(ref(t.dir), "y");
+  assert.equal(next.metrics.rowsComputed, 250);
+  assertValues(await readAll(t, ["id", "x", "y"]));
+});
+
+test("a backfill of another column at the same time is safe", async () => {
+  await using t = await tempDb();
+  await setup(t);
+  await addColumns(ref(t.dir), { z: udfRef("batchDoubled") });
+  const [a, b] = await Promise.all([
+    backfill(ref(t.dir), "y", { concurrency: 1, checkpointSize: 100 }),
+    backfill(ref(t.dir), "z", { concurrency: 1, checkpointSize: 100 }),
+  ]);
+  assert.equal(a.metrics.rowsComputed, ROWS);
+  assert.equal(b.metrics.rowsComputed, ROWS);
+  for (const r of await readAll(t, ["x", "y", "z"])) {
+    assert.equal(r.y, r.x === null ? null : (r.x as number) * 2);
+    assert.equal(r.z, r.x === null ? null : (r.x as number) * 2);
+  }
+});
+
+test("two backfills of the same column at once: the second refuses, naming the first; nothing is corrupted", async () => {
+  await using t = await tempDb();
+  await setup(t);
+  const first = backfillAsync(ref(t.dir), "y", { concurrency: 1, checkpointSize: 100 });
+  await until("the first job to run", () => first.status() === "running");
+  await assert.rejects(backfill(ref(t.dir), "y"), (e: unknown) => isBackfillError(e, "TABLE_BUSY") && new RegExp(`being backfilled by job ${first.id}`).test((e as Error).message));
+  await first.wait();
+  assertValues(await readAll(t, ["id", "x", "y"]));
+  assert.equal((await backfill(ref(t.dir), "y")).metrics.rowsComputed, 0, "and the lock is released");
+});
+
+for (const op of ["update", "delete", "optimize"] as const) {
+  test(`${op} by another process during a backfill: no lost writes; only the fragments it touches are affected; a re-run completes`, async () => {
+    await using t = await tempDb();
+    await setup(t);
+    const before = await readAll(t, ["id", "x", "s"]);
+    const { mutation, job } = await duringBackfill(t, op);
+    if (op !== "optimize") assert.deepEqual(mutation, { ok: true });
+    else assert.ok(mutation.ok || /preempted|conflict/i.test(mutation.error ?? ""), JSON.stringify(mutation));
+    if (job instanceof Error) {
+      // Graceful degradation: the touched fragments failed, the healthy ones were committed.
+      assert.ok(isBackfillError(job, "COMMIT_FAILED"), (job as Error).message);
+      assert.match((job as Error).message, /fragment\(s\) of table t could not be committed .*Run the backfill again/);
+    } else {
+      assert.equal((job as JobRecord).status, "finished");
+    }
+    await backfill(ref(t.dir), "y");
+    const after = await readAll(t, ["id", "x", "s", "y"]);
+    // The other writer's change is intact…
+    const expectedIds = before.map((r) => Number(r.id)).filter((id) => op !== "delete" || id < 5600 || id >= 5620);
+    assert.deepEqual(after.map((r) => Number(r.id)).sort((a, b) => a - b), expectedIds.sort((a, b) => a - b));
+    if (op === "update") assert.equal(after.filter((r) => r.s === "updated").length, 10);
+    // …and so is the backfill's: every row has its value.
+    assertValues(after);
+  });
+}
