@@ -20,11 +20,18 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { CommitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
+import { deletionIdentity } from "../checkpoint/keys.ts";
 import { takeRows } from "../udf/values.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
 
 export const KEY_COLUMN = "_lancet_key";
+
+interface FragmentAt {
+  readonly globalOffset: number;
+  readonly liveRows: number;
+  readonly deletion: string;
+}
 const KEY_INDEX = `${KEY_COLUMN}_idx`;
 
 export interface MergeInsertCommitterOptions {
@@ -44,7 +51,8 @@ export class MergeInsertCommitter implements Committer {
   private table: LanceNs.Table | undefined;
   /** The version keys are read from (the one `prepare` left), and its fragments' scan offsets. */
   private keyTable: LanceNs.Table | undefined;
-  private readonly offsets = new Map<number, { globalOffset: number; liveRows: number }>();
+  private readonly offsets = new Map<number, FragmentAt>();
+  private readonly versions = new Map<number, Promise<LanceNs.Table>>();
   private mergesSinceRebuild = 0;
   private prepared: Promise<void> | undefined;
   /** Merges in flight; an index rebuild waits for them and holds new ones back. */
@@ -82,7 +90,7 @@ export class MergeInsertCommitter implements Committer {
     this.keyTable = await db.openTable(this.t.name, undefined, { version } as never);
     let offset = 0;
     for (const f of (await readManifest(this.t.tableDir, version)).fragments) {
-      this.offsets.set(f.id, { globalOffset: offset, liveRows: f.liveRows });
+      this.offsets.set(f.id, { globalOffset: offset, liveRows: f.liveRows, deletion: deletionIdentity(f) });
       offset += f.liveRows;
     }
   }
@@ -121,6 +129,15 @@ export class MergeInsertCommitter implements Committer {
     this.mergesSinceRebuild = 0;
   }
 
+  private tableAt(version: number): Promise<LanceNs.Table> {
+    let t = this.versions.get(version);
+    if (!t) {
+      t = lancedb.connect(this.t.dbDir).then((db) => db.openTable(this.t.name, undefined, { version } as never));
+      this.versions.set(version, t);
+    }
+    return t;
+  }
+
   /**
    * Lets a merge start once the key index is fit for it: rebuilt (with no merge in flight) when its
    * coverage is gone or every `rebuildEvery` merges.
@@ -143,9 +160,24 @@ export class MergeInsertCommitter implements Committer {
    */
   private async keysFor(f: FragmentValues): Promise<{ keys: ArrowNs.Vector; keep: number[] | null }> {
     const where = { table: this.t.name, column: this.column, fragmentId: f.fragmentId };
-    const at = this.offsets.get(f.fragmentId);
+    let at = this.offsets.get(f.fragmentId);
     if (!at) throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} no longer exists (compacted or deleted by another writer since the plan); run the backfill again to fill its rows`, where);
-    const data = await this.keyTable!.query()
+    let source = this.keyTable!;
+    // Rows deleted (or moved by an update) since the keys were pinned: read the fragment as it is
+    // now, so those rows drop out. A fragment compacted away keeps the pinned keys: the merge
+    // matches its rows by key wherever they moved.
+    const fresh = await readManifest(this.t.tableDir);
+    const now = fresh.fragments.find((x) => x.id === f.fragmentId);
+    if (now && deletionIdentity(now) !== at.deletion) {
+      let offset = 0;
+      for (const x of fresh.fragments) {
+        if (x.id === f.fragmentId) break;
+        offset += x.liveRows;
+      }
+      at = { globalOffset: offset, liveRows: now.liveRows, deletion: deletionIdentity(now) };
+      source = await this.tableAt(fresh.version);
+    }
+    const data = await source.query()
       .select([KEY_COLUMN, "_rowaddr"])
       .offset(at.globalOffset)
       .limit(at.liveRows)

@@ -103,3 +103,23 @@ for (const op of ["update", "delete", "optimize"] as const) {
     assertValues(after);
   });
 }
+
+test("a fragment that cannot be committed fails alone: the healthy fragments are committed and the failed one is reported with its reason", async () => {
+  await using t = await tempDb();
+  await setup(t);
+  const { mutation, job } = await duringBackfill(t, "delete-fragment");
+  assert.deepEqual(mutation, { ok: true });
+  assert.ok(isBackfillError(job, "COMMIT_FAILED"), String(job));
+  assert.match((job as Error).message, /^1 fragment\(s\) of table t could not be committed \(5 were\): fragment 5: .*Run the backfill again/);
+  const { getJob } = await import("../../src/index.ts");
+  const record = await getJob(t.dir, (job as { context: { jobId: string } }).context.jobId);
+  assert.equal(record.status, "failed");
+  assert.deepEqual(record.failedFragments.map((f) => f.id), [5]);
+  assert.equal(record.metrics.fragmentsCommitted, 5);
+  assert.ok(record.events.some((e) => e.type === "commit-failed" && /fragment 5/.test(e.message)));
+  const rows = await readAll(t, ["id", "x", "y"]);
+  assert.equal(rows.length, 5000);
+  assertValues(rows);
+  const again = await backfill(ref(t.dir), "y");
+  assert.equal(again.metrics.rowsComputed, 0);
+});
