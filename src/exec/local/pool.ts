@@ -48,9 +48,17 @@ export class LocalPool implements Executor {
   /** Creates the pool and starts its first worker, so a UDF that cannot load fails fast. */
   static async create(options: LocalPoolOptions): Promise<LocalPool> {
     const pool = new LocalPool(options);
-    const slot = await pool.spawn();
-    pool.release(slot);
-    return pool;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const slot = await pool.spawn();
+        pool.release(slot);
+        return pool;
+      } catch (e) {
+        // A process that died while starting (killed, out of memory) may start the next time; a
+        // UDF that failed to load will not (the pool is broken then).
+        if (pool.broken || attempt >= 5) throw e;
+      }
+    }
   }
 
   private spawn(): Promise<Slot> {
