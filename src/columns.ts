@@ -14,7 +14,8 @@ import { formatDataType, parseDataType } from "./udf/types.ts";
 /** Columns Lancet manages itself; never user inputs or outputs. */
 export const RESERVED_COLUMNS = new Set(["_lancet_key", "_rowid", "_rowaddr"]);
 
-function checkInputs(t: ResolvedTable, column: string, binding: Binding, schema: ArrowNs.Schema): void {
+/** Checks a binding's inputs against a table schema: present, and of the declared types. */
+export function checkInputs(t: ResolvedTable, column: string, binding: Binding, schema: ArrowNs.Schema): void {
   const names = schema.fields.map((f) => f.name);
   const missing = binding.inputs.filter((i) => !names.includes(i) || RESERVED_COLUMNS.has(i));
   if (missing.length > 0) {
@@ -23,6 +24,18 @@ function checkInputs(t: ResolvedTable, column: string, binding: Binding, schema:
       `UDF ${binding.module}#${binding.exportName} for column ${column} needs input column(s) ${missing.join(", ")}, which table ${t.name} does not have; its columns are ${names.filter((n) => !RESERVED_COLUMNS.has(n)).join(", ")}`,
       { table: t.name, column },
     );
+  }
+  for (const [input, want] of Object.entries(binding.inputTypes ?? {})) {
+    const field = schema.fields.find((f) => f.name === input)!;
+    let have: string;
+    try {
+      have = formatDataType(field.type);
+    } catch {
+      have = String(field.type);
+    }
+    if (have !== want) {
+      throw new ConfigError("INPUT_COLUMN_TYPE", `UDF ${binding.module}#${binding.exportName} for column ${column} needs input column ${input} as ${want}, but in table ${t.name} it is ${have}; cast the column or change the UDF's inputTypes`, { table: t.name, column });
+    }
   }
 }
 

@@ -41,8 +41,11 @@ export function resolveTable(ref: TableRef): ResolvedTable {
     throw new ConfigError("TABLE_UNSUPPORTED", `database ${ref.db} is not a local directory; Lancet reads fragment metadata from local or POSIX storage only`);
   }
   const dbDir = path.resolve(ref.db);
-  if (!existsSync(dbDir) || !statSync(dbDir).isDirectory()) {
+  if (!existsSync(dbDir)) {
     throw new ConfigError("DB_NOT_FOUND", `database directory ${dbDir} does not exist; pass the directory you gave lancedb.connect()`);
+  }
+  if (!statSync(dbDir).isDirectory()) {
+    throw new ConfigError("DB_NOT_FOUND", `database path ${dbDir} is a file, not a directory; pass the directory you gave lancedb.connect()`);
   }
   const tableDir = path.join(dbDir, `${ref.table}.lance`);
   if (!existsSync(path.join(tableDir, "_versions"))) {

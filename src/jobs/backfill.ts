@@ -11,7 +11,7 @@ import { availableParallelism } from "node:os";
 import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
-import { RESERVED_COLUMNS } from "../columns.ts";
+import { checkInputs, RESERVED_COLUMNS } from "../columns.ts";
 import type { Committer, FragmentValues } from "../commit/committer.ts";
 import { MergeInsertCommitter } from "../commit/merge-insert.ts";
 import { assembleFragment } from "../commit/writer.ts";
@@ -43,10 +43,7 @@ async function checkColumn(t: ResolvedTable, column: string, where: string | und
   if (!binding) {
     throw new ConfigError("COLUMN_NOT_UDF", `column ${column} of table ${t.name} is not bound to a UDF, so there is nothing to backfill; bind it with alter-column --udf MODULE#EXPORT`, { table: t.name, column });
   }
-  const missing = binding.inputs.filter((i) => !userCols.includes(i));
-  if (missing.length > 0) {
-    throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDF ${binding.module}#${binding.exportName} bound to column ${column} needs input column(s) ${missing.join(", ")}, which table ${t.name} no longer has; its columns are ${userCols.join(", ")}`, { table: t.name, column });
-  }
+  checkInputs(t, column, binding, schema);
   const have = formatDataType(field.type);
   if (have !== binding.dataType) {
     throw new ConfigError("UDF_OUTPUT_TYPE", `column ${column} of table ${t.name} is ${have} but its UDF returns ${binding.dataType}; rebind it with alter-column`, { table: t.name, column });

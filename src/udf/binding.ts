@@ -31,6 +31,8 @@ export interface Binding {
   readonly timeoutMs?: number;
   /** Worker memory hint in bytes. */
   readonly memory?: number;
+  /** Required input types (canonical type strings). */
+  readonly inputTypes?: Readonly<Record<string, string>>;
   readonly boundAt: string;
 }
 
@@ -57,6 +59,7 @@ export async function bindUdf(t: ResolvedTable, column: string, ref: string): Pr
     errorPolicy: resolveErrorPolicy(spec.errorPolicy, "errorPolicy").label,
     ...(spec.timeoutMs !== undefined ? { timeoutMs: spec.timeoutMs } : {}),
     ...(spec.memory !== undefined ? { memory: spec.memory } : {}),
+    ...(spec.inputTypes !== undefined ? { inputTypes: Object.fromEntries(Object.entries(spec.inputTypes).map(([k, v]) => [k, resolveDataType(v).text])) } : {}),
     boundAt: new Date().toISOString(),
   };
   return { binding, spec };

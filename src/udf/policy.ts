@@ -42,7 +42,7 @@ export interface ErrorPolicy {
 }
 
 function fail(where: string, what: string): never {
-  throw new ConfigError("CONFIG_INVALID", `${where} ${what}; use "fail", "skip", { retry: N } or a list of { name?, message?, action: "retry" | "skip" | "fail", attempts? }`);
+  throw new ConfigError("CONFIG_INVALID", `${where}${what.startsWith(".") ? "" : " "}${what}; use "fail", "skip", { retry: N } or a list of { name?, message?, action: "retry" | "skip" | "fail", attempts? }`);
 }
 
 function checkRule(r: unknown, where: string): PolicyRule {

@@ -49,6 +49,8 @@ export interface UdfSpec<S = unknown> {
   readonly timeoutMs?: number;
   /** Memory each worker process may use, in bytes: sets the worker's JavaScript heap limit. */
   readonly memory?: number;
+  /** Types the inputs must have, e.g. `{ text: "utf8" }`; checked when binding and before every backfill. */
+  readonly inputTypes?: Readonly<Record<string, string>>;
 }
 
 /** Declares a UDF with type checking; returns its argument unchanged. */
@@ -77,5 +79,12 @@ export function validateUdfSpec(value: unknown, where: string): UdfSpec {
   if (v.timeoutMs !== undefined && (typeof v.timeoutMs !== "number" || !Number.isInteger(v.timeoutMs) || v.timeoutMs < 1)) fail(`timeoutMs must be a positive integer (got ${JSON.stringify(v.timeoutMs)})`);
   if (v.memory !== undefined && (typeof v.memory !== "number" || !Number.isInteger(v.memory) || v.memory < 64 * 2 ** 20)) fail(`memory must be a number of bytes, at least 64 MiB (got ${JSON.stringify(v.memory)})`);
   resolveErrorPolicy(v.errorPolicy, `${where}: errorPolicy`);
+  if (v.inputTypes !== undefined) {
+    if (typeof v.inputTypes !== "object" || v.inputTypes === null || Array.isArray(v.inputTypes)) fail("inputTypes must map input column names to type strings");
+    for (const [k, t] of Object.entries(v.inputTypes as Record<string, unknown>)) {
+      if (!(v.inputs as string[]).includes(k)) fail(`inputTypes names ${k}, which is not one of its inputs`);
+      if (typeof t !== "string") fail(`inputTypes.${k} must be a type string`);
+    }
+  }
   return value as UdfSpec;
 }
