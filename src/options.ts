@@ -38,6 +38,8 @@ export interface BackfillOptions {
   taskTimeoutMs?: number;
   /** JavaScript heap limit of each worker process, in MiB. @default the UDF's `memory` hint, else Node's default */
   workerMemoryMb?: number;
+  /** How fragments are committed: "graft" (DataReplacement), "merge" (public mergeInsert), or "auto" (graft where safe). @default "auto" */
+  commitMode?: "auto" | "graft" | "merge";
   /** SQL filter: recompute matching rows (filled or not) and keep other rows' values. @default only rows not yet computed */
   where?: string;
   /** Only the first N fragments of the table (a pilot run; a later run finishes the rest). */
@@ -65,6 +67,7 @@ export interface ResolvedBackfillOptions {
   readonly errorPolicy: ErrorPolicy | undefined;
   readonly taskTimeoutMs: number;
   readonly workerMemoryMb: number | undefined;
+  readonly commitMode: "auto" | "graft" | "merge";
   readonly where: string | undefined;
   readonly numFrags: number | undefined;
   readonly planOnly: boolean;
@@ -75,7 +78,7 @@ export interface ResolvedBackfillOptions {
 
 const KNOWN = new Set([
   "concurrency", "intraApplierConcurrency", "checkpointSize", "maxCheckpointSize", "taskSize",
-  "commitGranularity", "writerConcurrency", "statusIntervalMs", "errorPolicy", "taskTimeoutMs", "workerMemoryMb", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
+  "commitGranularity", "writerConcurrency", "statusIntervalMs", "errorPolicy", "taskTimeoutMs", "workerMemoryMb", "commitMode", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
 ]);
 
 function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number | undefined {
@@ -85,6 +88,12 @@ function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number
     throw new ConfigError("CONFIG_INVALID", `options.${name} must be a positive integer${max < 2 ** 31 ? ` no larger than ${max}` : ""} (got ${JSON.stringify(v) ?? String(v)})`);
   }
   return v;
+}
+
+function commitMode(v: unknown): "auto" | "graft" | "merge" {
+  if (v === undefined) return "auto";
+  if (v === "auto" || v === "graft" || v === "merge") return v;
+  throw new ConfigError("CONFIG_INVALID", `options.commitMode must be "auto", "graft" or "merge" (got ${JSON.stringify(v)})`);
 }
 
 /** Validates options and applies defaults. @throws ConfigError naming the option and the value. */
@@ -121,6 +130,7 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
     errorPolicy: o.errorPolicy === undefined ? undefined : resolveErrorPolicy(o.errorPolicy, "options.errorPolicy"),
     taskTimeoutMs: posInt(o, "taskTimeoutMs", 7 * 24 * 3_600_000) ?? 1_800_000,
     workerMemoryMb: posInt(o, "workerMemoryMb", 1_048_576),
+    commitMode: commitMode(o.commitMode),
     where: where === undefined ? undefined : (where as string).trim(),
     numFrags: posInt(o, "numFrags"),
     planOnly: o.planOnly === true,

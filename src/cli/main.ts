@@ -37,6 +37,7 @@ Backfill options:
   --writer-concurrency N          fragment writers at once (default min(4, concurrency))
   --status-interval-ms N          how often the job record is saved / heartbeats (default 2000)
   --error-policy P                fail | skip | retry:N (overrides the UDF's errorPolicy)
+  --commit-mode M                 auto | graft | merge (default auto: graft where safe)
   --task-timeout-ms N             kill a worker that finishes no batch for N ms (default 1800000)
   --worker-memory-mb N            heap limit of each worker process (default: the UDF's memory hint)
   --where SQL                     recompute rows matching SQL; other rows keep their values
@@ -75,6 +76,7 @@ const BACKFILL: ParseArgsConfig["options"] = {
   "writer-concurrency": { type: "string" },
   "status-interval-ms": { type: "string" },
   "error-policy": { type: "string" },
+  "commit-mode": { type: "string" },
   "task-timeout-ms": { type: "string" },
   "worker-memory-mb": { type: "string" },
   "max-task-attempts": { type: "string" },
@@ -199,6 +201,7 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
     }
     if (typeof values.where === "string") options.where = values.where;
     if (typeof values["error-policy"] === "string") options.errorPolicy = values["error-policy"];
+    if (typeof values["commit-mode"] === "string") options.commitMode = values["commit-mode"] as "auto";
     if (values.plan === true) options.planOnly = true;
     if (values.verbose === true) options.logger = stderrLogger("debug");
     else options.logger = stderrLogger("warn");

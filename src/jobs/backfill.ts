@@ -13,7 +13,7 @@ import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace,
 import { FileCheckpointStore } from "../checkpoint/store.ts";
 import { checkInputs, RESERVED_COLUMNS } from "../columns.ts";
 import type { Committer, FragmentValues } from "../commit/committer.ts";
-import { MergeInsertCommitter } from "../commit/merge-insert.ts";
+import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/local/pool.ts";
@@ -186,7 +186,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       rec.diagnosis = diagnose(m, diagContext);
       ctl.changed(force);
     };
-    const committer: Committer = new MergeInsertCommitter(t, column, {
+    const committer: Committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
       logger: log,
       otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
     });

@@ -1,0 +1,77 @@
+/**
+ * Choosing a committer. `graft` writes every fragment with the graft committer, `merge` with the
+ * public `mergeInsert` committer, and `auto` (the default) grafts every fragment where that is safe
+ * and sends the rest to `mergeInsert`:
+ *
+ * - graft: a fragment that has no file for the column yet (first backfills, appended rows), on a local
+ *   or POSIX filesystem, with no index on the column, in a manifest whose fields Lancet knows;
+ * - mergeInsert: a fragment that already has values for the column (a `where` run, refilling skipped
+ *   rows, a rebind over filled values: the graft does not replace column files), or any fragment the
+ *   graft refuses.
+ */
+import type { LanceNs } from "../arrow.ts";
+import type { Logger } from "../log.ts";
+import type { ResolvedTable } from "../table.ts";
+import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
+import { GraftCommitter } from "./graft.ts";
+import { MergeInsertCommitter } from "./merge-insert.ts";
+
+export type CommitMode = "auto" | "graft" | "merge";
+
+export interface CommitterOptions {
+  readonly logger: Logger;
+  readonly otherJobsRunning?: () => Promise<string | undefined>;
+}
+
+export function createCommitter(mode: CommitMode, t: ResolvedTable, column: string, dataType: string, options: CommitterOptions): Committer {
+  const merge = (): MergeInsertCommitter => new MergeInsertCommitter(t, column, options.otherJobsRunning ? { logger: options.logger, otherJobsRunning: options.otherJobsRunning } : { logger: options.logger });
+  switch (mode) {
+    case "merge":
+      return merge();
+    case "graft":
+      return new GraftCommitter(t, column, dataType, { logger: options.logger });
+    case "auto":
+      return new AutoCommitter(new GraftCommitter(t, column, dataType, { logger: options.logger }), merge, options.logger);
+  }
+}
+
+class AutoCommitter implements Committer {
+  private readonly graft: GraftCommitter;
+  private readonly makeMerge: () => MergeInsertCommitter;
+  private merge: MergeInsertCommitter | undefined;
+  private table: LanceNs.Table | undefined;
+  private readonly log: Logger;
+
+  constructor(graft: GraftCommitter, makeMerge: () => MergeInsertCommitter, log: Logger) {
+    this.graft = graft;
+    this.makeMerge = makeMerge;
+    this.log = log;
+  }
+
+  async prepare(table: LanceNs.Table): Promise<void> {
+    this.table = table;
+  }
+
+  async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
+    const refused = await this.graft.check(fragments.map((f) => f.fragmentId));
+    const grafted = fragments.filter((f) => !refused.has(f.fragmentId));
+    const merged = fragments.filter((f) => refused.has(f.fragmentId));
+    const results: CommitResult[] = [];
+    if (grafted.length > 0) results.push(await this.graft.commit(grafted));
+    if (merged.length > 0) {
+      for (const [id, why] of refused) this.log.debug(`fragment ${id} goes through mergeInsert: ${why}`);
+      if (!this.merge) {
+        this.merge = this.makeMerge();
+      }
+      await this.merge.prepare(this.table!);
+      results.push(await this.merge.commit(merged));
+    }
+    return {
+      version: Math.max(0, ...results.map((r) => r.version)),
+      rowsWritten: results.reduce((s, r) => s + r.rowsWritten, 0),
+      commits: results.reduce((s, r) => s + r.commits, 0),
+      writeMs: results.reduce((s, r) => s + r.writeMs, 0),
+      retries: results.reduce((s, r) => s + r.retries, 0),
+    };
+  }
+}
