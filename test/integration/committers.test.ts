@@ -1,0 +1,125 @@
+// One conformance suite, run against both committers: the DataReplacement graft and mergeInsert.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { arrow, lancedb } from "../../src/arrow.ts";
+import { addColumns, backfill, backfillAsync } from "../../src/index.ts";
+import { fragmentLayout, makeTable, readAll, rows, tempDb, udfRef, type TempDb } from "../helpers.ts";
+
+const ref = (dir: string) => ({ db: dir, table: "t" });
+
+const TYPES: Record<string, [string, (r: { id: bigint; x: number | null; s: string | null }) => unknown]> = {
+  c_int32: ["asInt32", (r) => Number(r.id % 1000n) - 500],
+  c_int64: ["asInt64", (r) => r.id * 1_000_000_007n],
+  c_float32: ["asFloat32", (r) => (r.x === null ? null : Math.fround(r.x + 0.25))],
+  c_float64: ["doubled", (r) => (r.x === null ? null : r.x * 2)],
+  c_bool: ["asBool", (r) => r.id % 2n === 0n],
+  c_utf8: ["asUtf8", (r) => (r.s === null ? null : r.s.toUpperCase())],
+  c_binary: ["asBinary", (r) => (r.s === null ? null : Array.from(new TextEncoder().encode(r.s)))],
+  c_list: ["asList", (r) => (r.x === null ? null : Array.from({ length: (r.x * 2) % 4 }, (_, i) => i + 0.5))],
+  c_embedding: ["embeddingWithNulls", (r) => (r.x === null ? null : [r.x, r.x + 1])],
+  c_struct: ["asStruct", (r) => ({ n: Number(r.id), label: r.s })],
+};
+
+async function everyVersionReadable(t: TempDb): Promise<void> {
+  const table = await t.open();
+  for (const v of await table.listVersions()) {
+    const pinned = await (await lancedb.connect(t.dir)).openTable("t", undefined, { version: v.version } as never);
+    await pinned.countRows();
+    await pinned.query().limit(5).toArray();
+  }
+}
+
+for (const mode of ["graft", "merge"] as const) {
+  describe(`Committer conformance: ${mode}`, () => {
+    test("every output type, null inputs, deleted rows, several fragments; other columns, fragment ids and every version intact", async () => {
+      await using t = await tempDb();
+      const table = await makeTable(t, 3, 200);
+      await table.delete("id % 40 = 9 OR id = 0");
+      await addColumns(ref(t.dir), Object.fromEntries(Object.entries(TYPES).map(([c, [f]]) => [c, udfRef(f)])));
+      const layout = await fragmentLayout(t);
+      const before = await readAll(t, ["id", "x", "s"]);
+      for (const column of Object.keys(TYPES)) {
+        const r = await backfill(ref(t.dir), column, { commitMode: mode, commitGranularity: 2, checkpointSize: 70, maxCheckpointSize: 70 });
+        assert.equal(r.metrics.rowsComputed, before.length);
+      }
+      const after = await readAll(t, ["id", "x", "s", ...Object.keys(TYPES)]);
+      for (const row of after) {
+        for (const [column, [, f]] of Object.entries(TYPES)) {
+          let got = row[column];
+          if (got instanceof Uint8Array) got = Array.from(got);
+          assert.deepEqual(got, f(row as never), `${column} of id ${String(row.id)}`);
+        }
+      }
+      assert.deepEqual(after.map((r) => [r.id, r.x, r.s, r._rowaddr]), before.map((r) => [r.id, r.x, r.s, r._rowaddr]));
+      assert.deepEqual(await fragmentLayout(t), layout);
+      await everyVersionReadable(t);
+    });
+
+    test("several fragments per commit; commits every commitGranularity fragments; incremental runs", async () => {
+      await using t = await tempDb();
+      const table = await makeTable(t, 6, 100);
+      await addColumns(ref(t.dir), { y: udfRef("batchDoubled") });
+      const seen: number[] = [];
+      const r = await backfill(ref(t.dir), "y", {
+        commitMode: mode,
+        commitGranularity: 3,
+        concurrency: 1,
+        writerConcurrency: 1,
+        onProgress: (p) => {
+          if (seen.at(-1) !== p.fragmentsCommitted) seen.push(p.fragmentsCommitted);
+        },
+      });
+      assert.deepEqual(seen, [0, 3, 6]);
+      assert.equal(r.metrics.commits, mode === "graft" ? 2 : 2);
+      await table.add(rows(600, 50));
+      assert.equal((await backfill(ref(t.dir), "y", { commitMode: mode })).metrics.rowsComputed, 50);
+      for (const row of await readAll(t, ["x", "y"])) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
+      await everyVersionReadable(t);
+    });
+
+    test("stable row ids: values correct and rows' last-updated version moves to the commit", async () => {
+      await using t = await tempDb();
+      const table = await t.db.createTable("t", rows(0, 300), { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never);
+      await table.add(rows(300, 300));
+      await addColumns(ref(t.dir), { y: udfRef("doubled") });
+      const before = (await (await t.open()).query().select(["id", "_row_last_updated_at_version"]).toArray()) as { _row_last_updated_at_version: bigint }[];
+      const r = await backfill(ref(t.dir), "y", { commitMode: mode });
+      const after = (await (await t.open()).query().select(["id", "x", "y", "_row_last_updated_at_version"]).toArray()) as { x: number | null; y: number | null; _row_last_updated_at_version: bigint }[];
+      for (const row of after) assert.equal(row.y, row.x === null ? null : row.x * 2);
+      const maxBefore = before.reduce((m, x) => (BigInt(x._row_last_updated_at_version) > m ? BigInt(x._row_last_updated_at_version) : m), 0n);
+      assert.ok(after.every((x) => BigInt(x._row_last_updated_at_version) > maxBefore), "every row was updated by the backfill's commits");
+      assert.ok(after.every((x) => BigInt(x._row_last_updated_at_version) <= BigInt(r.plan!.readVersion + 10)));
+      await everyVersionReadable(t);
+    });
+
+    test("a concurrent LanceDB writer: both writes survive", async () => {
+      await using t = await tempDb();
+      await makeTable(t, 6, 1000);
+      await addColumns(ref(t.dir), { y: udfRef("slowBatch") });
+      const job = backfillAsync(ref(t.dir), "y", { commitMode: mode, concurrency: 2, checkpointSize: 100, commitGranularity: 1 });
+      const writer = await (await lancedb.connect(t.dir)).openTable("t");
+      for (let i = 0; i < 5; i++) {
+        await writer.add(rows(50_000 + i * 20, 20));
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await job.wait();
+      const all = await readAll(t, ["id", "x", "y"]);
+      assert.equal(all.length, 6100);
+      for (const r of all) if (Number(r.id) < 50_000) assert.equal(r.y, r.x === null ? null : (r.x as number) * 2);
+      await everyVersionReadable(t);
+    });
+  });
+}
+
+test("graft mode refuses fragments it cannot write (values already there) with a clear error; auto sends them to mergeInsert", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 2, 100);
+  await addColumns(ref(t.dir), { y: udfRef("doubledV1") });
+  await backfill(ref(t.dir), "y", { commitMode: "graft" });
+  await assert.rejects(backfill(ref(t.dir), "y", { commitMode: "graft", where: "id < 10" }), /already has a file for column y/);
+  const r = await backfill(ref(t.dir), "y", { where: "id < 10" });
+  assert.equal(r.metrics.rowsComputed, 0, "the refused run's checkpoints are reused");
+  assert.equal(r.metrics.rowsCommitted, 10);
+  for (const row of await readAll(t, ["x", "y"])) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
+  void arrow;
+});
