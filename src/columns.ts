@@ -7,7 +7,7 @@ import { arrow } from "./arrow.ts";
 import type { ArrowNs, LanceNs } from "./arrow.ts";
 import { ConfigError } from "./errors.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "./table.ts";
-import { BINDING_KEY, bindUdf, readBinding, type Binding } from "./udf/binding.ts";
+import { BINDING_KEY, bindUdf, readBinding, sqlBinding, type Binding } from "./udf/binding.ts";
 import { bundleModule } from "./udf/bundle.ts";
 import { formatDataType, parseDataType } from "./udf/types.ts";
 
@@ -63,7 +63,7 @@ export interface ColumnBindingResult {
  * bundle stored in the table's Lancet store.
  * @throws ConfigError when a column exists, a module/export/input column is missing, or a type is invalid.
  */
-export async function addColumns(ref: TableRef, columns: Record<string, string>): Promise<ColumnBindingResult[]> {
+export async function addColumns(ref: TableRef, columns: Record<string, string | { sql: string }>): Promise<ColumnBindingResult[]> {
   const t = resolveTable(ref);
   const entries = Object.entries(columns ?? {});
   if (entries.length === 0) throw new ConfigError("CONFIG_INVALID", "addColumns needs at least one { column: \"MODULE#EXPORT\" } entry");
@@ -71,6 +71,7 @@ export async function addColumns(ref: TableRef, columns: Record<string, string>)
   const schema = await table.schema();
   const out: ColumnBindingResult[] = [];
   const fields: ArrowNs.Field[] = [];
+  const sqlColumns: { column: string; sql: string; source: { module: string; exportName: string } }[] = [];
   for (const [column, udfRef] of entries) {
     if (RESERVED_COLUMNS.has(column) || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(column)) {
       throw new ConfigError("CONFIG_INVALID", `column name ${JSON.stringify(column)} is not allowed; use letters, digits and "_" (and not ${[...RESERVED_COLUMNS].join(", ")})`, { table: t.name, column });
@@ -78,13 +79,43 @@ export async function addColumns(ref: TableRef, columns: Record<string, string>)
     if (schema.fields.some((f) => f.name === column)) {
       throw new ConfigError("COLUMN_EXISTS", `table ${t.name} already has a column ${column}; use alter-column to rebind it`, { table: t.name, column });
     }
-    const { binding } = await bindUdf(t, column, udfRef);
+    if (typeof udfRef === "object" && udfRef !== null && typeof udfRef.sql === "string") {
+      if (udfRef.sql.trim() === "") throw new ConfigError("UDF_INVALID", `the SQL expression for column ${column} is empty`, { table: t.name, column });
+      sqlColumns.push({ column, sql: udfRef.sql, source: { module: "", exportName: "" } });
+      continue;
+    }
+    const bound = await bindUdf(t, column, udfRef as string);
+    if ("sql" in bound) {
+      sqlColumns.push({ column, ...bound });
+      continue;
+    }
+    const { binding } = bound;
     checkInputs(t, column, binding, schema);
     fields.push(new arrow.Field(column, parseDataType(binding.dataType), true, new Map([[BINDING_KEY, JSON.stringify(binding)]])));
     out.push({ column, binding });
   }
-  await retryDdl(table, () => table.addColumns(fields));
+  if (fields.length > 0) await retryDdl(table, () => table.addColumns(fields));
+  for (const c of sqlColumns) out.push({ column: c.column, binding: await addSqlColumn(t, table, c.column, c.sql, c.source) });
   return out;
+}
+
+/** Declares a LanceDB native computed column and records Lancet's binding on it. */
+async function addSqlColumn(t: ResolvedTable, table: LanceNs.Table, column: string, sql: string, source: { module: string; exportName: string }): Promise<Binding> {
+  try {
+    await retryDdl(table, () => table.addColumns({ computed: [{ name: column, valueSql: sql }] } as never));
+  } catch (e) {
+    throw new ConfigError("UDF_INVALID", `SQL expression ${JSON.stringify(sql)} for column ${column} of table ${t.name} was refused by LanceDB: ${(e as Error).message.split("\n")[0]}`, { table: t.name, column, cause: e });
+  }
+  const field = (await table.schema()).fields.find((f) => f.name === column)!;
+  let inputs: string[] = [];
+  try {
+    inputs = JSON.parse(field.metadata.get("computed_column.inputs") ?? "[]") as string[];
+  } catch {
+    inputs = [];
+  }
+  const binding = sqlBinding(sql, inputs, formatDataType(field.type), source);
+  await retryDdl(table, () => table.updateFieldMetadata([{ path: column, metadata: { [BINDING_KEY]: JSON.stringify(binding) } }]));
+  return binding;
 }
 
 /**
@@ -104,7 +135,12 @@ export async function alterColumns(ref: TableRef, columns: Record<string, string
     if (!field) {
       throw new ConfigError("COLUMN_NOT_FOUND", `table ${t.name} has no column ${column}; add it with add-column`, { table: t.name, column });
     }
-    const { binding } = await bindUdf(t, column, udfRef);
+    const current = readBinding(field.metadata, t.name, column);
+    const bound = await bindUdf(t, column, udfRef);
+    if ("sql" in bound || current?.kind === "sql" || field.metadata.has("computed_column")) {
+      throw new ConfigError("CONFIG_INVALID", `column ${column} of table ${t.name} cannot be rebound ${"sql" in bound ? "to a SQL UDF" : "from a SQL UDF"}: LanceDB computed columns keep their expression; drop the column and add it again`, { table: t.name, column });
+    }
+    const { binding } = bound;
     checkInputs(t, column, binding, schema);
     const have = formatDataType(field.type);
     if (have !== binding.dataType) {
@@ -124,7 +160,7 @@ export interface ColumnStatus {
   readonly filledRows: number;
   readonly totalRows: number;
   /** `current`: the module file bundles to the bound snapshot; `changed`: it differs (rebind to use it); `missing`: the file is gone. */
-  readonly moduleState: "current" | "changed" | "missing" | "unbundleable";
+  readonly moduleState: "current" | "changed" | "missing" | "unbundleable" | "sql";
 }
 
 /** Reports every UDF column of a table with its binding and fill state. */
@@ -137,8 +173,8 @@ export async function columnStatus(ref: TableRef): Promise<ColumnStatus[]> {
   for (const f of schema.fields) {
     const binding = readBinding(f.metadata, t.name, f.name);
     if (!binding) continue;
-    let moduleState: ColumnStatus["moduleState"] = "missing";
-    if (existsSync(binding.module)) {
+    let moduleState: ColumnStatus["moduleState"] = binding.kind === "sql" ? "sql" : "missing";
+    if (moduleState !== "sql" && existsSync(binding.module)) {
       try {
         moduleState = (await bundleModule(binding.module)).hash === binding.bundle ? "current" : "changed";
       } catch {

@@ -16,7 +16,7 @@ import { ProgressView } from "./progress.ts";
 const USAGE = `lancet — computed columns for LanceDB tables
 
 Usage:
-  lancet add-column   --db DIR --table NAME --column COL --udf MODULE#EXPORT
+  lancet add-column   --db DIR --table NAME --column COL (--udf MODULE#EXPORT | --sql EXPR)
   lancet alter-column --db DIR --table NAME --column COL --udf MODULE#EXPORT
   lancet backfill     --db DIR --table NAME --column COL [options]
   lancet status       --db DIR --table NAME [--json]
@@ -55,6 +55,7 @@ Other:
 
 
 const COMMON: ParseArgsConfig["options"] = {
+  sql: { type: "string" },
   db: { type: "string" },
   table: { type: "string" },
   column: { type: "string" },
@@ -108,7 +109,13 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         const values = parseArgs({ args: [...rest], options: COMMON, strict: true }).values as Record<string, unknown>;
         json = values.json === true;
         const ref = { db: opt(values, "db"), table: opt(values, "table") };
-        const cols = { [opt(values, "column")]: opt(values, "udf") };
+        const column = opt(values, "column");
+        if (typeof values.sql === "string" && command === "add-column") {
+          const out = await addColumns(ref, { [column]: { sql: values.sql } });
+          for (const { binding } of out) io.stdout.write(json ? JSON.stringify({ status: "ok", column, binding }) + "\n" : `added SQL column ${column} = ${binding.sql} (${binding.dataType}), computed by LanceDB\n`);
+          return 0;
+        }
+        const cols = { [column]: opt(values, "udf") };
         const out = command === "add-column" ? await addColumns(ref, cols) : await alterColumns(ref, cols);
         for (const { column, binding } of out) {
           if (json) io.stdout.write(JSON.stringify({ status: "ok", column, binding }) + "\n");
@@ -126,7 +133,7 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         }
         if (cols.length === 0) io.stdout.write(`table ${String(values.table)} has no UDF columns\n`);
         for (const c of cols) {
-          const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]" }[c.moduleState];
+          const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]", sql: `  [SQL: ${c.binding.sql}, computed by LanceDB]` }[c.moduleState];
           io.stdout.write(
             `${c.column}  ${c.binding.dataType}  ${c.binding.module}#${c.binding.exportName}  version ${c.binding.version}  filled ${fmt(c.filledRows)} / ${fmt(c.totalRows)}${note}\n`,
           );

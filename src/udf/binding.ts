@@ -3,9 +3,11 @@
  * `lancet:udf`, so any process that opens the table (the CLI, a worker, another machine) knows how to
  * backfill the column. The code itself is the content-addressed bundle in the table's store.
  */
+import { createHash } from "node:crypto";
 import { ConfigError } from "../errors.ts";
 import type { ResolvedTable } from "../table.ts";
-import { bundleModule, bundlePath, loadUdf, parseUdfRef, storeBundle } from "./bundle.ts";
+import { bundleModule, bundlePath, loadExport, parseUdfRef, storeBundle } from "./bundle.ts";
+import { isSqlUdf } from "./udf.ts";
 import { resolveDataType } from "./types.ts";
 import { resolveErrorPolicy } from "./policy.ts";
 import type { UdfSpec } from "./udf.ts";
@@ -14,6 +16,10 @@ export const BINDING_KEY = "lancet:udf";
 
 export interface Binding {
   readonly format: 1;
+  /** `sql`: a LanceDB native computed column, filled by LanceDB's own refresh. @default "js" */
+  readonly kind?: "js" | "sql";
+  /** The SQL expression of a `sql` binding. */
+  readonly sql?: string;
   /** Absolute path of the module file as bound. */
   readonly module: string;
   readonly exportName: string;
@@ -36,12 +42,31 @@ export interface Binding {
   readonly boundAt: string;
 }
 
+/** The binding of a SQL UDF: LanceDB computes it natively; `inputs` and `dataType` come from LanceDB. */
+export function sqlBinding(sql: string, inputs: readonly string[], dataType: string, source: { module: string; exportName: string }): Binding {
+  return {
+    format: 1,
+    kind: "sql",
+    sql,
+    module: source.module,
+    exportName: source.exportName,
+    version: createHash("sha256").update(sql).digest("hex").slice(0, 16),
+    bundle: "",
+    inputs: [...inputs],
+    dataType,
+    batch: true,
+    hasSetup: false,
+    boundAt: new Date().toISOString(),
+  };
+}
+
 /** Bundles, stores and loads the UDF named by `ref`; returns the binding and the loaded declaration. */
-export async function bindUdf(t: ResolvedTable, column: string, ref: string): Promise<{ binding: Binding; spec: UdfSpec }> {
+export async function bindUdf(t: ResolvedTable, column: string, ref: string): Promise<{ binding: Binding; spec: UdfSpec } | { sql: string; source: { module: string; exportName: string } }> {
   const { module, exportName } = parseUdfRef(ref);
   const { code, hash } = await bundleModule(module);
   const file = await storeBundle(t.storeDir, code, hash);
-  const spec = await loadUdf(file, exportName, `${module}#${exportName}`);
+  const spec = await loadExport(file, exportName, `${module}#${exportName}`);
+  if (isSqlUdf(spec)) return { sql: spec.sql, source: { module, exportName } };
   const { text } = resolveDataType(spec.dataType);
   if (spec.inputs.includes(column)) {
     throw new ConfigError("UDF_INVALID", `UDF ${module}#${exportName} for column ${column} takes ${column} itself as an input; a column cannot depend on itself`, { table: t.name, column });

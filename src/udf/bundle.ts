@@ -10,7 +10,7 @@ import { mkdir, rename, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError } from "../errors.ts";
-import { validateUdfSpec, type UdfSpec } from "./udf.ts";
+import { isSqlUdf, validateUdfSpec, type SqlUdfSpec, type UdfSpec } from "./udf.ts";
 
 const PUBLIC_ENTRY = fileURLToPath(new URL("./public.ts", import.meta.url));
 const MODULE_EXTENSIONS = [".ts", ".mts", ".js", ".mjs"];
@@ -87,8 +87,18 @@ export async function storeBundle(storeDir: string, code: string, hash: string):
   return file;
 }
 
-/** Imports a stored bundle and returns the named export as a validated UDF declaration. */
-export async function loadUdf(file: string, exportName: string, label: string): Promise<UdfSpec> {
+/** Imports a stored bundle and returns the named export: a validated UDF declaration, or a SQL UDF. */
+export async function loadExport(file: string, exportName: string, label: string): Promise<UdfSpec | SqlUdfSpec> {
+  const mod = await importBundle(file, exportName, label);
+  const v = mod[exportName];
+  if (isSqlUdf(v)) {
+    if (v.sql.trim() === "") throw new ConfigError("UDF_INVALID", `export "${exportName}" of ${label} is not a valid UDF: sql must be a non-empty SQL expression`);
+    return v;
+  }
+  return validateUdfSpec(v, `export "${exportName}" of ${label}`);
+}
+
+async function importBundle(file: string, exportName: string, label: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) {
     throw new ConfigError("UDF_MODULE_NOT_FOUND", `bound UDF snapshot ${file} for ${label} is missing; rebind the column with alter-column`);
   }
@@ -102,5 +112,12 @@ export async function loadUdf(file: string, exportName: string, label: string): 
     const names = Object.keys(mod).filter((k) => k !== "default");
     throw new ConfigError("UDF_EXPORT_NOT_FOUND", `UDF module for ${label} has no export "${exportName}"${names.length ? `; it exports ${names.join(", ")}` : ""}`);
   }
-  return validateUdfSpec(mod[exportName], `export "${exportName}" of ${label}`);
+  return mod;
+}
+
+/** Imports a stored bundle and returns the named export as a validated (JavaScript) UDF declaration. */
+export async function loadUdf(file: string, exportName: string, label: string): Promise<UdfSpec> {
+  const v = await loadExport(file, exportName, label);
+  if (isSqlUdf(v)) throw new ConfigError("UDF_INVALID", `export "${exportName}" of ${label} is a SQL UDF; LanceDB computes it, not a worker`);
+  return v;
 }

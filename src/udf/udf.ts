@@ -53,6 +53,19 @@ export interface UdfSpec<S = unknown> {
   readonly inputTypes?: Readonly<Record<string, string>>;
 }
 
+/**
+ * A UDF that is a SQL expression over the row's columns, e.g. `{ sql: "x * 2" }`. It is bound as a
+ * LanceDB native computed column and filled by LanceDB's own refresh (native speed), inside the same
+ * job model as other backfills.
+ */
+export interface SqlUdfSpec {
+  readonly sql: string;
+}
+
+export function isSqlUdf(v: unknown): v is SqlUdfSpec {
+  return typeof v === "object" && v !== null && typeof (v as { sql?: unknown }).sql === "string";
+}
+
 /** Declares a UDF with type checking; returns its argument unchanged. */
 export function udf<S = unknown>(spec: UdfSpec<S>): UdfSpec<S> {
   return spec;
