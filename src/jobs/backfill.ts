@@ -172,10 +172,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
 
   // ---- run --------------------------------------------------------------------------------
-  const jobs = await JobsTable.open(t.dbDir);
-  const lock = await ColumnLock.acquire(t.storeDir, t.name, column, rec.id, jobs);
+  const { jobs, lock } = await startJob(t, column, ctl);
   try {
-    ctl.attach(jobs, t.dbDir);
     ctl.event("started", `backfill of ${t.name}.${column} started (UDF ${binding.exportName}, version ${binding.version}) at table version ${readVersion}`);
     ctl.event("planned", `plan: ${summary.fragmentsToWrite} fragment(s) to write, ${summary.fragmentsDone} already complete, ${summary.tasks} task(s), up to ${summary.rowsPlanned} rows; ${summary.selection}`);
     setPhase("running");
@@ -428,6 +426,14 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
 }
 
 
+/** Takes the column's lock and starts recording the job in the jobs table. */
+async function startJob(t: ResolvedTable, column: string, ctl: JobController): Promise<{ jobs: JobsTable; lock: ColumnLock }> {
+  const jobs = await JobsTable.open(t.dbDir);
+  const lock = await ColumnLock.acquire(t.storeDir, t.name, column, ctl.record.id, jobs);
+  ctl.attach(jobs, t.dbDir);
+  return { jobs, lock };
+}
+
 /**
  * A SQL UDF is a LanceDB native computed column: LanceDB's own refresh fills it (rows not yet filled
  * and rows whose inputs changed) in one DataReplacement, at native speed. Lancet runs it as a job —
@@ -458,10 +464,8 @@ async function runSqlRefresh(
     await ctl.finish("finished");
     return;
   }
-  const jobs = await JobsTable.open(t.dbDir);
-  const lock = await ColumnLock.acquire(t.storeDir, t.name, column, rec.id, jobs);
+  const { lock } = await startJob(t, column, ctl);
   try {
-    ctl.attach(jobs, t.dbDir);
     ctl.event("started", `refresh of SQL column ${t.name}.${column} = ${binding.sql} started at table version ${readVersion}`);
     setPhase("running");
     ctl.setStatus("running");

@@ -4,7 +4,8 @@
  */
 import * as path from "node:path";
 import { existsSync } from "node:fs";
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow } from "../arrow.ts";
+import { openSystemTable } from "./store.ts";
 import type { LanceNs } from "../arrow.ts";
 
 export const ERRORS_TABLE = "_lancet_errors";
@@ -46,18 +47,7 @@ export class ErrorsTable {
   }
 
   static async open(dbDir: string): Promise<ErrorsTable> {
-    const db = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
-    let t: LanceNs.Table;
-    try {
-      t = await db.openTable(ERRORS_TABLE);
-    } catch {
-      try {
-        t = await db.createEmptyTable(ERRORS_TABLE, SCHEMA, { mode: "exist_ok" } as never);
-      } catch {
-        t = await db.openTable(ERRORS_TABLE);
-      }
-    }
-    return new ErrorsTable(t);
+    return new ErrorsTable(await openSystemTable(dbDir, ERRORS_TABLE, SCHEMA));
   }
 
   async append(records: readonly ErrorRecord[]): Promise<void> {

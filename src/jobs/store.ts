@@ -40,18 +40,7 @@ export class JobsTable {
 
   /** Opens the jobs table of a database, creating it on first use. */
   static async open(dbDir: string): Promise<JobsTable> {
-    const db = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
-    let table: LanceNs.Table;
-    try {
-      table = await db.openTable(JOBS_TABLE);
-    } catch {
-      try {
-        table = await db.createEmptyTable(JOBS_TABLE, SCHEMA, { mode: "exist_ok" } as never);
-      } catch {
-        table = await db.openTable(JOBS_TABLE); // another process created it first
-      }
-    }
-    return new JobsTable(dbDir, table);
+    return new JobsTable(dbDir, await openSystemTable(dbDir, JOBS_TABLE, SCHEMA));
   }
 
   /** Inserts or replaces a job's row. */
@@ -105,6 +94,20 @@ export class JobsTable {
 
   cancelFile(id: string): string {
     return cancelFile(this.dbDir, id);
+  }
+}
+
+/** Opens a system table (jobs, errors) of a database, creating it empty on first use. */
+export async function openSystemTable(dbDir: string, name: string, schema: InstanceType<typeof arrow.Schema>): Promise<LanceNs.Table> {
+  const db = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
+  try {
+    return await db.openTable(name);
+  } catch {
+    try {
+      return await db.createEmptyTable(name, schema, { mode: "exist_ok" } as never);
+    } catch {
+      return db.openTable(name); // another process created it first
+    }
   }
 }
 
