@@ -20,11 +20,11 @@ export interface BackfillOptions {
   concurrency?: number;
   /** UDF calls in flight per worker process (async UDFs). @default 1 */
   intraApplierConcurrency?: number;
-  /** Rows per checkpoint batch. When set without `maxCheckpointSize`, batches are fixed at this size. @default 100, growing adaptively */
+  /** Rows per checkpoint batch. When set without `maxCheckpointSize`, batches are fixed at this size. @default max(100, 8 × intraApplierConcurrency), growing adaptively */
   checkpointSize?: number;
   /** Upper bound of the adaptive checkpoint batch size. @default checkpointSize when that is set, else 65536 */
   maxCheckpointSize?: number;
-  /** Rows per task (a task never spans fragments). @default total rows / (concurrency × intraApplierConcurrency × 2), at least 1 */
+  /** Rows per task (a task never spans fragments). @default rows to compute / (concurrency × 2), at most the largest fragment */
   taskSize?: number;
   /** Fragments per commit. @default min(64, max(1, ceil(fragments / 20))) */
   commitGranularity?: number;
@@ -107,7 +107,8 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
   const intra = posInt(o, "intraApplierConcurrency", 4096) ?? 1;
   const cs = posInt(o, "checkpointSize");
   const maxCs = posInt(o, "maxCheckpointSize");
-  const checkpointSize = cs ?? Math.min(100, maxCs ?? 100);
+  // Batches of at least 8 × the calls in flight, so an async UDF's window does not drain at every batch end.
+  const checkpointSize = cs ?? Math.min(Math.max(100, 8 * intra), maxCs ?? Infinity);
   const maxCheckpointSize = maxCs ?? cs ?? 65536;
   if (maxCheckpointSize < checkpointSize) {
     throw new ConfigError("CONFIG_INVALID", `options.maxCheckpointSize (${maxCheckpointSize}) must be at least options.checkpointSize (${checkpointSize})`);

@@ -30,9 +30,9 @@ Usage:
 Backfill options:
   --concurrency N                 worker processes (default: min(8, cores))
   --intra-applier-concurrency N   UDF calls in flight per worker (async UDFs; default 1)
-  --checkpoint-size N             rows per checkpoint batch (default 100, growing adaptively)
+  --checkpoint-size N             rows per checkpoint batch (default max(100, 8 × intra), growing adaptively)
   --max-checkpoint-size N         upper bound of adaptive checkpoint batches (default 65536)
-  --task-size N                   rows per task (default: rows / (concurrency × intra × 2))
+  --task-size N                   rows per task (default: rows / (concurrency × 2))
   --commit-granularity N          fragments per commit (default min(64, max(1, fragments / 20)))
   --writer-concurrency N          fragment writers at once (default min(4, concurrency))
   --status-interval-ms N          how often the job record is saved / heartbeats (default 2000)

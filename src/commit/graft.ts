@@ -253,7 +253,9 @@ export class GraftCommitter implements Committer {
     let full: ArrowNs.Vector;
     const n = f.rowAddrs.length;
     let contiguous = n === physical;
-    for (let i = 0; i < n && contiguous; i++) contiguous = Number(f.rowAddrs[i]! & 0xffffffffn) === i;
+    // The low 32 bits of a row address are its offset in the fragment (little-endian: even words).
+    const words = new Uint32Array(f.rowAddrs.buffer, f.rowAddrs.byteOffset, n * 2);
+    for (let i = 0; i < n && contiguous; i++) contiguous = words[2 * i] === i;
     if (contiguous) {
       full = f.values;
     } else {

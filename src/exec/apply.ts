@@ -120,9 +120,8 @@ export class TaskRunner {
     if (n !== range.end - range.start) {
       throw new BackfillError("INTERNAL", `read ${n} rows for ${describeWhere(where)} of version ${task.version}; expected ${range.end - range.start}`, where);
     }
-    const addrVec = data.getChild("_rowaddr")!;
-    const addrs = new BigUint64Array(n);
-    for (let i = 0; i < n; i++) addrs[i] = addrVec.get(i) as bigint;
+    const addrArr = data.getChild("_rowaddr")!.toArray() as unknown;
+    const addrs = addrArr instanceof BigUint64Array ? addrArr : BigUint64Array.from(addrArr as ArrayLike<bigint>);
     if (n > 0 && (Number(addrs[0]! >> 32n) !== task.fragmentId || Number(addrs[n - 1]! >> 32n) !== task.fragmentId)) {
       throw new BackfillError("INTERNAL", `rows read for ${describeWhere(where)} belong to fragment ${Number(addrs[0]! >> 32n)}, not ${task.fragmentId}; the table's scan order differs from its manifest`, where);
     }
@@ -147,10 +146,15 @@ export class TaskRunner {
       outAddrs = new BigUint64Array(rows.length);
       for (let i = 0; i < rows.length; i++) outAddrs[i] = addrs[rows[i]!]!;
     }
-    const skipped = new Set(errors.map((e) => e.rowOffset - range.start));
-    const skippedFlags = new Array<boolean>(outAddrs.length);
-    for (let k = 0; k < outAddrs.length; k++) skippedFlags[k] = skipped.has(rows === null ? k : rows[k]!);
-    const batch = new arrow.Table({ _rowaddr: arrow.makeVector(outAddrs), value: out, _skipped: arrow.vectorFromArray(skippedFlags, new arrow.Bool()) });
+    const columns: Record<string, Vec> = { _rowaddr: arrow.makeVector(outAddrs) as Vec, value: out };
+    if (errors.length > 0) {
+      // Which rows the error policy skipped (only written when some were): a re-run retries them.
+      const skipped = new Set(errors.map((e) => e.rowOffset - range.start));
+      const skippedFlags = new Array<boolean>(outAddrs.length);
+      for (let k = 0; k < outAddrs.length; k++) skippedFlags[k] = skipped.has(rows === null ? k : rows[k]!);
+      columns._skipped = arrow.vectorFromArray(skippedFlags, new arrow.Bool()) as Vec;
+    }
+    const batch = new arrow.Table(columns);
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
     return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors: errors.slice(0, MAX_ERRORS_PER_BATCH), readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
@@ -206,11 +210,13 @@ export class TaskRunner {
     };
 
     if (this.spec.batch === true) {
-      const all = rows ?? Array.from({ length: n }, (_, i) => i);
+      let all: number[] | undefined = rows ?? undefined;
       // Calls the UDF on `idx` (row indices of this batch); on errors follows the policy: retry the
       // whole call, then bisect down to the rows that fail on their own, which are skipped.
-      const callBatch = async (idx: number[], depth: number): Promise<Vec> => {
-        const args = idx.length === n ? inputs : inputs.map((v) => takeRows(v, idx));
+      // `idx` undefined: every row of the batch, in order (no index list is built unless bisecting).
+      const callBatch = async (idx: number[] | undefined, depth: number): Promise<Vec> => {
+        const args = idx === undefined ? inputs : inputs.map((v) => takeRows(v, idx));
+        const len = idx === undefined ? n : idx.length;
         for (let attempt = 1; ; attempt++) {
           let result: unknown;
           try {
@@ -218,23 +224,24 @@ export class TaskRunner {
             if (isThenable(result)) result = await timed(result, null);
           } catch (e) {
             const rule = matchRule(policy, e);
-            if (!rule || rule.action === "fail") fail(e, idx.length === 1 ? idx[0]! : null, attempt);
+            if (!rule || rule.action === "fail") fail(e, idx?.length === 1 ? idx[0]! : null, attempt);
             if (rule!.action === "retry" && depth === 0 && attempt < (rule!.attempts ?? 3)) {
               await sleep(backoffMs(rule!, attempt));
               continue;
             }
-            if (rule!.action === "retry" && depth === 0 && (rule!.then ?? "fail") === "fail") fail(e, idx.length === 1 ? idx[0]! : null, attempt);
-            if (idx.length === 1) {
-              record(e, idx[0]!, attempt, depth);
+            if (rule!.action === "retry" && depth === 0 && (rule!.then ?? "fail") === "fail") fail(e, idx?.length === 1 ? idx[0]! : null, attempt);
+            const list = idx ?? Array.from({ length: n }, (_, i) => i);
+            if (list.length === 1) {
+              record(e, list[0]!, attempt, depth);
               return valuesToVector([null], this.type);
             }
-            const mid = idx.length >> 1;
-            const left = await callBatch(idx.slice(0, mid), depth + 1);
-            const right = await callBatch(idx.slice(mid), depth + 1);
+            const mid = list.length >> 1;
+            const left = await callBatch(list.slice(0, mid), depth + 1);
+            const right = await callBatch(list.slice(mid), depth + 1);
             return left.concat(right);
           }
           try {
-            return resultToVector(result, idx.length, this.type);
+            return resultToVector(result, len, this.type);
           } catch (e) {
             return typeError(e, true);
           }

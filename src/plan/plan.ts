@@ -83,8 +83,9 @@ export function planBackfill(input: PlanInput): Plan {
   const pending = selected.filter((f) => !f.done);
   const pendingRows = pending.reduce((s, f) => s + f.liveRows, 0);
   const largest = pending.reduce((m, f) => Math.max(m, f.liveRows), 1);
-  const taskSize =
-    input.taskSize ?? Math.max(1, Math.min(largest, Math.ceil(pendingRows / (input.concurrency * input.intraApplierConcurrency * 2))));
+  // About two tasks per worker process. (Geneva divides by intraApplierConcurrency too, but here the
+  // calls in flight share one process and one task; dividing would starve them.)
+  const taskSize = input.taskSize ?? Math.max(1, Math.min(largest, Math.ceil(pendingRows / (input.concurrency * 2))));
   const commitGranularity = input.commitGranularity ?? Math.min(64, Math.max(1, Math.ceil(pending.length / 20)));
 
   const fragments: PlannedFragment[] = [];
