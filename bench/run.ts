@@ -17,7 +17,8 @@ import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { arrow, lancedb } from "../src/arrow.ts";
+import { lancedb } from "../src/arrow.ts";
+import { buildXTable } from "./tables.ts";
 import { addColumns, backfill } from "../src/index.ts";
 import type { JobRecord } from "../src/index.ts";
 
@@ -52,28 +53,7 @@ const fmt = (n: number, digits = 0): string => n.toLocaleString("en-US", { minim
 const root = mkdtempSync(path.join(tmpdir(), "lancet-bench-"));
 const baseDir = path.join(root, "base");
 const tBuild = performance.now();
-{
-  const db = await lancedb.connect(baseDir);
-  let table: Awaited<ReturnType<typeof db.createTable>> | undefined;
-  let start = 0;
-  for (let f = 0; f < FRAGMENTS; f++) {
-    const n = Math.floor((ROWS * (f + 1)) / FRAGMENTS) - start;
-    const ids = new BigInt64Array(n);
-    const xs = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      ids[i] = BigInt(start + i);
-      xs[i] = ((start + i) % 10007) * 0.25 - 1000.5;
-    }
-    const data = new arrow.Table({ id: arrow.makeVector(ids), x: arrow.makeVector(xs) });
-    if (table === undefined) table = await db.createTable(TABLE, data);
-    else await table.add(data);
-    start += n;
-  }
-  const rows = await table!.countRows();
-  if (rows !== ROWS) throw new Error(`base table has ${rows} rows, expected ${ROWS}`);
-  table!.close();
-  db.close();
-}
+await buildXTable(baseDir, TABLE, ROWS, Math.ceil(ROWS / FRAGMENTS));
 note(`built base table: ${fmt(ROWS)} rows in ${FRAGMENTS} fragments under ${baseDir} (${fmt((performance.now() - tBuild) / 1000, 1)} s)`);
 
 async function verify(dbDir: string): Promise<number> {

@@ -15,6 +15,7 @@
  * `os.tmpdir()`, removed at the end. Side-by-side comparisons run on fresh copies of the same base
  * table within one repetition, in an order that rotates between repetitions.
  */
+import { buildXTable } from "./tables.ts";
 import { spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
@@ -222,25 +223,8 @@ class TreeSampler {
 
 // ---- tables -------------------------------------------------------------------------------------
 /** Builds table `t` (`id` int64, `x` float64) with `rows` rows in fragments of `fragRows` rows (one `add` each). */
-async function buildTable(dir: string, rows: number, fragRows: number): Promise<void> {
-  const db = await lancedb.connect(dir);
-  let table: Awaited<ReturnType<typeof db.createTable>> | undefined;
-  for (let start = 0; start < rows; start += fragRows) {
-    const n = Math.min(fragRows, rows - start);
-    const ids = new BigInt64Array(n);
-    const xs = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      ids[i] = BigInt(start + i);
-      xs[i] = ((start + i) % 10007) * 0.25 - 1000.5;
-    }
-    const data = new arrow.Table({ id: arrow.makeVector(ids), x: arrow.makeVector(xs) });
-    if (table === undefined) table = await db.createTable(TABLE, data);
-    else await table.add(data);
-  }
-  const n = await table!.countRows();
-  table!.close();
-  db.close();
-  if (n !== rows) throw new Error(`built ${n} rows in ${dir}, expected ${rows}`);
+function buildTable(dir: string, rows: number, fragRows: number): Promise<void> {
+  return buildXTable(dir, TABLE, rows, fragRows);
 }
 
 const bases = new Map<string, string>();
