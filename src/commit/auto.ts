@@ -12,7 +12,7 @@
 import type { LanceNs } from "../arrow.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedTable } from "../table.ts";
-import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
+import type { CommitResult, Committer, FragmentSource } from "./committer.ts";
 import { GraftCommitter } from "./graft.ts";
 import { MergeInsertCommitter } from "./merge-insert.ts";
 
@@ -52,7 +52,7 @@ class AutoCommitter implements Committer {
     this.table = table;
   }
 
-  async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
+  async commit(fragments: readonly FragmentSource[]): Promise<CommitResult> {
     const refused = await this.graft.check(fragments.map((f) => f.fragmentId));
     const grafted = fragments.filter((f) => !refused.has(f.fragmentId));
     const merged = fragments.filter((f) => refused.has(f.fragmentId));

@@ -16,6 +16,12 @@ export interface FragmentValues {
   readonly rowsSkipped: number;
 }
 
+/** A fragment to commit, whose values are loaded (assembled from checkpoints) only when the committer needs them. */
+export interface FragmentSource {
+  readonly fragmentId: number;
+  load(): Promise<FragmentValues>;
+}
+
 export interface CommitResult {
   /** Table version after the commit (unchanged when nothing needed writing). */
   readonly version: number;
@@ -37,7 +43,8 @@ export interface Committer {
   prepare(table: LanceNs.Table): Promise<void>;
   /**
    * Publishes the fragments' values. Each fragment is written whole or not at all. May be called
-   * concurrently for disjoint fragments (one writer per fragment).
+   * concurrently for disjoint fragments (one writer per fragment). A committer loads each fragment's
+   * values when it needs them, so a group need not be in memory all at once.
    */
-  commit(fragments: readonly FragmentValues[]): Promise<CommitResult>;
+  commit(fragments: readonly FragmentSource[]): Promise<CommitResult>;
 }

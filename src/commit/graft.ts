@@ -28,7 +28,7 @@ import { bytesField, concat, decodeMessage, intField, packedField, packedInts, s
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
 import { valuesToVector, vectorToValues } from "../udf/values.ts";
-import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
+import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
 const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
@@ -237,16 +237,21 @@ export class GraftCommitter implements Committer {
     return undefined;
   }
 
-  async commit(fragmentsIn: readonly FragmentValues[]): Promise<CommitResult> {
-    const w0 = performance.now();
-    const refused = await this.check(fragmentsIn.map((f) => f.fragmentId));
+  async commit(sources: readonly FragmentSource[]): Promise<CommitResult> {
+    const refused = await this.check(sources.map((f) => f.fragmentId));
     if (refused.size > 0) {
       const [id, why] = [...refused][0]!;
       throw new GraftUnsafe(id, `fragment ${id} of table ${this.t.name} cannot be grafted: ${why}`);
     }
+    // One fragment at a time: load, write natively, keep only the staged file's entry.
     const staged: StagedFile[] = [];
-    for (const f of fragmentsIn) staged.push(await this.stage(f));
-    const writeMs = performance.now() - w0;
+    let writeMs = 0;
+    for (const src of sources) {
+      const values = await src.load();
+      const w0 = performance.now();
+      staged.push(await this.stage(values));
+      writeMs += performance.now() - w0;
+    }
     const run = this.publishing.then(() => this.publish(staged));
     this.publishing = run.catch(() => {});
     const { version, retries } = await run;

@@ -23,7 +23,7 @@ import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { deletionIdentity } from "../checkpoint/keys.ts";
 import { takeRows } from "../udf/values.ts";
 import type { ResolvedTable } from "../table.ts";
-import type { CommitResult, Committer, FragmentValues } from "./committer.ts";
+import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 
 export const KEY_COLUMN = "_lancet_key";
 
@@ -210,7 +210,9 @@ export class MergeInsertCommitter implements Committer {
     return { keys: arrow.vectorFromArray(keys, new arrow.Utf8()), keep: keep.length === want.length ? null : keep };
   }
 
-  async commit(fragments: readonly FragmentValues[]): Promise<CommitResult> {
+  async commit(sources: readonly FragmentSource[]): Promise<CommitResult> {
+    const fragments: FragmentValues[] = [];
+    for (const s of sources) fragments.push(await s.load());
     const table = this.table!;
     const work = fragments.filter((f) => f.rowAddrs.length > 0);
     let version = await table.version();

@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
 import { checkInputs, RESERVED_COLUMNS } from "../columns.ts";
-import type { Committer, FragmentValues } from "../commit/committer.ts";
+import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
@@ -211,15 +211,25 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
 
     const writeGroup = async (group: PlannedFragment[]): Promise<void> => {
       const w0 = performance.now();
-      const values: FragmentValues[] = [];
-      for (const f of group) values.push(await assembleFragment(store, f, binding.dataType, { table: t.name, column }));
-      const assembleMs = performance.now() - w0;
+      // Each fragment's writer assembles it from its checkpoints when the committer asks for it.
+      let assembleMs = 0;
+      const loaded = new Map<number, { rows: number; skipped: number }>();
+      const sources: FragmentSource[] = group.map((f) => ({
+        fragmentId: f.id,
+        load: async () => {
+          const a0 = performance.now();
+          const v = await assembleFragment(store, f, binding.dataType, { table: t.name, column });
+          assembleMs += performance.now() - a0;
+          loaded.set(f.id, { rows: v.rowAddrs.length, skipped: v.rowsSkipped });
+          return v;
+        },
+      }));
       await committer.prepare(table);
-      const r = await committer.commit(values);
+      const r = await committer.commit(sources);
       for (const f of group) {
         const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
-        const v = values.find((x) => x.fragmentId === f.id)!;
-        const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rowAddrs.length, rowsSkipped: v.rowsSkipped, committedVersion: r.version, at: new Date().toISOString() };
+        const v = loaded.get(f.id) ?? { rows: 0, skipped: 0 };
+        const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rows, rowsSkipped: v.skipped, committedVersion: r.version, at: new Date().toISOString() };
         await store.putMarker(ns, name, marker);
         for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
         await store.deleteBatches(f.batchKey);
