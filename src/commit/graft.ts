@@ -17,20 +17,19 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, link, mkdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs } from "../arrow.ts";
 import { CommitError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { listManifestFiles } from "../read/manifest.ts";
-import { bytesField, concat, decodeMessage, intField, packedField, packedInts, str, toSigned, type RawField } from "../read/protobuf.ts";
+import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, parseFragment, readManifestFile, type DataFileInfo, type FieldInfo } from "../read/manifest.ts";
+import { bytesField, concat, decodeMessage, intField, packedField, packedInts, str, type RawField } from "../read/protobuf.ts";
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
 import { valuesToVector, vectorToValues } from "../udf/values.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 
-const U64_MAX = (1n << 64n) - 1n;
 const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 const MAX_ROWS_PER_FILE = 1_048_576;
@@ -60,100 +59,38 @@ interface RawManifest {
   readonly footerMinor: number;
 }
 
-function int(fields: RawField[], no: number, dflt = 0): number {
-  const f = fields.find((x) => x.no === no);
-  return f ? toSigned(f.int) : dflt;
-}
-
 async function readRawManifest(tableDir: string, version?: number): Promise<RawManifest> {
-  const files = await listManifestFiles(tableDir);
-  const v = version ?? Math.max(...files.keys());
-  const name = files.get(v)!;
-  const buf = new Uint8Array(await readFile(path.join(tableDir, "_versions", name)));
+  const { name, buf, fields } = await readManifestFile(tableDir, version);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (new TextDecoder().decode(buf.subarray(buf.length - 4)) !== "LANC") throw new Error(`manifest ${name} has no LANC footer`);
-  const pos = Number(dv.getBigInt64(buf.length - 16, true));
-  const len = dv.getUint32(pos, true);
-  if (pos + 4 + len + 16 !== buf.length) throw new Error(`manifest ${name} is not laid out as expected`);
-  const fields = decodeMessage(buf.subarray(pos + 4, pos + 4 + len));
   let indexSection: Uint8Array | null = null;
   const idx = fields.find((f) => f.no === 6);
   if (idx) {
     const at = Number(idx.int);
     indexSection = buf.slice(at + 4, at + 4 + dv.getUint32(at, true));
   }
-  return { name, version: int(fields, 3), v2Names: name.length === 29, fields, indexSection, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
+  return { name, version: intOf(fields, 3), v2Names: name.length === 29, fields, indexSection, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
 }
 
-function manifestName(version: number, v2: boolean): string {
-  return v2 ? `${(U64_MAX - BigInt(version)).toString().padStart(20, "0")}.manifest` : `${version}.manifest`;
+function fieldDefs(fields: RawField[]): FieldInfo[] {
+  return fields.filter((f) => f.no === 1).map((f) => parseField(f.bytes));
 }
 
-interface FieldDef {
-  id: number;
-  parentId: number;
-  name: string;
-  logicalType: string;
-}
-function fieldDefs(fields: RawField[]): FieldDef[] {
-  return fields
-    .filter((f) => f.no === 1)
-    .map((f) => {
-      const x = decodeMessage(f.bytes);
-      const name = x.find((y) => y.no === 2);
-      const lt = x.find((y) => y.no === 5);
-      return { id: int(x, 3), parentId: int(x, 4), name: name ? str(name) : "", logicalType: lt ? str(lt) : "" };
-    });
-}
-/** The column's field and its descendants, in manifest order. */
-function columnFields(defs: FieldDef[], column: string): FieldDef[] {
-  const top = defs.find((d) => d.parentId === -1 && d.name === column);
-  if (!top) return [];
-  const ids = new Set([top.id]);
-  const out = [top];
-  for (const d of defs) {
-    if (ids.has(d.parentId)) {
-      ids.add(d.id);
-      out.push(d);
-    }
-  }
-  return out;
-}
-
-interface DataFileRaw {
-  path: string;
-  fields: number[];
-  columnIndices: number[];
-  major: number;
-  minor: number;
-}
-function parseDataFile(b: Uint8Array): DataFileRaw {
-  const x = decodeMessage(b);
-  const p = x.find((y) => y.no === 1);
-  return {
-    path: p ? str(p) : "",
-    fields: x.filter((y) => y.no === 2).flatMap(packedInts),
-    columnIndices: x.filter((y) => y.no === 3).flatMap(packedInts),
-    major: int(x, 4),
-    minor: int(x, 5),
-  };
-}
-function encodeDataFile(d: DataFileRaw, size: number): Uint8Array {
-  return concat([bytesField(1, d.path), packedField(2, d.fields), packedField(3, d.columnIndices), intField(4, d.major), intField(5, d.minor), intField(6, size)]);
+function encodeDataFile(d: DataFileInfo, size: number): Uint8Array {
+  return concat([bytesField(1, d.path), packedField(2, d.fields), packedField(3, d.columnIndices), intField(4, d.fileMajor), intField(5, d.fileMinor), intField(6, size)]);
 }
 
 interface FragRaw {
   id: number;
   physicalRows: number;
   fields: RawField[];
-  files: DataFileRaw[];
+  files: DataFileInfo[];
 }
 function fragments(m: RawManifest): FragRaw[] {
   return m.fields
     .filter((f) => f.no === 2)
     .map((f) => {
       const x = decodeMessage(f.bytes);
-      return { id: int(x, 1), physicalRows: int(x, 4), fields: x, files: x.filter((y) => y.no === 2).map((y) => parseDataFile(y.bytes)) };
+      return { id: intOf(x, 1), physicalRows: intOf(x, 4), fields: x, files: x.filter((y) => y.no === 2).map((y) => parseDataFile(y.bytes)) };
     });
 }
 
@@ -296,7 +233,7 @@ export class GraftCommitter implements Committer {
       const file = tf.files[0]!;
       // Guards (write-path reference §6.4): format version, row count, field types in order.
       const [maj, min] = formatVersion.split(".").map(Number);
-      if (file.major !== maj || file.minor !== min) throw new GraftUnsafe(f.fragmentId, `data file version ${file.major}.${file.minor} differs from the table's ${formatVersion}`);
+      if (file.fileMajor !== maj || file.fileMinor !== min) throw new GraftUnsafe(f.fragmentId, `data file version ${file.fileMajor}.${file.fileMinor} differs from the table's ${formatVersion}`);
       if (tf.physicalRows !== physical) throw new GraftUnsafe(f.fragmentId, `wrote ${tf.physicalRows} rows for a fragment of ${physical}`);
       const tempFields = columnFields(fieldDefs(tm.fields), this.column);
       const targetFields = columnFields(fieldDefs(latest.fields), this.column);
@@ -338,7 +275,7 @@ export class GraftCommitter implements Committer {
       const groups = staged.map((s) => bytesField(1, concat([intField(1, s.fragmentId), bytesField(2, s.dataFile)])));
       const txn = concat([intField(1, base.version), bytesField(2, txnId), bytesField(111, concat(groups))]);
       const manifestBytes = this.buildManifest(base, version, txnName, txn, (fr) => {
-        const s = staged.find((x) => x.fragmentId === int(fr, 1));
+        const s = staged.find((x) => x.fragmentId === intOf(fr, 1));
         if (!s) return null;
         // Copy the fragment, add the new file after its last file, and on stable-row-id tables
         // mark every row updated at this version (as Lance's own DataReplacement does).
@@ -444,11 +381,9 @@ export class GraftCommitter implements Committer {
       const m = await readRawManifest(this.t.tableDir, version);
       let offset = 0;
       const live = new Map<number, { offset: number; rows: number }>();
-      for (const f of fragments(m)) {
-        const del = f.fields.find((x) => x.no === 3);
-        const deleted = del ? int(decodeMessage(del.bytes), 4) : 0;
-        live.set(f.id, { offset, rows: f.physicalRows - deleted });
-        offset += f.physicalRows - deleted;
+      for (const f of m.fields.filter((x) => x.no === 2).map((x) => parseFragment(x.bytes))) {
+        live.set(f.id, { offset, rows: f.liveRows });
+        offset += f.liveRows;
       }
       const total = await table.countRows();
       if (total !== offset) throw new Error(`version ${version} counts ${total} rows; its manifest says ${offset}`);

@@ -12,6 +12,8 @@ export interface DataFileInfo {
   path: string;
   /** Field ids stored in the file; −2 marks a tombstoned slot. */
   fields: number[];
+  /** Column index of each field in the file (−1: no top-level column). */
+  columnIndices: number[];
   fileMajor: number;
   fileMinor: number;
 }
@@ -64,26 +66,33 @@ export async function listManifestFiles(tableDir: string): Promise<Map<number, s
   return out;
 }
 
+/** The file name of `version`'s manifest in either naming scheme (the inverse of {@link listManifestFiles}). */
+export function manifestName(version: number, v2Names: boolean): string {
+  return v2Names ? `${(U64_MAX - BigInt(version)).toString().padStart(20, "0")}.manifest` : `${version}.manifest`;
+}
+
 function fieldsOf(fields: RawField[], no: number): RawField[] {
   return fields.filter((f) => f.no === no);
 }
-function intOf(fields: RawField[], no: number, dflt = 0): number {
+/** The signed value of varint field `no` (proto3: absent means `dflt`). */
+export function intOf(fields: RawField[], no: number, dflt = 0): number {
   const f = fields.find((x) => x.no === no);
   return f === undefined ? dflt : toSigned(f.int);
 }
 
-function parseDataFile(buf: Uint8Array): DataFileInfo {
+export function parseDataFile(buf: Uint8Array): DataFileInfo {
   const f = decodeMessage(buf);
   const pathField = f.find((x) => x.no === 1);
   return {
     path: pathField ? str(pathField) : "",
     fields: fieldsOf(f, 2).flatMap(packedInts),
+    columnIndices: fieldsOf(f, 3).flatMap(packedInts),
     fileMajor: intOf(f, 4),
     fileMinor: intOf(f, 5),
   };
 }
 
-function parseFragment(buf: Uint8Array): FragmentInfo {
+export function parseFragment(buf: Uint8Array): FragmentInfo {
   const f = decodeMessage(buf);
   const del = f.find((x) => x.no === 3);
   let deletion: DeletionFileInfo | null = null;
@@ -101,7 +110,7 @@ function parseFragment(buf: Uint8Array): FragmentInfo {
   };
 }
 
-function parseField(buf: Uint8Array): FieldInfo {
+export function parseField(buf: Uint8Array): FieldInfo {
   const f = decodeMessage(buf);
   const name = f.find((x) => x.no === 2);
   const lt = f.find((x) => x.no === 5);
@@ -114,15 +123,27 @@ function parseField(buf: Uint8Array): FieldInfo {
   };
 }
 
-/** Decodes a whole manifest file (footer → manifest message). */
-export function parseManifestFile(buf: Uint8Array): ManifestInfo {
-  if (buf.length < 16) throw new Error("manifest file too short");
+/** A manifest file as stored: its name, bytes, and the manifest message's raw fields. */
+export interface ManifestFile {
+  readonly name: string;
+  readonly buf: Uint8Array;
+  readonly fields: RawField[];
+}
+
+/** Decodes the footer of a manifest file and returns the manifest message's raw fields. */
+export function manifestMessage(buf: Uint8Array, name = "manifest"): RawField[] {
+  if (buf.length < 16) throw new Error(`${name} is too short`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const magic = new TextDecoder().decode(buf.subarray(buf.length - 4));
-  if (magic !== "LANC") throw new Error("manifest file has no LANC footer");
+  if (new TextDecoder().decode(buf.subarray(buf.length - 4)) !== "LANC") throw new Error(`${name} has no LANC footer`);
   const pos = Number(dv.getBigInt64(buf.length - 16, true));
   const len = dv.getUint32(pos, true);
-  const m = decodeMessage(buf.subarray(pos + 4, pos + 4 + len));
+  if (pos + 4 + len + 16 !== buf.length) throw new Error(`${name} is not laid out as expected`);
+  return decodeMessage(buf.subarray(pos + 4, pos + 4 + len));
+}
+
+/** Decodes a whole manifest file (footer → manifest message). */
+export function parseManifestFile(buf: Uint8Array): ManifestInfo {
+  const m = manifestMessage(buf);
   return {
     version: intOf(m, 3),
     fields: fieldsOf(m, 1).map((x) => parseField(x.bytes)),
@@ -130,24 +151,44 @@ export function parseManifestFile(buf: Uint8Array): ManifestInfo {
   };
 }
 
-/** Reads the manifest of `version` (default: the latest) of the table stored at `tableDir`. */
-export async function readManifest(tableDir: string, version?: number): Promise<ManifestInfo> {
+/** Reads the manifest file of `version` (default: the latest) of the table stored at `tableDir`. */
+export async function readManifestFile(tableDir: string, version?: number): Promise<ManifestFile> {
   const files = await listManifestFiles(tableDir);
   const v = version ?? Math.max(...files.keys());
   const name = files.get(v);
   if (name === undefined) throw new Error(`version ${v} of ${tableDir} has no manifest`);
-  const info = parseManifestFile(await readFile(path.join(tableDir, "_versions", name)));
-  if (info.version !== v) throw new Error(`manifest ${name} holds version ${info.version}, expected ${v}`);
-  return info;
+  const buf = new Uint8Array(await readFile(path.join(tableDir, "_versions", name)));
+  const fields = manifestMessage(buf, `manifest ${name}`);
+  if (intOf(fields, 3) !== v) throw new Error(`manifest ${name} holds version ${intOf(fields, 3)}, expected ${v}`);
+  return { name, buf, fields };
+}
+
+/** Reads the manifest of `version` (default: the latest) of the table stored at `tableDir`. */
+export async function readManifest(tableDir: string, version?: number): Promise<ManifestInfo> {
+  const { fields } = await readManifestFile(tableDir, version);
+  return {
+    version: intOf(fields, 3),
+    fields: fieldsOf(fields, 1).map((x) => parseField(x.bytes)),
+    fragments: fieldsOf(fields, 2).map((x) => parseFragment(x.bytes)),
+  };
+}
+
+/** A column's field and its descendants, in manifest order (parents precede their children). */
+export function columnFields(fields: readonly FieldInfo[], column: string): FieldInfo[] {
+  const top = fields.find((f) => f.parentId === -1 && f.name === column);
+  if (!top) return [];
+  const ids = new Set([top.id]);
+  const out = [top];
+  for (const f of fields) {
+    if (ids.has(f.parentId)) {
+      ids.add(f.id);
+      out.push(f);
+    }
+  }
+  return out;
 }
 
 /** Ids of `fieldName` and all its descendant fields. */
 export function fieldIdsOf(manifest: ManifestInfo, fieldName: string): number[] {
-  const top = manifest.fields.find((f) => f.parentId === -1 && f.name === fieldName);
-  if (!top) return [];
-  const ids = [top.id];
-  for (let i = 0; i < ids.length; i++) {
-    for (const f of manifest.fields) if (f.parentId === ids[i]) ids.push(f.id);
-  }
-  return ids;
+  return columnFields(manifest.fields, fieldName).map((f) => f.id);
 }
