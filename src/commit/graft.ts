@@ -135,8 +135,8 @@ export class GraftCommitter implements Committer {
   async prepare(): Promise<void> {}
 
   /** Refuses fragments the graft path must not write (see the module comment). */
-  async check(fragmentIds: readonly number[]): Promise<Map<number, string>> {
-    const m = await readRawManifest(this.t.tableDir);
+  async check(fragmentIds: readonly number[], manifest?: RawManifest): Promise<Map<number, string>> {
+    const m = manifest ?? (await readRawManifest(this.t.tableDir));
     const out = new Map<number, string>();
     const unsafe = this.unsafeManifest(m);
     const targetIds = new Set(columnFields(fieldDefs(m.fields), this.column).map((f) => f.id));
@@ -260,7 +260,7 @@ export class GraftCommitter implements Committer {
   private async publish(staged: StagedFile[]): Promise<{ version: number; retries: number }> {
     for (let attempt = 0; ; attempt++) {
       const base = await readRawManifest(this.t.tableDir);
-      const refused = await this.check(staged.map((s) => s.fragmentId));
+      const refused = await this.check(staged.map((s) => s.fragmentId), base);
       for (const s of staged) {
         const f = fragments(base).find((x) => x.id === s.fragmentId);
         if (!f || f.physicalRows !== s.physicalRows) refused.set(s.fragmentId, "the fragment changed since its file was written");
