@@ -34,6 +34,9 @@ export type ErrorCode =
   | "JOB_ABANDONED"
   | "JOB_NOT_FOUND"
   | "TABLE_BUSY"
+  | "NO_WORKER"
+  | "STORAGE_UNREACHABLE"
+  | "QUEUE_UNAVAILABLE"
   | "INTERNAL";
 
 /** Where an error happened; every field optional. */

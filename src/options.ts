@@ -48,10 +48,27 @@ export interface BackfillOptions {
   planOnly?: boolean;
   /** Attempts per task when its worker process dies. @default 3 */
   maxTaskAttempts?: number;
+  /**
+   * Where tasks run: "local" (a pool of child processes on this machine) or a BullMQ queue on Redis
+   * served by `lancet worker` processes on any number of machines. @default "local"
+   */
+  executor?: "local" | QueueExecutorSpec;
+  /** Environment variables for the UDF's worker processes (added to the worker's own environment; the coordinator's environment is never passed). */
+  env?: Record<string, string>;
   /** Called with progress snapshots as the job runs. */
   onProgress?: (p: BackfillProgress) => void;
   /** Where Lancet logs. @default silent */
   logger?: Logger;
+}
+
+/** Distributed execution: tasks go to a BullMQ queue on Redis. */
+export interface QueueExecutorSpec {
+  /** Redis URL, e.g. "redis://10.0.0.5:6379". */
+  redis: string;
+  /** Base queue name (tasks go to `<queue>-cpu` or `<queue>-gpu`). @default "lancet" */
+  queue?: string;
+  /** How long to wait for a live worker that can run the UDF before failing the job. @default 600000 */
+  admissionTimeoutMs?: number;
 }
 
 export interface ResolvedBackfillOptions {
@@ -72,13 +89,15 @@ export interface ResolvedBackfillOptions {
   readonly numFrags: number | undefined;
   readonly planOnly: boolean;
   readonly maxTaskAttempts: number;
+  readonly executor: "local" | Readonly<QueueExecutorSpec>;
+  readonly env: Readonly<Record<string, string>>;
   readonly onProgress: ((p: BackfillProgress) => void) | undefined;
   readonly logger: Logger | undefined;
 }
 
 const KNOWN = new Set([
   "concurrency", "intraApplierConcurrency", "checkpointSize", "maxCheckpointSize", "taskSize",
-  "commitGranularity", "writerConcurrency", "statusIntervalMs", "errorPolicy", "taskTimeoutMs", "workerMemoryMb", "commitMode", "where", "numFrags", "planOnly", "maxTaskAttempts", "onProgress", "logger",
+  "commitGranularity", "writerConcurrency", "statusIntervalMs", "errorPolicy", "taskTimeoutMs", "workerMemoryMb", "commitMode", "where", "numFrags", "planOnly", "maxTaskAttempts", "executor", "env", "onProgress", "logger",
 ]);
 
 function posInt(o: Record<string, unknown>, name: string, max = 2 ** 31): number | undefined {
@@ -94,6 +113,30 @@ function commitMode(v: unknown): "auto" | "graft" | "merge" {
   if (v === undefined) return "auto";
   if (v === "auto" || v === "graft" || v === "merge") return v;
   throw new ConfigError("CONFIG_INVALID", `options.commitMode must be "auto", "graft" or "merge" (got ${JSON.stringify(v)})`);
+}
+
+function executorOption(v: unknown): "local" | QueueExecutorSpec {
+  if (v === undefined || v === "local") return "local";
+  const bad = (why: string): never => {
+    throw new ConfigError("CONFIG_INVALID", `options.executor ${why}; pass "local" or { redis: "redis://HOST:PORT", queue?: NAME, admissionTimeoutMs?: N }`);
+  };
+  if (typeof v !== "object" || v === null) return bad(`must be "local" or an object (got ${JSON.stringify(v)})`);
+  const e = v as Record<string, unknown>;
+  for (const k of Object.keys(e)) if (!["redis", "queue", "admissionTimeoutMs"].includes(k)) bad(`has an unknown key ${k}`);
+  if (typeof e.redis !== "string" || !/^rediss?:\/\/./.test(e.redis)) bad(`.redis must be a Redis URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(e.redis)})`);
+  if (e.queue !== undefined && (typeof e.queue !== "string" || !/^[A-Za-z0-9_.-]{1,100}$/.test(e.queue))) bad(`.queue must be letters, digits, '.', '_' or '-' (got ${JSON.stringify(e.queue)})`);
+  if (e.admissionTimeoutMs !== undefined && (typeof e.admissionTimeoutMs !== "number" || !Number.isInteger(e.admissionTimeoutMs) || e.admissionTimeoutMs < 0)) bad(`.admissionTimeoutMs must be an integer >= 0 (got ${JSON.stringify(e.admissionTimeoutMs)})`);
+  return Object.freeze({ ...(e as unknown as QueueExecutorSpec) });
+}
+
+function envOption(v: unknown): Record<string, string> {
+  if (v === undefined) return {};
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ConfigError("CONFIG_INVALID", `options.env must map variable names to strings (got ${JSON.stringify(v)})`);
+  for (const [k, x] of Object.entries(v)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new ConfigError("CONFIG_INVALID", `options.env: ${JSON.stringify(k)} is not an environment variable name`);
+    if (typeof x !== "string") throw new ConfigError("CONFIG_INVALID", `options.env.${k} must be a string (got ${JSON.stringify(x)})`);
+  }
+  return Object.freeze({ ...(v as Record<string, string>) });
 }
 
 /** Validates options and applies defaults. @throws ConfigError naming the option and the value. */
@@ -136,6 +179,8 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
     numFrags: posInt(o, "numFrags"),
     planOnly: o.planOnly === true,
     maxTaskAttempts: posInt(o, "maxTaskAttempts", 100) ?? 3,
+    executor: executorOption(o.executor),
+    env: envOption(o.env),
     onProgress: options.onProgress,
     logger: options.logger,
   });

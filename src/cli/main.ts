@@ -11,6 +11,7 @@ import { fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
 
 export type { CliIo } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
+import { workerCommand, workersCommand } from "./worker.ts";
 
 
 const USAGE = `lancet — computed columns for LanceDB tables
@@ -26,6 +27,9 @@ Usage:
   lancet jobs watch   ID --db DIR
   lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--force] [--json]
   lancet errors       --db DIR [--job ID] [--table NAME] [--column COL] [--json]
+  lancet worker       --redis URL [--queue NAME] [--concurrency N] [--resources cpu=4,gpu=1,memory=MiB]
+                      [--metrics-port P] [--lock-duration-ms N] [--stalled-interval-ms N] [--max-stalled-count N]
+  lancet workers      --redis URL [--queue NAME] [--json]
 
 Backfill options:
   --concurrency N                 worker processes (default: min(8, cores))
@@ -43,9 +47,15 @@ Backfill options:
   --where SQL                     recompute rows matching SQL; other rows keep their values
   --num-frags N                   only the first N fragments (a pilot run)
   --max-task-attempts N           attempts per task when its worker dies (default 3)
+  --env KEY=VALUE                 environment variable for the UDF's worker processes (repeatable)
+  --redis URL                     run tasks on \`lancet worker\`s through a BullMQ queue on Redis
+  --queue NAME                    base queue name with --redis (default lancet; tasks go to NAME-cpu / NAME-gpu)
+  --admission-timeout-ms N        with --redis: wait this long for a live worker that can run the UDF (default 600000)
   --plan                          print the plan and run nothing
   --json                          machine-readable output: the last stdout line is a JSON object
   --verbose                       log to stderr
+
+--redis and --queue default to the environment variables LANCET_REDIS_URL and LANCET_QUEUE.
 
 Other:
   lancet --help | --version
@@ -81,6 +91,10 @@ const BACKFILL: ParseArgsConfig["options"] = {
   "task-timeout-ms": { type: "string" },
   "worker-memory-mb": { type: "string" },
   "max-task-attempts": { type: "string" },
+  env: { type: "string", multiple: true },
+  redis: { type: "string" },
+  queue: { type: "string" },
+  "admission-timeout-ms": { type: "string" },
   plan: { type: "boolean" },
 };
 
@@ -144,6 +158,10 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return await backfillCommand(rest, io);
       case "jobs":
         return await jobsCommand(rest, io);
+      case "worker":
+        return await workerCommand(rest, io);
+      case "workers":
+        return await workersCommand(rest, io);
       case "errors": {
         const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, job: { type: "string" }, table: { type: "string" }, column: { type: "string" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
         json = values.json === true;
@@ -210,6 +228,23 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
     if (typeof values["error-policy"] === "string") options.errorPolicy = values["error-policy"];
     if (typeof values["commit-mode"] === "string") options.commitMode = values["commit-mode"] as "auto";
     if (values.plan === true) options.planOnly = true;
+    if (Array.isArray(values.env)) {
+      const env: Record<string, string> = {};
+      for (const kv of values.env as string[]) {
+        const i = kv.indexOf("=");
+        if (i <= 0) throw new UsageError(`--env ${JSON.stringify(kv)} must be KEY=VALUE`);
+        env[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      options.env = env;
+    }
+    const redis = typeof values.redis === "string" ? values.redis : process.env.LANCET_REDIS_URL;
+    if (redis !== undefined && redis !== "") {
+      const admission = intOpt(values, "admission-timeout-ms");
+      const queue = typeof values.queue === "string" ? values.queue : process.env.LANCET_QUEUE;
+      options.executor = { redis, ...(queue ? { queue } : {}), ...(admission !== undefined ? { admissionTimeoutMs: admission } : {}) };
+    } else if (values.queue !== undefined || values["admission-timeout-ms"] !== undefined) {
+      throw new UsageError("--queue and --admission-timeout-ms need --redis URL (or LANCET_REDIS_URL)");
+    }
     if (values.verbose === true) options.logger = stderrLogger("debug");
     else options.logger = stderrLogger("warn");
     const r = await backfill(ref, column, options);

@@ -17,7 +17,8 @@ import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/local/pool.ts";
-import type { BatchReport, TaskSpec } from "../exec/protocol.ts";
+import { QueueExecutor } from "../exec/bullmq/executor.ts";
+import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
 import { gapsOf, planBackfill, type PlanFragmentInput, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
@@ -62,8 +63,11 @@ async function checkColumn(t: ResolvedTable, column: string, where: string | und
 }
 
 function serializableOptions(o: ResolvedBackfillOptions): Record<string, unknown> {
-  const { onProgress: _p, logger: _l, ...rest } = o;
-  return Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+  const { onProgress: _p, logger: _l, env, ...rest } = o;
+  // Environment values may be secrets (API keys): the record keeps their names only.
+  const out: Record<string, unknown> = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+  if (Object.keys(env).length > 0) out.env = Object.keys(env);
+  return out;
 }
 
 function toProgress(r: JobRecord, phase: BackfillProgress["phase"]): BackfillProgress {
@@ -294,28 +298,46 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     pumpWriters(false);
 
     const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
-    let pool: LocalPool | undefined;
+    let executor: Executor | undefined;
     try {
       if (plan.tasks.length > 0) {
-        pool = await LocalPool.create({
-          size: Math.min(opts.concurrency, plan.tasks.length),
-          config: {
-            bundlePath: bindingBundlePath(t, binding),
-            exportName: binding.exportName,
-            label: `${binding.module}#${binding.exportName}`,
-            dbDir: t.dbDir,
-            table: t.name,
-            column,
-            dataType: binding.dataType,
-            inputs: binding.inputs,
-            checkpointRoot: store.root,
-            intraApplierConcurrency: opts.intraApplierConcurrency,
-            ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-          },
-          taskTimeoutMs: opts.taskTimeoutMs,
-          ...(memoryMb !== undefined ? { memoryMb } : {}),
-        });
-        const executor = pool;
+        const config: WorkerConfig = {
+          bundlePath: bindingBundlePath(t, binding),
+          exportName: binding.exportName,
+          label: `${binding.module}#${binding.exportName}`,
+          dbDir: t.dbDir,
+          table: t.name,
+          column,
+          dataType: binding.dataType,
+          inputs: binding.inputs,
+          checkpointRoot: store.root,
+          intraApplierConcurrency: opts.intraApplierConcurrency,
+          ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+        };
+        if (opts.executor === "local") {
+          executor = await LocalPool.create({
+            size: Math.min(opts.concurrency, plan.tasks.length),
+            config,
+            env: opts.env,
+            taskTimeoutMs: opts.taskTimeoutMs,
+            ...(memoryMb !== undefined ? { memoryMb } : {}),
+          });
+        } else {
+          const q = await QueueExecutor.create({
+            ...opts.executor,
+            jobId: rec.id,
+            config,
+            pool: { taskTimeoutMs: opts.taskTimeoutMs, env: opts.env, ...(memoryMb !== undefined ? { memoryMb } : {}) },
+            needs: { ...(binding.numGpus ? { gpu: binding.numGpus } : {}), ...(binding.numCpus !== undefined ? { cpu: binding.numCpus } : {}), ...(memoryMb !== undefined ? { memory: memoryMb } : {}) },
+            onEvent: (kind, message) => {
+              ctl.event(kind, message);
+              refresh(true);
+            },
+          });
+          executor = q;
+          ctl.event("queue", `tasks go to queue ${q.queueName} on ${opts.executor.redis}`);
+        }
+        const ex = executor;
         const queue: PlannedTask[] = [...plan.tasks];
         const runOne = async (task: PlannedTask): Promise<boolean> => {
           const doneRanges: { start: number; end: number }[] = [];
@@ -336,7 +358,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             };
             try {
               m.workersActive++;
-              await executor.runTask(
+              await ex.runTask(
                 spec,
                 (r: BatchReport) => {
                   doneRanges.push({ start: r.start, end: r.end });
@@ -404,7 +426,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     } catch (e) {
       failure ??= e;
     } finally {
-      await pool?.close();
+      await executor?.close();
     }
     // Write what is complete — healthy fragments too when the job failed or was cancelled.
     setPhase("committing");

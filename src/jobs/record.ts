@@ -3,6 +3,7 @@
  * JSON, stored in the jobs table and returned by handles.
  */
 import type { SerializedError } from "../errors.ts";
+import type { QueueEventType } from "../exec/bullmq/queue.ts";
 import type { Binding } from "../udf/binding.ts";
 
 /** LanceDB's job states, plus `pending` before the job starts running. */
@@ -57,7 +58,7 @@ export function emptyMetrics(): JobMetrics {
 export interface JobEvent {
   /** ISO time. */
   readonly at: string;
-  readonly type: "started" | "planned" | "commit" | "commit-failed" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed";
+  readonly type: "started" | "planned" | "commit" | "commit-failed" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed" | QueueEventType;
   readonly message: string;
 }
 

@@ -37,6 +37,9 @@ export interface Binding {
   readonly timeoutMs?: number;
   /** Worker memory hint in bytes. */
   readonly memory?: number;
+  /** GPUs and CPUs one worker slot needs (distributed mode routes and admits by them). */
+  readonly numGpus?: number;
+  readonly numCpus?: number;
   /** Required input types (canonical type strings). */
   readonly inputTypes?: Readonly<Record<string, string>>;
   readonly boundAt: string;
@@ -84,6 +87,8 @@ export async function bindUdf(t: ResolvedTable, column: string, ref: string): Pr
     errorPolicy: resolveErrorPolicy(spec.errorPolicy, "errorPolicy").label,
     ...(spec.timeoutMs !== undefined ? { timeoutMs: spec.timeoutMs } : {}),
     ...(spec.memory !== undefined ? { memory: spec.memory } : {}),
+    ...(spec.numGpus ? { numGpus: spec.numGpus } : {}),
+    ...(spec.numCpus !== undefined ? { numCpus: spec.numCpus } : {}),
     ...(spec.inputTypes !== undefined ? { inputTypes: Object.fromEntries(Object.entries(spec.inputTypes).map(([k, v]) => [k, resolveDataType(v).text])) } : {}),
     boundAt: new Date().toISOString(),
   };

@@ -49,6 +49,10 @@ export interface UdfSpec<S = unknown> {
   readonly timeoutMs?: number;
   /** Memory each worker process may use, in bytes: sets the worker's JavaScript heap limit. */
   readonly memory?: number;
+  /** GPUs one worker slot needs: in distributed mode the UDF's tasks go only to workers that advertise a GPU (`lancet worker --resources gpu=1`). @default 0 */
+  readonly numGpus?: number;
+  /** CPUs one worker slot needs; distributed mode checks that a live worker advertises at least this many. @default unset */
+  readonly numCpus?: number;
   /** Types the inputs must have, e.g. `{ text: "utf8" }`; checked when binding and before every backfill. */
   readonly inputTypes?: Readonly<Record<string, string>>;
 }
@@ -91,6 +95,10 @@ export function validateUdfSpec(value: unknown, where: string): UdfSpec {
   if (v.version !== undefined && (typeof v.version !== "string" || v.version.length === 0)) fail("version must be a non-empty string");
   if (v.timeoutMs !== undefined && (typeof v.timeoutMs !== "number" || !Number.isInteger(v.timeoutMs) || v.timeoutMs < 1)) fail(`timeoutMs must be a positive integer (got ${JSON.stringify(v.timeoutMs)})`);
   if (v.memory !== undefined && (typeof v.memory !== "number" || !Number.isInteger(v.memory) || v.memory < 64 * 2 ** 20)) fail(`memory must be a number of bytes, at least 64 MiB (got ${JSON.stringify(v.memory)})`);
+  for (const k of ["numGpus", "numCpus"] as const) {
+    const n = v[k];
+    if (n !== undefined && (typeof n !== "number" || !Number.isFinite(n) || n < 0)) fail(`${k} must be a number >= 0 (got ${JSON.stringify(n)})`);
+  }
   resolveErrorPolicy(v.errorPolicy, `${where}: errorPolicy`);
   if (v.inputTypes !== undefined) {
     if (typeof v.inputTypes !== "object" || v.inputTypes === null || Array.isArray(v.inputTypes)) fail("inputTypes must map input column names to type strings");

@@ -1,0 +1,305 @@
+/**
+ * The distributed executor: the coordinator's side of a queue. Each task becomes a BullMQ job with a
+ * deterministic id on the queue of the UDF's resource class; `lancet worker`s run it and stream its
+ * batch reports back as progress events; the return value repeats them all, so reports missed while
+ * Redis was away are recovered. A sweep re-enqueues tasks Redis lost (a restart without persistence)
+ * and settles tasks whose events were missed. Cancelling removes waiting tasks and asks running
+ * ones to stop after their current batch.
+ */
+import { Queue, QueueEvents, type Job } from "bullmq";
+import { Redis } from "ioredis";
+import { BackfillError, deserializeError, type ErrorContext, type SerializedError } from "../../errors.ts";
+import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../protocol.ts";
+import { cancelKey, listWorkers } from "./registry.ts";
+import {
+  checkQueueBase,
+  classOf,
+  connectionFor,
+  DEFAULT_QUEUE,
+  ERROR_PREFIX,
+  formatResources,
+  queueName,
+  satisfies,
+  taskJobId,
+  type PoolSettings,
+  type QueueEventType,
+  type Resources,
+  type TaskJobData,
+  type TaskJobResult,
+} from "./queue.ts";
+
+export interface QueueExecutorOptions {
+  readonly redis: string;
+  /** Base queue name. @default "lancet" */
+  readonly queue?: string;
+  /** How long to wait for a live worker that can run the UDF before failing. @default 600000 (10 min) */
+  readonly admissionTimeoutMs?: number;
+  /** How often unsettled tasks are checked against the queue. @default 3000 */
+  readonly sweepIntervalMs?: number;
+}
+
+export interface QueueExecutorInit extends QueueExecutorOptions {
+  /** The Lancet job id (cancel scope). */
+  readonly jobId: string;
+  readonly config: WorkerConfig;
+  readonly pool: PoolSettings;
+  readonly needs: Resources;
+  /** Notable things (a task re-enqueued, no worker yet), for the job's events. */
+  readonly onEvent?: (kind: QueueEventType, message: string) => void;
+}
+
+interface Pending {
+  readonly id: string;
+  readonly data: TaskJobData;
+  readonly seen: Set<string>;
+  readonly onBatch: (r: BatchReport) => void;
+  readonly resolve: () => void;
+  readonly reject: (e: unknown) => void;
+  lastHeard: number;
+}
+
+function parseFailure(reason: string | undefined, d: TaskJobData): BackfillError {
+  if (reason?.startsWith(ERROR_PREFIX)) {
+    try {
+      return deserializeError(JSON.parse(reason.slice(ERROR_PREFIX.length)) as SerializedError);
+    } catch {
+      // fall through
+    }
+  }
+  // BullMQ's own failures, e.g. a task that stalled more often than maxStalledCount (its workers kept dying).
+  const where = { table: d.config.table, column: d.config.column, fragmentId: d.task.fragmentId, jobId: d.jobId, retryable: true };
+  return /stalled/i.test(reason ?? "")
+    ? new BackfillError("WORKER_CRASHED", `the workers running fragment ${d.task.fragmentId} rows ${d.task.gaps[0]?.start ?? 0}-${(d.task.gaps.at(-1)?.end ?? 1) - 1} kept vanishing (${reason})`, where)
+    : new BackfillError("WORKER_CRASHED", `task for fragment ${d.task.fragmentId} failed on the queue: ${reason ?? "unknown reason"}`, where);
+}
+
+/** One connection attempt, no retries: Redis must answer now, or the job fails with QUEUE_UNAVAILABLE. */
+export async function probeRedis(url: string, where: ErrorContext = {}): Promise<void> {
+  const client = new Redis({ ...(connectionFor(url) as object), lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  let last: Error | undefined;
+  client.on("error", (e: Error) => (last = e));
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (e) {
+    const why = (last ?? (e as Error)).message;
+    throw new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${url}: ${why}; start redis-server (or Valkey) there, or fix --redis`, where);
+  } finally {
+    client.disconnect();
+  }
+}
+
+export class QueueExecutor implements Executor {
+  private readonly init: QueueExecutorInit;
+  private readonly queue: Queue<TaskJobData, TaskJobResult>;
+  private readonly events: QueueEvents;
+  private readonly redis: Redis;
+  private readonly pending = new Map<string, Pending>();
+  private readonly base: string;
+  readonly queueName: string;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private admission: BackfillError | undefined;
+  private admitted = false;
+  private closed: Promise<void> | undefined;
+  private readonly startedAt = Date.now();
+
+  private constructor(init: QueueExecutorInit) {
+    this.init = init;
+    this.base = checkQueueBase(init.queue ?? DEFAULT_QUEUE, "queue");
+    this.queueName = queueName(this.base, classOf(init.needs));
+    const connection = connectionFor(init.redis);
+    this.redis = new Redis({ ...(connection as object) });
+    this.redis.on("error", () => {});
+    this.queue = new Queue<TaskJobData, TaskJobResult>(this.queueName, { connection });
+    this.queue.on("error", () => {});
+    this.events = new QueueEvents(this.queueName, { connection });
+    this.events.on("error", () => {});
+    this.events.on("progress", ({ jobId, data }) => {
+      const p = this.pending.get(jobId);
+      if (p && typeof data === "object" && data !== null) this.report(p, data as unknown as BatchReport);
+    });
+    this.events.on("completed", ({ jobId, returnvalue }) => {
+      const p = this.pending.get(jobId);
+      if (p) this.settle(p, returnvalue as unknown as TaskJobResult);
+    });
+    this.events.on("failed", ({ jobId, failedReason }) => {
+      const p = this.pending.get(jobId);
+      if (p) this.settle(p, undefined, failedReason);
+    });
+    this.events.on("stalled", ({ jobId }) => {
+      const p = this.pending.get(jobId);
+      if (p) init.onEvent?.("task-stalled", `task ${jobId} (fragment ${p.data.task.fragmentId}) lost its worker; the queue runs it again elsewhere`);
+    });
+  }
+
+  /** Connects (a clear error when Redis cannot be reached) and starts the admission check. */
+  static async create(init: QueueExecutorInit): Promise<QueueExecutor> {
+    await probeRedis(init.redis, { table: init.config.table, column: init.config.column, jobId: init.jobId });
+    const ex = new QueueExecutor(init);
+    try {
+      await ex.events.waitUntilReady();
+      await ex.checkAdmission();
+    } catch (e) {
+      await ex.close();
+      throw e;
+    }
+    ex.sweepTimer = setInterval(() => void ex.sweep(), init.sweepIntervalMs ?? 3000);
+    return ex;
+  }
+
+  /**
+   * Geneva's admission check: some live worker must be able to run the UDF. Live workers on the queue
+   * that all lack what it needs fail the job at once; no live worker at all is waited for (an
+   * autoscaler starts workers when tasks wait) up to admissionTimeoutMs.
+   */
+  private async checkAdmission(): Promise<void> {
+    const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
+    const { config, needs } = this.init;
+    if (workers.some((w) => satisfies(w.resources, needs))) {
+      this.admitted = true;
+      return;
+    }
+    const where = { table: config.table, column: config.column, jobId: this.init.jobId };
+    if (workers.length > 0) {
+      throw new BackfillError(
+        "NO_WORKER",
+        `no live worker on queue ${this.queueName} can run the UDF of column ${config.column} (table ${config.table}): it needs ${formatResources(needs)}, the workers offer ${workers.map((w) => formatResources(w.resources)).join("; ")}. Start a worker with enough resources (lancet worker --resources …)`,
+        where,
+      );
+    }
+    const limit = this.init.admissionTimeoutMs ?? 600_000;
+    this.init.onEvent?.("waiting-for-workers", `no live worker on queue ${this.queueName} yet (the UDF needs ${formatResources(needs)}); waiting up to ${Math.round(limit / 1000)} s for one (lancet worker --redis … --queue ${this.base}${needs.gpu ? ` --resources gpu=${needs.gpu}` : ""})`);
+  }
+
+  private async sweep(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.admitted && this.admission === undefined) {
+        const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
+        if (workers.some((w) => satisfies(w.resources, this.init.needs))) this.admitted = true;
+        else if (Date.now() - this.startedAt > (this.init.admissionTimeoutMs ?? 600_000)) {
+          const c = this.init.config;
+          this.admission = new BackfillError(
+            "NO_WORKER",
+            `no live worker took tasks from queue ${this.queueName} within ${Math.round((this.init.admissionTimeoutMs ?? 600_000) / 1000)} s (table ${c.table}, column ${c.column}, UDF needs ${formatResources(this.init.needs)}); start one with lancet worker --redis ${this.init.redis} --queue ${this.base}${this.init.needs.gpu ? ` --resources gpu=${this.init.needs.gpu}` : ""}, or raise admissionTimeoutMs`,
+            { table: c.table, column: c.column, jobId: this.init.jobId },
+          );
+          for (const p of [...this.pending.values()]) {
+            await this.removeWaiting(p.id);
+            this.pending.delete(p.id);
+            p.reject(this.admission);
+          }
+          return;
+        }
+      }
+      const now = Date.now();
+      const quiet = [...this.pending.values()].filter((p) => now - p.lastHeard >= (this.init.sweepIntervalMs ?? 3000));
+      for (const p of quiet) {
+        if (!this.pending.has(p.id)) continue;
+        const job = await this.queue.getJob(p.id);
+        if (!job) {
+          // Lost from the queue (Redis restarted without persistence): enqueue it again.
+          this.init.onEvent?.("task-requeued", `task ${p.id} (fragment ${p.data.task.fragmentId}) was no longer in the queue; enqueued it again`);
+          await this.add(p);
+          continue;
+        }
+        const state = await job.getState();
+        if (state === "completed") this.settle(p, job.returnvalue);
+        else if (state === "failed") this.settle(p, undefined, job.failedReason);
+        else {
+          if (job.progress && typeof job.progress === "object") this.report(p, job.progress as unknown as BatchReport);
+          p.lastHeard = now;
+        }
+      }
+    } catch {
+      // Redis unreachable for now: the next sweep tries again.
+    }
+  }
+
+  private report(p: Pending, r: BatchReport): void {
+    p.lastHeard = Date.now();
+    const k = `${r.start}-${r.end}`;
+    if (p.seen.has(k)) return;
+    p.seen.add(k);
+    p.onBatch(r);
+  }
+
+  private settle(p: Pending, result: TaskJobResult | undefined, failedReason?: string): void {
+    if (!this.pending.has(p.id)) return;
+    this.pending.delete(p.id);
+    if (result) {
+      for (const r of result.reports ?? []) this.report(p, r);
+      p.resolve();
+    } else {
+      p.reject(parseFailure(failedReason, p.data));
+    }
+  }
+
+  private async add(p: Pending): Promise<void> {
+    const opts = { jobId: p.id, attempts: 1, removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } };
+    let job: Job<TaskJobData, TaskJobResult> = await this.queue.add("task", p.data, opts);
+    const state = await job.getState();
+    if (state === "completed" || state === "failed") {
+      // A finished job of an earlier run with this id: its checkpoints may be gone (committed), so
+      // run the task again rather than reuse its result.
+      await job.remove().catch(() => {});
+      job = await this.queue.add("task", p.data, opts);
+    }
+  }
+
+  private async removeWaiting(id: string): Promise<boolean> {
+    const job = await this.queue.getJob(id).catch(() => undefined);
+    if (!job) return true;
+    const state = await job.getState().catch(() => "unknown");
+    if (state !== "waiting" && state !== "delayed" && state !== "prioritized") return false;
+    try {
+      await job.remove();
+      return true;
+    } catch {
+      return false; // taken by a worker meanwhile
+    }
+  }
+
+  async runTask(task: TaskSpec, onBatch: (r: BatchReport) => void, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return;
+    if (this.admission) throw this.admission;
+    const data: TaskJobData = { format: 1, jobId: this.init.jobId, config: this.init.config, pool: this.init.pool, task, needs: this.init.needs };
+    const id = taskJobId(this.init.config, task);
+    let resolveOuter!: () => void;
+    let rejectOuter!: (e: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolveOuter = res;
+      rejectOuter = rej;
+    });
+    const p: Pending = { id, data, seen: new Set(), onBatch, resolve: resolveOuter, reject: rejectOuter, lastHeard: Date.now() };
+    this.pending.set(id, p);
+    const onAbort = (): void => {
+      void (async () => {
+        await this.redis.set(cancelKey(this.base, this.init.jobId), "1", "EX", 7 * 24 * 3600).catch(() => {});
+        if (await this.removeWaiting(id)) {
+          this.pending.delete(id);
+          resolveOuter();
+        }
+      })();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.add(p);
+      if (signal?.aborted) onAbort();
+      await done;
+    } finally {
+      this.pending.delete(id);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      clearInterval(this.sweepTimer);
+      await this.events.close().catch(() => {});
+      await this.queue.close().catch(() => {});
+      this.redis.disconnect();
+    })();
+    return this.closed;
+  }
+}

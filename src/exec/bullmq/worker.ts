@@ -1,0 +1,301 @@
+/**
+ * `lancet worker`: takes backfill tasks from a BullMQ queue on Redis and runs them on a pool of child
+ * processes started from the same worker entry as the embedded executor — UDFs never run on this
+ * process's event loop, so it keeps renewing its task locks however long a UDF blocks its own process.
+ * It refreshes a record of itself in Redis (for the coordinator's admission check), polls for
+ * cancels, and serves Prometheus metrics.
+ */
+import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
+import { availableParallelism, hostname } from "node:os";
+import * as path from "node:path";
+import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
+import { Redis } from "ioredis";
+import type { Server } from "node:http";
+import { FileCheckpointStore } from "../../checkpoint/store.ts";
+import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
+import { silentLogger, type Logger } from "../../log.ts";
+import { gapsOf } from "../../plan/plan.ts";
+import { LocalPool } from "../local/pool.ts";
+import type { BatchReport } from "../protocol.ts";
+import { WorkerMetrics } from "./metrics.ts";
+import { cancelKey, putWorker, removeWorker, WORKER_REFRESH_MS, type WorkerInfo } from "./registry.ts";
+import {
+  checkQueueBase,
+  classOf,
+  connectionFor,
+  DEFAULT_QUEUE,
+  DEFAULT_STALL,
+  ERROR_PREFIX,
+  formatResources,
+  queueName,
+  satisfies,
+  type Resources,
+  type StallSettings,
+  type TaskJobData,
+  type TaskJobResult,
+} from "./queue.ts";
+
+export interface LancetWorkerOptions {
+  readonly redis: string;
+  /** Base queue name. @default "lancet" */
+  readonly queue?: string;
+  /** Tasks at once (worker processes). @default the GPU count when it has GPUs, else the number of cores */
+  readonly concurrency?: number;
+  /** What this worker offers; `gpu > 0` makes it take tasks of GPU UDFs (and only those). */
+  readonly resources?: Resources;
+  readonly stall?: Partial<StallSettings>;
+  /** Serve Prometheus metrics and /healthz on this port. */
+  readonly metricsPort?: number;
+  /** Close idle pools of worker processes after this long. @default 60000 */
+  readonly poolIdleMs?: number;
+  readonly logger?: Logger;
+}
+
+interface PoolEntry {
+  readonly pool: Promise<LocalPool>;
+  active: number;
+  lastUsed: number;
+}
+
+export class LancetWorker {
+  readonly id: string;
+  readonly queue: string;
+  readonly queueName: string;
+  readonly resources: Resources;
+  readonly concurrency: number;
+  readonly metrics = new WorkerMetrics();
+  private readonly log: Logger;
+  private readonly redis: Redis;
+  private readonly worker: Worker<TaskJobData, TaskJobResult>;
+  private readonly bullQueue: Queue;
+  private readonly pools = new Map<string, PoolEntry>();
+  private readonly storageChecked = new Set<string>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly startedAt = new Date().toISOString();
+  private server: Server | undefined;
+  private active = 0;
+  private closing: Promise<void> | undefined;
+
+  private constructor(options: LancetWorkerOptions) {
+    this.queue = checkQueueBase(options.queue ?? DEFAULT_QUEUE, "queue");
+    this.resources = options.resources ?? { cpu: availableParallelism() };
+    const cls = classOf(this.resources);
+    this.queueName = queueName(this.queue, cls);
+    const concurrency = options.concurrency ?? (cls === "gpu" ? Math.max(1, Math.floor(this.resources.gpu!)) : availableParallelism());
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new ConfigError("CONFIG_INVALID", `concurrency must be an integer >= 1 (got ${JSON.stringify(options.concurrency)})`);
+    this.concurrency = concurrency;
+    this.id = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.log = (options.logger ?? silentLogger).child({ worker: this.id, queue: this.queueName });
+    const stall = { ...DEFAULT_STALL, ...options.stall };
+    const connection = connectionFor(options.redis, "--redis");
+    this.redis = new Redis({ ...(connection as object), lazyConnect: false });
+    this.redis.on("error", () => {}); // reconnects on its own; errors are reported by the commands that fail
+    this.bullQueue = new Queue(this.queueName, { connection });
+    this.bullQueue.on("error", () => {});
+    this.worker = new Worker<TaskJobData, TaskJobResult>(this.queueName, (job, _token, signal) => this.process(job, signal), {
+      connection,
+      concurrency,
+      lockDuration: stall.lockDurationMs,
+      stalledInterval: stall.stalledIntervalMs,
+      maxStalledCount: stall.maxStalledCount,
+      autorun: false,
+    });
+    this.worker.on("error", (e) => this.log.warn(`queue connection: ${e.message}`));
+    this.worker.on("stalled", (id) => this.log.warn(`task ${id} stalled (its worker stopped renewing its lock); it is queued again`));
+    this.metrics.slots.set({ queue: this.queueName }, concurrency);
+    this.metrics.active.set({ queue: this.queueName }, 0);
+    this.poolIdleMs = options.poolIdleMs ?? 60_000;
+    this.metricsPort = options.metricsPort;
+  }
+
+  private readonly poolIdleMs: number;
+  private readonly metricsPort: number | undefined;
+
+  /** Connects, registers itself and starts taking tasks. */
+  static async start(options: LancetWorkerOptions): Promise<LancetWorker> {
+    const w = new LancetWorker(options);
+    try {
+      await w.redis.ping();
+      await w.register();
+      if (w.metricsPort !== undefined) {
+        w.server = await w.metrics.serve(w.metricsPort, () => w.bullQueue.exportPrometheusMetrics(), () => w.closing === undefined);
+      }
+    } catch (e) {
+      await w.close();
+      throw e;
+    }
+    w.timers.push(setInterval(() => void w.register().catch(() => {}), WORKER_REFRESH_MS));
+    w.timers.push(setInterval(() => void w.closeIdlePools(), Math.min(10_000, w.poolIdleMs)));
+    void w.worker.run().catch((e: unknown) => w.log.error(`worker loop ended: ${(e as Error).message}`));
+    w.log.info(`worker ${w.id} takes tasks from ${w.queueName} (resources ${formatResources(w.resources)}, concurrency ${w.concurrency})`);
+    return w;
+  }
+
+  /** The port metrics are served on (useful with port 0). */
+  get metricsAddress(): number | undefined {
+    const a = this.server?.address();
+    return typeof a === "object" && a ? a.port : undefined;
+  }
+
+  private info(): WorkerInfo {
+    return {
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      queue: this.queue,
+      resourceClass: classOf(this.resources),
+      resources: this.resources,
+      concurrency: this.concurrency,
+      active: this.active,
+      startedAt: this.startedAt,
+      seenAt: new Date().toISOString(),
+    };
+  }
+
+  private register(): Promise<void> {
+    return putWorker(this.redis, this.info());
+  }
+
+  /** Fails a task with a structured error; `final` ones are never retried by the queue. */
+  private fail(e: unknown, kind: string): never {
+    this.metrics.failures.inc({ queue: this.queueName, kind });
+    this.metrics.tasks.inc({ queue: this.queueName, status: "failed" });
+    const text = ERROR_PREFIX + JSON.stringify(serializeError(e));
+    throw kind === "udf" || kind === "crash" || kind === "oom" || kind === "hang" ? new Error(text) : new UnrecoverableError(text);
+  }
+
+  private checkStorage(d: TaskJobData): void {
+    const c = d.config;
+    const k = `${c.dbDir}\n${c.bundlePath}\n${c.checkpointRoot}`;
+    if (this.storageChecked.has(k)) return;
+    const where = { table: c.table, column: c.column, jobId: d.jobId };
+    const tableDir = path.join(c.dbDir, `${c.table}.lance`);
+    for (const [what, p] of [["database directory", c.dbDir], ["table", tableDir], ["UDF bundle", c.bundlePath]] as const) {
+      if (!existsSync(p)) {
+        throw new BackfillError(
+          "STORAGE_UNREACHABLE",
+          `worker ${this.id} cannot reach the ${what} ${p} (table ${c.table}, column ${c.column}); every worker must see the database at the same path as the coordinator: mount the shared filesystem there`,
+          where,
+        );
+      }
+    }
+    this.storageChecked.add(k);
+  }
+
+  private poolFor(d: TaskJobData): PoolEntry {
+    const key = JSON.stringify([d.config, d.pool]);
+    let entry = this.pools.get(key);
+    if (!entry) {
+      const pool = LocalPool.create({
+        size: this.concurrency,
+        config: d.config,
+        taskTimeoutMs: d.pool.taskTimeoutMs,
+        env: { ...d.pool.env },
+        ...(d.pool.memoryMb !== undefined ? { memoryMb: d.pool.memoryMb } : {}),
+      });
+      const created: PoolEntry = { pool, active: 0, lastUsed: Date.now() };
+      entry = created;
+      this.pools.set(key, created);
+      // A pool that cannot start (the UDF does not load) is forgotten, so the next task tries again.
+      pool.catch(() => {
+        if (this.pools.get(key) === created) this.pools.delete(key);
+      });
+    }
+    return entry;
+  }
+
+  private async closeIdlePools(): Promise<void> {
+    const now = Date.now();
+    for (const [k, e] of this.pools) {
+      if (e.active === 0 && now - e.lastUsed > this.poolIdleMs) {
+        this.pools.delete(k);
+        await e.pool.then((p) => p.close(), () => {});
+      }
+    }
+  }
+
+  private async process(job: Job<TaskJobData, TaskJobResult>, signal: AbortSignal | undefined): Promise<TaskJobResult> {
+    const d = job.data;
+    if (d?.format !== 1) this.fail(new ConfigError("CONFIG_INVALID", `task ${job.id} was enqueued by an incompatible version of Lancet (format ${String(d?.format)})`), "setup");
+    const cancel = cancelKey(this.queue, d.jobId);
+    if ((await this.redis.exists(cancel)) === 1) return { reports: [], stopped: true, worker: this.id };
+    if (!satisfies(this.resources, d.needs)) {
+      this.fail(
+        new BackfillError("NO_WORKER", `worker ${this.id} offers ${formatResources(this.resources)} but the UDF of column ${d.config.column} (table ${d.config.table}) needs ${formatResources(d.needs)}; start workers with enough resources on queue ${this.queueName}`, { table: d.config.table, column: d.config.column, jobId: d.jobId }),
+        "resources",
+      );
+    }
+    try {
+      this.checkStorage(d);
+    } catch (e) {
+      this.fail(e, "storage");
+    }
+    this.active++;
+    this.metrics.active.set({ queue: this.queueName }, this.active);
+    const entry = this.poolFor(d);
+    entry.active++;
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const poll = setInterval(() => {
+      this.redis.exists(cancel).then((n) => n === 1 && stop.abort(), () => {});
+    }, 500);
+    try {
+      let pool: LocalPool;
+      try {
+        pool = await entry.pool;
+      } catch (e) {
+        this.fail(e, "setup");
+      }
+      // Batches a previous attempt checkpointed (its worker died) are reported, not recomputed.
+      const task = d.task;
+      const store = new FileCheckpointStore(d.config.checkpointRoot);
+      const covered = (await store.listBatches(task.batchKey)).filter((c) => task.gaps.some((g) => c.start >= g.start && c.end <= g.end));
+      const reports: BatchReport[] = covered.map((c) => ({ start: c.start, end: c.end, rowsComputed: c.end - c.start, rowsSkipped: 0, errors: [], readMs: 0, udfMs: 0, udfCpuMs: 0, checkpointMs: 0 }));
+      const gaps = task.gaps.flatMap((g) => gapsOf(g.start, g.end, covered));
+      try {
+        if (gaps.length > 0) {
+          await pool.runTask(
+            { ...task, gaps },
+            (r) => {
+              reports.push(r);
+              this.metrics.rows.inc({ queue: this.queueName }, r.rowsComputed);
+              if (r.rowsSkipped > 0) this.metrics.rowsSkipped.inc({ queue: this.queueName }, r.rowsSkipped);
+              this.metrics.udfSeconds.inc({ queue: this.queueName }, r.udfMs / 1000);
+              void job.updateProgress(r as unknown as object).catch(() => {});
+            },
+            stop.signal,
+          );
+        }
+      } catch (e) {
+        const kind = isBackfillError(e, "WORKER_CRASHED") ? ((e as { kind?: string }).kind ?? "crash") : "udf";
+        this.fail(e, kind);
+      }
+      this.metrics.tasks.inc({ queue: this.queueName, status: stop.signal.aborted ? "stopped" : "completed" });
+      return { reports, stopped: stop.signal.aborted, worker: this.id };
+    } finally {
+      clearInterval(poll);
+      signal?.removeEventListener("abort", onAbort);
+      entry.active--;
+      entry.lastUsed = Date.now();
+      this.active--;
+      this.metrics.active.set({ queue: this.queueName }, this.active);
+    }
+  }
+
+  /** Stops taking tasks, lets running ones finish, stops the worker processes. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const t of this.timers) clearInterval(t);
+      await this.worker.close().catch(() => {});
+      await Promise.all([...this.pools.values()].map((e) => e.pool.then((p) => p.close(), () => {})));
+      this.pools.clear();
+      await removeWorker(this.redis, this.queue, this.id).catch(() => {});
+      await this.bullQueue.close().catch(() => {});
+      this.redis.disconnect();
+      await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * A real redis-server for distributed-mode tests: started on a free loopback port in a temporary
+ * directory, without persistence, stopped by its PID (never by name). Tests skip themselves when
+ * Debian's redis-server is not installed (`.ci/run` installs it).
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
+
+export function redisAvailable(): boolean {
+  try {
+    execFileSync("redis-server", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why distributed tests are skipped here, or false when they run. */
+export const skipRedis: string | false = redisAvailable() ? false : "redis-server is not installed (apt-get install -y redis-server; .ci/run does it)";
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === "object" && a ? a.port : 0));
+    });
+  });
+}
+
+export class RedisServer {
+  readonly port: number;
+  readonly dir: string;
+  private pid: number | undefined;
+
+  private constructor(port: number, dir: string) {
+    this.port = port;
+    this.dir = dir;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts a server on a free port (or `port`, to restart on the same one). */
+  static async start(port?: number): Promise<RedisServer> {
+    const s = new RedisServer(port ?? (await freePort()), mkdtempSync(path.join(tmpdir(), "lancet-redis-")));
+    await s.launch();
+    return s;
+  }
+
+  private async launch(): Promise<void> {
+    const pidfile = path.join(this.dir, "redis.pid");
+    rmSync(pidfile, { force: true });
+    const child = spawn(
+      "redis-server",
+      ["--bind", "127.0.0.1", "--port", String(this.port), "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", this.dir, "--daemonize", "yes", "--pidfile", pidfile],
+      { stdio: "ignore" },
+    );
+    await new Promise((r) => child.once("exit", r));
+    const client = new Redis({ host: "127.0.0.1", port: this.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    client.on("error", () => {});
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        await client.connect();
+        await client.ping();
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${this.port} within 10 s`);
+        client.disconnect();
+        await sleep(100);
+      }
+    }
+    client.disconnect();
+    for (let i = 0; i < 50 && this.pid === undefined; i++) {
+      try {
+        this.pid = Number(readFileSync(pidfile, "utf8").trim());
+      } catch {
+        await sleep(50);
+      }
+    }
+    if (!this.pid) throw new Error("redis-server wrote no pidfile");
+  }
+
+  /** Kills the server (SIGKILL: everything in memory is lost, as in a crash) and waits for it to go. */
+  async kill(): Promise<void> {
+    const pid = this.pid;
+    this.pid = undefined;
+    if (!pid) return;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      return;
+    }
+    for (let i = 0; i < 100; i++) {
+      try {
+        process.kill(pid, 0);
+        await sleep(50);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /** Starts it again on the same port (empty: no persistence). */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.launch();
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,460 @@
+// The Kubernetes manifests in deploy/kubernetes: every object is checked against its Kubernetes (or
+// KEDA CRD) schema with kubernetes-models, fields the schema does not know are reported (as a strict
+// API server would), and the manifests are cross-checked against each other and against how Lancet
+// names its queues. No cluster is needed.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseAllDocuments } from "yaml";
+import { Deployment, type IDeployment } from "kubernetes-models/apps/v1/Deployment";
+import { Job, type IJob } from "kubernetes-models/batch/v1/Job";
+import { ConfigMap, type IConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { PersistentVolumeClaim, type IPersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
+import { Service, type IService } from "kubernetes-models/v1/Service";
+import type { IContainer } from "kubernetes-models/v1/Container";
+import type { IPodSpec } from "kubernetes-models/v1/PodSpec";
+import { ScaledObject, type IScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+
+const DIR = fileURLToPath(new URL("../../deploy/kubernetes/", import.meta.url));
+const NAMESPACE = "lancet";
+const LANCET_BIN = "/app/node_modules/.bin/lancet";
+
+type Validatable = { validate(): void };
+type Make = (data: object) => Validatable;
+
+/** apiVersion/kind → model. A kind missing here fails the schema test. */
+const MODELS = new Map<string, Make>([
+  ["v1/ConfigMap", (d) => new ConfigMap(d as ConstructorParameters<typeof ConfigMap>[0])],
+  ["v1/PersistentVolumeClaim", (d) => new PersistentVolumeClaim(d as ConstructorParameters<typeof PersistentVolumeClaim>[0])],
+  ["v1/Service", (d) => new Service(d as ConstructorParameters<typeof Service>[0])],
+  ["apps/v1/Deployment", (d) => new Deployment(d as ConstructorParameters<typeof Deployment>[0])],
+  ["batch/v1/Job", (d) => new Job(d as ConstructorParameters<typeof Job>[0])],
+  ["keda.sh/v1alpha1/ScaledObject", (d) => new ScaledObject(d as ConstructorParameters<typeof ScaledObject>[0])],
+]);
+
+interface Manifest {
+  readonly file: string;
+  readonly index: number;
+  readonly obj: Record<string, unknown>;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+const yamlFiles = (): string[] => readdirSync(DIR).filter((f) => /\.ya?ml$/.test(f)).sort();
+
+function parseFile(file: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  parseAllDocuments(readFileSync(path.join(DIR, file), "utf8")).forEach((doc, i) => {
+    assert.deepEqual(doc.errors.map((e) => e.message), [], `${file} document ${i} is not valid YAML`);
+    const value: unknown = doc.toJS();
+    if (value === null || value === undefined) return; // an empty document, e.g. after a trailing ---
+    assert.ok(isRecord(value), `${file} document ${i} is not a mapping`);
+    out.push(value);
+  });
+  return out;
+}
+
+function loadManifests(): Manifest[] {
+  const out: Manifest[] = [];
+  for (const file of yamlFiles()) {
+    if (file === "kustomization.yaml") continue;
+    parseFile(file).forEach((obj, index) => out.push({ file, index, obj }));
+  }
+  return out;
+}
+
+const manifests = loadManifests();
+const kindKey = (o: Record<string, unknown>): string => `${String(o.apiVersion)}/${String(o.kind)}`;
+const where = (m: Manifest): string => `${m.file}#${m.index} (${String(m.obj.kind)} ${String((m.obj.metadata as { name?: unknown } | undefined)?.name)})`;
+const ofKind = <T>(apiVersionKind: string): T[] => manifests.filter((m) => kindKey(m.obj) === apiVersionKind).map((m) => m.obj as T);
+
+/** The schema errors of `data` as the model reports them ([] when valid). */
+function schemaErrors(make: Make, data: object): { instancePath: string; message?: string }[] {
+  try {
+    make(data).validate();
+    return [];
+  } catch (e) {
+    const errors = (e as { errors?: unknown }).errors;
+    if (!Array.isArray(errors)) throw e;
+    return errors as { instancePath: string; message?: string }[];
+  }
+}
+
+/** The JSON pointer of a path, as Ajv writes it in instancePath. */
+const pointer = (keys: readonly string[]): string => keys.map((k) => "/" + k.replaceAll("~", "~0").replaceAll("/", "~1")).join("");
+
+/**
+ * Fields the schema does not know. kubernetes-models ignores unknown properties (the schemas do not set
+ * additionalProperties: false), so a typo such as `volumeMount` would pass validate(); a strict API server
+ * rejects it. Each key is probed by replacing its value with a symbol, which no schema type accepts: a key
+ * the schema knows then yields an error at its path, an unknown key yields none.
+ */
+function unknownFields(make: Make, root: Record<string, unknown>): string[] {
+  const found: string[] = [];
+  const probe = Symbol("probe");
+  const visit = (node: unknown, at: string[]): void => {
+    if (Array.isArray(node)) {
+      node.forEach((v, i) => visit(v, [...at, String(i)]));
+      return;
+    }
+    if (!isRecord(node)) return;
+    for (const key of Object.keys(node)) {
+      const keys = [...at, key];
+      const copy = structuredClone(root);
+      let parent: Record<string, unknown> | unknown[] = copy;
+      for (const k of at) parent = (parent as Record<string, unknown>)[k] as Record<string, unknown> | unknown[];
+      (parent as Record<string, unknown>)[key] = probe;
+      const p = pointer(keys);
+      if (schemaErrors(make, copy).some((e) => e.instancePath === p || e.instancePath.startsWith(p + "/"))) visit(node[key], keys);
+      else found.push(p);
+    }
+  };
+  visit(root, []);
+  return found;
+}
+
+function flag(args: readonly string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+function parseResourcesFlag(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of text.split(",")) {
+    const m = /^(cpu|gpu|memory)=(\d+(?:\.\d+)?)$/.exec(part.trim());
+    assert.ok(m, `--resources part ${part} is not cpu=N, gpu=N or memory=MiB`);
+    out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+/** A Kubernetes quantity in base units (cores, bytes, devices). */
+function quantity(q: string | number | undefined): number | undefined {
+  if (q === undefined) return undefined;
+  if (typeof q === "number") return q;
+  const m = /^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(q);
+  assert.ok(m, `unsupported quantity ${q}`);
+  const factor: Record<string, number> = { "": 1, m: 1e-3, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+  return Number(m[1]) * factor[m[2] ?? ""]!;
+}
+
+const podSpec = (d: IDeployment | IJob): IPodSpec => {
+  const spec = d.spec?.template.spec;
+  assert.ok(spec, `${d.metadata?.name} has no pod spec`);
+  return spec;
+};
+
+/** The container that runs the lancet command. */
+function lancetContainer(d: IDeployment | IJob): IContainer {
+  const c = podSpec(d).containers.find((x) => x.command?.[0] === LANCET_BIN);
+  assert.ok(c, `${d.metadata?.name} has no container running ${LANCET_BIN}`);
+  return c;
+}
+
+const configMaps = ofKind<IConfigMap>("v1/ConfigMap");
+const deployments = ofKind<IDeployment>("apps/v1/Deployment");
+const services = ofKind<IService>("v1/Service");
+const pvcs = ofKind<IPersistentVolumeClaim>("v1/PersistentVolumeClaim");
+const jobs = ofKind<IJob>("batch/v1/Job");
+const scaledObjects = ofKind<IScaledObject>("keda.sh/v1alpha1/ScaledObject");
+const workers = deployments.filter((d) => podSpec(d).containers.some((c) => c.command?.[0] === LANCET_BIN && c.args?.[0] === "worker"));
+const isGpu = (d: IDeployment): boolean => quantity(lancetContainer(d).resources?.limits?.["nvidia.com/gpu"]) !== undefined;
+
+/** The environment a container sees from env and envFrom ConfigMaps. */
+function envOf(c: IContainer): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const src of c.envFrom ?? []) {
+    const name = src.configMapRef?.name;
+    assert.ok(name, "envFrom supports configMapRef only here");
+    const cm = configMaps.find((m) => m.metadata?.name === name);
+    assert.ok(cm, `envFrom names ConfigMap ${name}, which is not defined`);
+    for (const [k, v] of Object.entries(cm.data ?? {})) env.set(k, v);
+  }
+  for (const e of c.env ?? []) if (e.value !== undefined) env.set(e.name, e.value);
+  return env;
+}
+
+/** command + args with $(VAR) expanded the way the kubelet does it; unknown variables fail. */
+function expandedArgs(c: IContainer): string[] {
+  const env = envOf(c);
+  return [...(c.command ?? []), ...(c.args ?? [])].map((a) =>
+    a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, v: string) => {
+      const value = env.get(v);
+      assert.ok(value !== undefined, `$(${v}) in ${c.name}'s arguments is not defined by env or envFrom`);
+      return value;
+    }),
+  );
+}
+
+test("every manifest is of a known kind and valid against its schema, with no unknown fields", () => {
+  assert.ok(manifests.length >= 9, `expected the Lancet manifests in ${DIR}, found ${manifests.length}`);
+  for (const m of manifests) {
+    const make = MODELS.get(kindKey(m.obj));
+    assert.ok(make, `${where(m)}: no schema known for ${kindKey(m.obj)}; add its model to MODELS`);
+    assert.deepEqual(schemaErrors(make, m.obj).map((e) => `${e.instancePath} ${e.message ?? ""}`), [], `${where(m)} does not match its schema`);
+    assert.deepEqual(unknownFields(make, m.obj), [], `${where(m)} has fields its schema does not know (typos?)`);
+    const meta = m.obj.metadata as { name?: string; namespace?: string };
+    assert.match(meta.name ?? "", /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, `${where(m)}: name must be a DNS-1123 label`);
+    assert.equal(meta.namespace, NAMESPACE, `${where(m)}: namespace`);
+  }
+  const names = manifests.map((m) => `${kindKey(m.obj)}/${(m.obj.metadata as { name: string }).name}`);
+  assert.equal(new Set(names).size, names.length, "object names are unique per kind");
+});
+
+test("the validation can fail: schema errors and unknown fields are reported", () => {
+  const make = MODELS.get("apps/v1/Deployment")!;
+  const worker = manifests.find((m) => kindKey(m.obj) === "apps/v1/Deployment" && m.file === "worker-cpu.yaml");
+  assert.ok(worker);
+  assert.deepEqual(schemaErrors(make, worker.obj), []);
+
+  const badReplicas = structuredClone(worker.obj) as { spec: { replicas: unknown } };
+  badReplicas.spec.replicas = "two";
+  assert.throws(() => make(badReplicas).validate(), /spec\/replicas must be integer/);
+
+  const noName = structuredClone(worker.obj) as unknown as IDeployment;
+  delete (noName.spec!.template.spec!.containers[0] as Partial<IContainer>).name;
+  assert.throws(() => make(noName).validate(), /containers\/0 must have required property name/);
+
+  const badPort = structuredClone(worker.obj) as unknown as IDeployment;
+  (badPort.spec!.template.spec!.containers[0]!.ports![0] as { containerPort: unknown }).containerPort = "9464";
+  assert.throws(() => make(badPort).validate(), /containerPort must be integer/);
+
+  const typo = structuredClone(worker.obj) as unknown as IDeployment;
+  const c = typo.spec!.template.spec!.containers[0]! as IContainer & Record<string, unknown>;
+  c.volumeMount = c.volumeMounts;
+  delete c.volumeMounts;
+  assert.doesNotThrow(() => make(typo).validate(), "kubernetes-models alone ignores unknown fields");
+  assert.deepEqual(unknownFields(make, typo as unknown as Record<string, unknown>), ["/spec/template/spec/containers/0/volumeMount"]);
+
+  const so = manifests.find((m) => kindKey(m.obj) === "keda.sh/v1alpha1/ScaledObject");
+  assert.ok(so);
+  const badSo = structuredClone(so.obj) as unknown as { spec: { triggers: { metadata: Record<string, unknown> }[] } };
+  badSo.spec.triggers[0]!.metadata.listLength = 8;
+  assert.throws(() => MODELS.get("keda.sh/v1alpha1/ScaledObject")!(badSo).validate(), /listLength must be string/);
+  const noTriggers = structuredClone(so.obj) as { spec: Record<string, unknown> };
+  delete noTriggers.spec.triggers;
+  assert.throws(() => MODELS.get("keda.sh/v1alpha1/ScaledObject")!(noTriggers).validate(), /spec must have required property triggers/);
+});
+
+test("kustomization.yaml lists every long-lived manifest; Jobs are created per backfill", () => {
+  const [k, ...rest] = parseFile("kustomization.yaml");
+  assert.equal(rest.length, 0);
+  assert.ok(k);
+  assert.equal(k.apiVersion, "kustomize.config.k8s.io/v1beta1");
+  assert.equal(k.kind, "Kustomization");
+  assert.equal(k.namespace, NAMESPACE);
+  const resources = k.resources as string[];
+  assert.ok(Array.isArray(resources));
+  for (const r of resources) assert.ok(existsSync(path.join(DIR, r)), `kustomization.yaml lists ${r}, which does not exist`);
+  assert.equal(new Set(resources).size, resources.length, "no duplicates");
+  const jobFiles = new Set(manifests.filter((m) => m.obj.kind === "Job").map((m) => m.file));
+  assert.deepEqual(
+    [...resources].sort(),
+    yamlFiles().filter((f) => f !== "kustomization.yaml" && !jobFiles.has(f)),
+    "every manifest except the per-backfill Job is listed",
+  );
+  for (const f of jobFiles) {
+    assert.ok(manifests.filter((m) => m.file === f).every((m) => m.obj.kind === "Job"), `${f} holds only Jobs, so leaving it out of kustomization.yaml leaves out nothing else`);
+  }
+  assert.deepEqual([...jobFiles], ["coordinator-job.yaml"]);
+});
+
+test("kubectl kustomize builds the kustomization (when kubectl is installed)", (t) => {
+  try {
+    execFileSync("kubectl", ["version", "--client"], { stdio: "ignore" });
+  } catch {
+    t.skip("kubectl is not installed");
+    return;
+  }
+  const out = execFileSync("kubectl", ["kustomize", DIR], { encoding: "utf8" });
+  const built = parseAllDocuments(out).map((d) => d.toJS() as Record<string, unknown>);
+  const expected = manifests.filter((m) => m.obj.kind !== "Job").map((m) => `${m.obj.kind}/${(m.obj.metadata as { name: string }).name}`);
+  assert.deepEqual(built.map((o) => `${String(o.kind)}/${(o.metadata as { name: string }).name}`).sort(), expected.sort());
+});
+
+test("Deployments select their own pods; the Redis Service selects the Redis pods on a named port", () => {
+  for (const d of deployments) {
+    const labels = d.spec?.template.metadata?.labels ?? {};
+    for (const [k, v] of Object.entries(d.spec?.selector.matchLabels ?? {})) assert.equal(labels[k], v, `${d.metadata?.name}: selector ${k}=${v} does not match its pod labels`);
+    assert.ok(Object.keys(d.spec?.selector.matchLabels ?? {}).length > 0);
+  }
+  for (const s of services) {
+    const targets = deployments.filter((d) => Object.entries(s.spec?.selector ?? {}).every(([k, v]) => d.spec?.template.metadata?.labels?.[k] === v));
+    assert.equal(targets.length, 1, `Service ${s.metadata?.name} selects exactly one Deployment's pods`);
+    const ports = podSpec(targets[0]!).containers.flatMap((c) => c.ports ?? []);
+    for (const p of s.spec?.ports ?? []) {
+      const target = p.targetPort ?? p.port;
+      assert.ok(ports.some((cp) => cp.name === target || cp.containerPort === target), `Service ${s.metadata?.name} port ${p.port} targets ${target}, which the pods do not expose`);
+    }
+  }
+});
+
+test("every pod mounts the shared claim at /data, and the database lives there", () => {
+  const cfg = configMaps.find((c) => c.metadata?.name === "lancet-config");
+  assert.ok(cfg?.data);
+  const db = cfg.data.LANCET_DB;
+  assert.ok(db);
+  assert.equal(pvcs.length, 1);
+  assert.ok(pvcs[0]!.spec?.accessModes?.includes("ReadWriteMany"), "the claim is shared by many pods on many nodes");
+  for (const d of [...deployments, ...jobs]) {
+    const spec = podSpec(d);
+    for (const v of spec.volumes ?? []) {
+      if (v.persistentVolumeClaim) assert.ok(pvcs.some((p) => p.metadata?.name === v.persistentVolumeClaim!.claimName), `${d.metadata?.name} uses claim ${v.persistentVolumeClaim.claimName}, which is not defined`);
+    }
+    for (const c of spec.containers) for (const vm of c.volumeMounts ?? []) assert.ok(spec.volumes?.some((v) => v.name === vm.name), `${d.metadata?.name}/${c.name} mounts undefined volume ${vm.name}`);
+  }
+  for (const d of [...workers, ...jobs]) {
+    const c = lancetContainer(d);
+    const mount = c.volumeMounts?.find((vm) => podSpec(d).volumes?.find((v) => v.name === vm.name)?.persistentVolumeClaim?.claimName === "lancet-data");
+    assert.equal(mount?.mountPath, "/data", `${d.metadata?.name} mounts lancet-data at /data`);
+    assert.ok(db.startsWith(mount.mountPath + "/"), `LANCET_DB ${db} is on the shared volume`);
+    assert.equal(envOf(c).get("LANCET_DB"), db);
+  }
+});
+
+test("workers: one CPU and one GPU Deployment whose resources match what they advertise", () => {
+  assert.deepEqual(workers.map((d) => d.metadata?.name).sort(), ["lancet-worker-cpu", "lancet-worker-gpu"]);
+  for (const d of workers) {
+    const c = lancetContainer(d);
+    const args = c.args ?? [];
+    const name = d.metadata?.name ?? "";
+    const resourcesFlag = flag(args, "--resources");
+    assert.ok(resourcesFlag, `${name} passes --resources`);
+    const offered = parseResourcesFlag(resourcesFlag);
+    const limits = c.resources?.limits ?? {};
+    const requests = c.resources?.requests ?? {};
+    const gpus = quantity(limits["nvidia.com/gpu"]);
+    if (name.endsWith("-gpu")) {
+      assert.ok(isGpu(d));
+      assert.ok((offered.gpu ?? 0) > 0, `${name} advertises gpu in --resources`);
+      assert.equal(offered.gpu, gpus, `${name}: --resources gpu equals its nvidia.com/gpu limit`);
+      assert.equal(Number(flag(args, "--concurrency")), gpus, `${name}: one task per GPU`);
+      const spec = podSpec(d);
+      assert.ok(spec.tolerations?.some((t) => t.key === "nvidia.com/gpu" && t.effect === "NoSchedule"), `${name} tolerates the GPU taint`);
+      assert.ok(Object.keys(spec.nodeSelector ?? {}).length > 0, `${name} selects GPU nodes`);
+    } else {
+      assert.ok(!isGpu(d) && gpus === undefined, `${name} requests no GPU`);
+      assert.equal(offered.gpu, undefined, `${name} advertises no GPU`);
+      assert.equal(quantity(requests["nvidia.com/gpu"]), undefined);
+    }
+    assert.equal(offered.cpu, quantity(requests.cpu), `${name}: --resources cpu equals the CPU request`);
+    assert.equal(offered.memory, quantity(limits.memory)! / 2 ** 20, `${name}: --resources memory (MiB) equals the memory limit`);
+    assert.ok(Number(flag(args, "--concurrency")) >= 1);
+    assert.equal(d.spec?.replicas, 0, `${name} starts at zero; KEDA owns the replica count`);
+    assert.ok((podSpec(d).terminationGracePeriodSeconds ?? 30) >= 300, `${name} gives running tasks time to finish on SIGTERM`);
+  }
+});
+
+test("the metrics port, probes and scrape annotations agree with --metrics-port", () => {
+  for (const d of workers) {
+    const c = lancetContainer(d);
+    const port = Number(flag(c.args ?? [], "--metrics-port"));
+    assert.ok(Number.isInteger(port) && port > 0, `${d.metadata?.name} passes --metrics-port`);
+    const metrics = c.ports?.find((p) => p.name === "metrics");
+    assert.equal(metrics?.containerPort, port, `${d.metadata?.name}: containerPort "metrics" equals --metrics-port`);
+    for (const probe of [c.livenessProbe, c.readinessProbe]) {
+      assert.equal(probe?.httpGet?.path, "/healthz");
+      assert.ok(probe.httpGet.port === "metrics" || probe.httpGet.port === port, "probes hit the metrics port");
+    }
+    const ann = d.spec?.template.metadata?.annotations ?? {};
+    assert.equal(ann["prometheus.io/scrape"], "true");
+    assert.equal(ann["prometheus.io/port"], String(port));
+    assert.equal(ann["prometheus.io/path"], "/metrics");
+  }
+});
+
+test("commands run the lancet bin directly (npx's sh -c wrapper would swallow SIGTERM)", () => {
+  for (const d of [...workers, ...jobs]) {
+    const c = lancetContainer(d);
+    assert.deepEqual(c.command, [LANCET_BIN]);
+    assert.ok(!(c.args ?? []).includes("npx"));
+  }
+});
+
+test("Redis: the ConfigMap URL and the KEDA addresses point at the Redis Service", () => {
+  const redis = services.find((s) => s.metadata?.name === "lancet-redis");
+  assert.ok(redis, "Service lancet-redis");
+  const ports = (redis.spec?.ports ?? []).map((p) => p.port);
+  const url = new URL(configMaps.find((c) => c.metadata?.name === "lancet-config")!.data!.LANCET_REDIS_URL!);
+  assert.equal(url.protocol, "redis:");
+  assert.ok([redis.metadata?.name, `${redis.metadata?.name}.${NAMESPACE}.svc`, `${redis.metadata?.name}.${NAMESPACE}.svc.cluster.local`].includes(url.hostname), `LANCET_REDIS_URL host ${url.hostname} is the Service`);
+  assert.ok(ports.includes(Number(url.port || 6379)));
+  const valkey = onlyContainer(deployments.find((d) => d.metadata?.name === "lancet-redis"));
+  assert.ok(valkey.args?.includes("noeviction"), "BullMQ needs maxmemory-policy noeviction");
+  assert.equal(valkey.args?.[valkey.args.indexOf("--maxmemory-policy") + 1], "noeviction");
+  for (const so of scaledObjects) {
+    for (const t of so.spec?.triggers ?? []) {
+      if (t.type !== "redis") continue;
+      const address = t.metadata?.address;
+      assert.ok(address, `${so.metadata?.name}: redis trigger has an address`);
+      const [host, port] = address.split(":");
+      // KEDA's operator runs in another namespace, so the host must name the Service's namespace.
+      assert.equal(host, `${redis.metadata?.name}.${NAMESPACE}.svc`, `${so.metadata?.name}: address host is the Redis Service, namespace-qualified`);
+      assert.ok(ports.includes(Number(port)), `${so.metadata?.name}: address port is a Service port`);
+    }
+  }
+});
+
+function onlyContainer(d: IDeployment | undefined): IContainer {
+  assert.ok(d, "Deployment lancet-redis");
+  const c = podSpec(d).containers[0];
+  assert.ok(c);
+  return c;
+}
+
+/** The settings of KEDA's redis (list) scaler. */
+const REDIS_TRIGGER_KEYS = new Set([
+  "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv", "usernameFromEnv", "passwordFromEnv",
+  "listName", "listLength", "activationListLength", "enableTLS", "unsafeSsl", "databaseIndex",
+]);
+
+test("KEDA scales each worker Deployment on the wait list of the queue it serves", () => {
+  const targets = scaledObjects.map((so) => so.spec?.scaleTargetRef.name);
+  assert.deepEqual([...targets].sort(), workers.map((d) => d.metadata?.name).sort(), "each worker Deployment has exactly one ScaledObject");
+  for (const so of scaledObjects) {
+    const ref = so.spec!.scaleTargetRef;
+    assert.ok((ref.kind ?? "Deployment") === "Deployment" && (ref.apiVersion ?? "apps/v1") === "apps/v1");
+    const d = deployments.find((x) => x.metadata?.name === ref.name);
+    assert.ok(d, `${so.metadata?.name} targets Deployment ${ref.name}, which is not defined`);
+    const c = lancetContainer(d);
+    // The worker's base queue: --queue if given, else LANCET_QUEUE from its environment (as lancet worker reads it).
+    const base = flag(expandedArgs(c), "--queue") ?? envOf(c).get("LANCET_QUEUE");
+    assert.ok(base, `${ref.name} has a queue`);
+    const queue = `${base}-${isGpu(d) ? "gpu" : "cpu"}`;
+    const triggers = so.spec?.triggers ?? [];
+    assert.equal(triggers.length, 1);
+    const t = triggers[0]!;
+    assert.equal(t.type, "redis");
+    // Trigger metadata is a free-form map in the CRD, so the schema cannot catch a misspelt key; KEDA would
+    // reject it only when the ScaledObject is reconciled.
+    for (const key of Object.keys(t.metadata ?? {})) assert.ok(REDIS_TRIGGER_KEYS.has(key), `${so.metadata?.name}: unknown redis trigger setting ${key}`);
+    assert.equal(t.metadata?.listName, `bull:${queue}:wait`, `${so.metadata?.name} watches the wait list of ${queue}`);
+    assert.ok(Number(t.metadata?.listLength) >= 1);
+    assert.equal(t.metadata?.activationListLength, "1");
+    assert.equal(so.spec?.minReplicaCount, 0);
+    assert.ok((so.spec?.maxReplicaCount ?? 0) >= 1);
+    assert.ok((so.spec?.cooldownPeriod ?? 0) > 0);
+  }
+});
+
+test("the coordinator Job runs a resumable backfill against the same Redis, queue and database", () => {
+  assert.equal(jobs.length, 1);
+  const job = jobs[0]!;
+  const spec = podSpec(job);
+  assert.equal(spec.restartPolicy, "Never");
+  assert.ok((job.spec?.backoffLimit ?? 6) >= 1, "a re-run resumes from checkpoints");
+  const c = lancetContainer(job);
+  const args = expandedArgs(c);
+  const cfg = configMaps.find((m) => m.metadata?.name === "lancet-config")!.data!;
+  assert.equal(args[1], "backfill");
+  assert.equal(flag(args, "--db"), cfg.LANCET_DB);
+  assert.equal(flag(args, "--redis"), cfg.LANCET_REDIS_URL);
+  assert.equal(flag(args, "--queue"), cfg.LANCET_QUEUE);
+  assert.ok(flag(args, "--table") && flag(args, "--column"));
+  assert.ok(args.includes("--json"));
+  for (const d of workers) assert.equal(envOf(lancetContainer(d)).get("LANCET_REDIS_URL"), cfg.LANCET_REDIS_URL, "workers and coordinator share the Redis URL");
+  assert.ok(c.image && workers.every((d) => lancetContainer(d).image === c.image), "coordinator and workers run the same image");
+});
