@@ -12,6 +12,9 @@ import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Queue } from "bullmq";
 import { addColumns, backfill, backfillAsync, cancelJob, isBackfillError } from "../../src/index.ts";
+import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
+import { resolveTable } from "../../src/table.ts";
+import { bindingBundlePath, readBinding } from "../../src/udf/binding.ts";
 import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, type TempDb } from "../helpers.ts";
 import { freePort, RedisServer, skipRedis } from "../redis.ts";
 
@@ -352,6 +355,32 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await w.stop();
     const after = JSON.parse(spawnSync(process.execPath, [LANCET, "workers", "--redis", redis.url, "--json"], { encoding: "utf8" }).stdout.trim()) as { pid: number }[];
     assert.ok(!after.some((x) => x.pid === w.pid), "a stopped worker removes itself");
+  });
+
+  test("deterministic task ids: the same task enqueued by two coordinators runs once, and both get its reports", async () => {
+    await using t = await tempDb();
+    const table = await makeTable(t, 1, 200);
+    await addColumns(ref(t.dir), { y: udf("slowDoubled") });
+    const log = path.join(t.dir, "calls.log");
+    const rt = resolveTable(ref(t.dir));
+    const field = (await table.schema()).fields.find((f) => f.name === "y")!;
+    const b = readBinding(field.metadata, "t", "y")!;
+    const config = { bundlePath: bindingBundlePath(rt, b), exportName: b.exportName, label: b.exportName, dbDir: rt.dbDir, table: "t", column: "y", dataType: b.dataType, inputs: b.inputs, checkpointRoot: path.join(rt.storeDir, "ckp"), intraApplierConcurrency: 1 };
+    await table.checkoutLatest();
+    const spec = { taskId: "x", fragmentId: 0, version: await table.version(), globalOffset: 0, gaps: [{ start: 0, end: 200 }], selection: "", batchKey: "dedup/f0", checkpointSize: 50, maxCheckpointSize: 50 };
+    const queue = "dedup";
+    const w = await startWorker(redis.url, ["--queue", queue, "--concurrency", "2"]);
+    const make = () => QueueExecutor.create({ redis: redis.url, queue, jobId: "j", config, pool: { taskTimeoutMs: 60_000, env: { LANCET_TEST_CALL_LOG: log, LANCET_TEST_SLEEP_MS: "100" } }, needs: {} });
+    const [e1, e2] = await Promise.all([make(), make()]);
+    try {
+      const got: number[][] = [[], []];
+      await Promise.all([e1.runTask(spec, (r) => got[0]!.push(r.start)), e2.runTask({ ...spec, taskId: "y" }, (r) => got[1]!.push(r.start))]);
+      assert.equal(total(calls(log)), 200, "computed once");
+      for (const g of got) assert.deepEqual(g.sort((p, q) => p - q), [0, 50, 100, 150]);
+    } finally {
+      await Promise.all([e1.close(), e2.close()]);
+    }
+    await w.stop();
   });
 
   test("bad distributed input gets clear errors: an unreachable Redis, a malformed URL, a bad queue name", async () => {
