@@ -17,8 +17,6 @@ export type { JobRecord, JobStatus, JobMetrics, JobEvent, Diagnosis, Stage, Plan
 export type { BackfillOptions, BackfillProgress, QueueExecutorSpec } from "./options.ts";
 export { LancetWorker } from "./exec/bullmq/worker.ts";
 export type { LancetWorkerOptions } from "./exec/bullmq/worker.ts";
-export { listWorkers } from "./exec/bullmq/registry.ts";
-export type { WorkerInfo } from "./exec/bullmq/registry.ts";
 export type { Resources, StallSettings } from "./exec/bullmq/queue.ts";
 export { udf } from "./udf/udf.ts";
 export type { UdfSpec, UdfContext } from "./udf/udf.ts";
