@@ -68,7 +68,11 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
         io.stderr.write(`lancet worker: ${sig}: finishing running tasks, then exiting\n`);
         process.off("SIGTERM", onTerm);
         process.off("SIGINT", onInt);
-        void worker.close().then(resolve);
+        void worker.close().then(() => {
+          // Redis clients still reconnecting (Redis gone) would keep the process alive: the work is done.
+          setTimeout(() => process.exit(0), 500).unref();
+          resolve();
+        });
       };
       const onTerm = (): void => stop("SIGTERM");
       const onInt = (): void => stop("SIGINT");

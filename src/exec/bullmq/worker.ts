@@ -6,6 +6,7 @@
  * cancels, and serves Prometheus metrics.
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { existsSync } from "node:fs";
 import { availableParallelism, hostname } from "node:os";
 import * as path from "node:path";
@@ -101,7 +102,13 @@ export class LancetWorker {
       maxStalledCount: stall.maxStalledCount,
       autorun: false,
     });
-    this.worker.on("error", (e) => this.log.warn(`queue connection: ${e.message}`));
+    let lastWarn = 0;
+    this.worker.on("error", (e) => {
+      // While Redis is away this fires on every reconnect attempt: say it every 10 s at most.
+      if (Date.now() - lastWarn < 10_000) return;
+      lastWarn = Date.now();
+      this.log.warn(`queue connection: ${e.message} (reconnecting)`);
+    });
     this.worker.on("stalled", (id) => this.log.warn(`task ${id} stalled (its worker stopped renewing its lock); it is queued again`));
     this.metrics.slots.set({ queue: this.queueName }, concurrency);
     this.metrics.active.set({ queue: this.queueName }, 0);
@@ -128,7 +135,7 @@ export class LancetWorker {
     w.timers.push(setInterval(() => void w.register().catch(() => {}), WORKER_REFRESH_MS));
     w.timers.push(setInterval(() => void w.closeIdlePools(), Math.min(10_000, w.poolIdleMs)));
     void w.worker.run().catch((e: unknown) => w.log.error(`worker loop ended: ${(e as Error).message}`));
-    w.log.info(`worker ${w.id} takes tasks from ${w.queueName} (resources ${formatResources(w.resources)}, concurrency ${w.concurrency})`);
+    w.log.debug(`worker ${w.id} takes tasks from ${w.queueName} (resources ${formatResources(w.resources)}, concurrency ${w.concurrency})`);
     return w;
   }
 
@@ -284,15 +291,25 @@ export class LancetWorker {
     }
   }
 
-  /** Stops taking tasks, lets running ones finish, stops the worker processes. Idempotent. */
+  /** Resolves when no task is running. */
+  private async idle(): Promise<void> {
+    while (this.active > 0) await sleep(100);
+  }
+
+  /**
+   * Stops taking tasks, lets running ones finish, stops the worker processes. Idempotent. Steps that
+   * need Redis are bounded, so a worker whose Redis is gone still exits once its tasks are done.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
-      await this.worker.close().catch(() => {});
+      const bounded = <T>(p: Promise<T>, ms: number): Promise<unknown> => Promise.race([p.catch(() => {}), sleep(ms)]);
+      await Promise.race([this.worker.close().catch(() => {}), this.idle().then(() => sleep(2000))]);
       await Promise.all([...this.pools.values()].map((e) => e.pool.then((p) => p.close(), () => {})));
       this.pools.clear();
-      await removeWorker(this.redis, this.queue, this.id).catch(() => {});
-      await this.bullQueue.close().catch(() => {});
+      await bounded(removeWorker(this.redis, this.queue, this.id), 1000);
+      await bounded(this.bullQueue.close(), 2000);
+      void this.worker.close(true).catch(() => {});
       this.redis.disconnect();
       await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     })();
