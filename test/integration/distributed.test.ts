@@ -209,8 +209,8 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await addColumns(ref(t.dir), { y: udf("blocking") });
     const log = path.join(t.dir, "calls.log");
     const queue = "blocking";
-    const w = await startWorker(redis.url, ["--queue", queue, "--lock-duration-ms", "1000", "--stalled-interval-ms", "300", "--max-stalled-count", "1"]);
-    const r = await backfill(ref(t.dir), "y", { concurrency: 2, checkpointSize: 40, executor: { redis: redis.url, queue }, env: { LANCET_TEST_CALL_LOG: log, LANCET_TEST_BLOCK_MS: "3000" } });
+    const w = await startWorker(redis.url, ["--queue", queue, "--concurrency", "2", "--lock-duration-ms", "1000", "--stalled-interval-ms", "300", "--max-stalled-count", "1"]);
+    const r = await backfill(ref(t.dir), "y", { concurrency: 2, taskSize: 40, checkpointSize: 40, executor: { redis: redis.url, queue }, env: { LANCET_TEST_CALL_LOG: log, LANCET_TEST_BLOCK_MS: "3000" } });
     assert.equal(r.status, "finished");
     await assertDoubled(t);
     assert.equal(total(calls(log)), 80, "each batch computed exactly once");
