@@ -121,3 +121,24 @@ export async function securedRows(storeDir: string, column: string): Promise<num
   }
   return n;
 }
+
+/** The worker config a backfill of `column` (table `name`) would give its executor: for tests that drive an Executor directly. */
+export async function workerConfigFor(t: TempDb, column: string, name = "t"): Promise<import("../src/exec/protocol.ts").WorkerConfig> {
+  const { resolveTable } = await import("../src/table.ts");
+  const { bindingBundlePath, readBinding } = await import("../src/udf/binding.ts");
+  const rt = resolveTable({ db: t.dir, table: name });
+  const field = (await (await t.open(name)).schema()).fields.find((f) => f.name === column)!;
+  const b = readBinding(field.metadata, name, column)!;
+  return {
+    bundlePath: bindingBundlePath(rt, b),
+    exportName: b.exportName,
+    label: `${b.module}#${b.exportName}`,
+    dbDir: rt.dbDir,
+    table: name,
+    column,
+    dataType: b.dataType,
+    inputs: b.inputs,
+    checkpointRoot: path.join(rt.storeDir, "ckp"),
+    intraApplierConcurrency: 1,
+  };
+}

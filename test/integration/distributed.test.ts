@@ -13,9 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Queue } from "bullmq";
 import { addColumns, backfill, backfillAsync, cancelJob, isBackfillError } from "../../src/index.ts";
 import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
-import { resolveTable } from "../../src/table.ts";
-import { bindingBundlePath, readBinding } from "../../src/udf/binding.ts";
-import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { freePort, RedisServer, skipRedis } from "../redis.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
@@ -362,10 +360,7 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     const table = await makeTable(t, 1, 200);
     await addColumns(ref(t.dir), { y: udf("slowDoubled") });
     const log = path.join(t.dir, "calls.log");
-    const rt = resolveTable(ref(t.dir));
-    const field = (await table.schema()).fields.find((f) => f.name === "y")!;
-    const b = readBinding(field.metadata, "t", "y")!;
-    const config = { bundlePath: bindingBundlePath(rt, b), exportName: b.exportName, label: b.exportName, dbDir: rt.dbDir, table: "t", column: "y", dataType: b.dataType, inputs: b.inputs, checkpointRoot: path.join(rt.storeDir, "ckp"), intraApplierConcurrency: 1 };
+    const config = await workerConfigFor(t, "y");
     await table.checkoutLatest();
     const spec = { taskId: "x", fragmentId: 0, version: await table.version(), globalOffset: 0, gaps: [{ start: 0, end: 200 }], selection: "", batchKey: "dedup/f0", checkpointSize: 50, maxCheckpointSize: 50 };
     const queue = "dedup";

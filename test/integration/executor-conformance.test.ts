@@ -7,16 +7,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import * as path from "node:path";
 import { addColumns, isBackfillError } from "../../src/index.ts";
 import { FileCheckpointStore } from "../../src/checkpoint/store.ts";
 import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
 import { LancetWorker } from "../../src/exec/bullmq/worker.ts";
 import { LocalPool } from "../../src/exec/local/pool.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../../src/exec/protocol.ts";
-import { resolveTable } from "../../src/table.ts";
-import { bindingBundlePath, readBinding } from "../../src/udf/binding.ts";
-import { makeTable, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { makeTable, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { RedisServer, skipRedis } from "../redis.ts";
 
 interface Harness {
@@ -69,21 +66,7 @@ function queueHarness(): Harness {
 async function setup(t: TempDb, udfName: string): Promise<{ config: WorkerConfig; version: number }> {
   const table = await makeTable(t, 1, 200);
   await addColumns({ db: t.dir, table: "t" }, { y: udfRef(udfName) });
-  const rt = resolveTable({ db: t.dir, table: "t" });
-  const field = (await (await t.open()).schema()).fields.find((f) => f.name === "y")!;
-  const b = readBinding(field.metadata, "t", "y")!;
-  const config: WorkerConfig = {
-    bundlePath: bindingBundlePath(rt, b),
-    exportName: b.exportName,
-    label: `${b.module}#${b.exportName}`,
-    dbDir: rt.dbDir,
-    table: "t",
-    column: "y",
-    dataType: b.dataType,
-    inputs: b.inputs,
-    checkpointRoot: path.join(rt.storeDir, "ckp"),
-    intraApplierConcurrency: 1,
-  };
+  const config = await workerConfigFor(t, "y");
   await table.checkoutLatest();
   return { config, version: await table.version() };
 }
