@@ -16,7 +16,7 @@ export type BackfillProgress = Readonly<JobMetrics> & {
 };
 
 export interface BackfillOptions {
-  /** Worker processes. @default min(8, available cores) */
+  /** Worker processes; in distributed mode, tasks in flight across all workers. @default min(8, available cores); distributed: the live workers' total slots, at least 8 */
   concurrency?: number;
   /** UDF calls in flight per worker process (async UDFs). @default 1 */
   intraApplierConcurrency?: number;
@@ -90,6 +90,8 @@ export interface ResolvedBackfillOptions {
   readonly planOnly: boolean;
   readonly maxTaskAttempts: number;
   readonly executor: "local" | Readonly<QueueExecutorSpec>;
+  /** Whether `concurrency` was given (distributed mode otherwise sizes it from the live workers). */
+  readonly concurrencyGiven: boolean;
   readonly env: Readonly<Record<string, string>>;
   readonly onProgress: ((p: BackfillProgress) => void) | undefined;
   readonly logger: Logger | undefined;
@@ -146,7 +148,11 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
   for (const k of Object.keys(o)) {
     if (!KNOWN.has(k)) throw new ConfigError("CONFIG_INVALID", `options.${k} is not a backfill option; known options are ${[...KNOWN].join(", ")}`);
   }
-  const concurrency = posInt(o, "concurrency", 1024) ?? Math.max(1, Math.min(8, availableParallelism()));
+  const executor = executorOption(o.executor);
+  const concurrencyGiven = o.concurrency !== undefined;
+  // Distributed: tasks run on other machines, so this machine's cores do not bound them (the
+  // coordinator raises it to the live workers' slots when not given).
+  const concurrency = posInt(o, "concurrency", 1024) ?? (executor === "local" ? Math.max(1, Math.min(8, availableParallelism())) : 8);
   const intra = posInt(o, "intraApplierConcurrency", 4096) ?? 1;
   const cs = posInt(o, "checkpointSize");
   const maxCs = posInt(o, "maxCheckpointSize");
@@ -179,7 +185,8 @@ export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedB
     numFrags: posInt(o, "numFrags"),
     planOnly: o.planOnly === true,
     maxTaskAttempts: posInt(o, "maxTaskAttempts", 100) ?? 3,
-    executor: executorOption(o.executor),
+    executor,
+    concurrencyGiven,
     env: envOption(o.env),
     onProgress: options.onProgress,
     logger: options.logger,

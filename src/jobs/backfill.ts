@@ -17,7 +17,8 @@ import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/local/pool.ts";
-import { QueueExecutor } from "../exec/bullmq/executor.ts";
+import { liveSlots, probeRedis, QueueExecutor } from "../exec/bullmq/executor.ts";
+import type { Resources } from "../exec/bullmq/queue.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
@@ -121,6 +122,15 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   const readVersion = await table.version();
   if (binding.kind === "sql") return runSqlRefresh(t, table, column, binding, opts, ctl, setPhase, readVersion);
 
+  const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
+  const needs: Resources = { ...(binding.numGpus ? { gpu: binding.numGpus } : {}), ...(binding.numCpus !== undefined ? { cpu: binding.numCpus } : {}), ...(memoryMb !== undefined ? { memory: memoryMb } : {}) };
+  let concurrency = opts.concurrency;
+  if (opts.executor !== "local") {
+    // Fail fast, before planning, when Redis is not there; size the job to the live workers.
+    await probeRedis(opts.executor.redis, { table: t.name, column, jobId: rec.id });
+    if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, await liveSlots(opts.executor.redis, opts.executor.queue, needs));
+  }
+
   // ---- plan -------------------------------------------------------------------------------
   const manifest = await readManifest(t.tableDir, readVersion);
   const inputIds = binding.inputs.flatMap((i) => fieldIdsOf(manifest, i));
@@ -147,7 +157,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
   const plan = planBackfill({
     fragments,
-    concurrency: opts.concurrency,
+    concurrency,
     intraApplierConcurrency: opts.intraApplierConcurrency,
     taskSize: opts.taskSize,
     commitGranularity: opts.commitGranularity,
@@ -184,7 +194,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     ctl.setStatus("running");
 
     const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
-    const diagContext = { concurrency: opts.concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
+    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
     const refresh = (force = false): void => {
       rec.diagnosis = diagnose(m, diagContext);
       ctl.changed(force);
@@ -297,7 +307,6 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     };
     pumpWriters(false);
 
-    const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
     let executor: Executor | undefined;
     try {
       if (plan.tasks.length > 0) {
@@ -316,7 +325,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
         };
         if (opts.executor === "local") {
           executor = await LocalPool.create({
-            size: Math.min(opts.concurrency, plan.tasks.length),
+            size: Math.min(concurrency, plan.tasks.length),
             config,
             env: opts.env,
             taskTimeoutMs: opts.taskTimeoutMs,
@@ -328,14 +337,15 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             jobId: rec.id,
             config,
             pool: { taskTimeoutMs: opts.taskTimeoutMs, env: opts.env, ...(memoryMb !== undefined ? { memoryMb } : {}) },
-            needs: { ...(binding.numGpus ? { gpu: binding.numGpus } : {}), ...(binding.numCpus !== undefined ? { cpu: binding.numCpus } : {}), ...(memoryMb !== undefined ? { memory: memoryMb } : {}) },
+            needs,
+            ...(lock.previousJobId ? { supersedes: lock.previousJobId } : {}),
             onEvent: (kind, message) => {
               ctl.event(kind, message);
               refresh(true);
             },
           });
           executor = q;
-          ctl.event("queue", `tasks go to queue ${q.queueName} on ${opts.executor.redis}`);
+          ctl.event("queue", `tasks go to queue ${q.queueName} on ${opts.executor.redis}, up to ${Math.min(concurrency, plan.tasks.length)} in flight${opts.concurrencyGiven ? "" : " (the live workers' slots, at least 8; set concurrency to change it)"}`);
         }
         const ex = executor;
         const queue: PlannedTask[] = [...plan.tasks];
@@ -421,7 +431,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             refresh();
           }
         };
-        await Promise.all(Array.from({ length: Math.min(opts.concurrency, plan.tasks.length) }, lane));
+        await Promise.all(Array.from({ length: Math.min(concurrency, plan.tasks.length) }, lane));
       }
     } catch (e) {
       failure ??= e;

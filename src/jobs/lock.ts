@@ -29,20 +29,24 @@ function alive(pid: number): boolean {
 
 export class ColumnLock {
   private readonly file: string;
-  private constructor(file: string) {
+  /** The job whose lock this one took over (its process was gone): its queued tasks may still be running. */
+  readonly previousJobId: string | undefined;
+  private constructor(file: string, previousJobId: string | undefined) {
     this.file = file;
+    this.previousJobId = previousJobId;
   }
 
   static async acquire(storeDir: string, table: string, column: string, jobId: string, jobs: JobsTable): Promise<ColumnLock> {
     const file = path.join(storeDir, "locks", `${column}.lock`);
     await mkdir(path.dirname(file), { recursive: true });
     const body: LockBody = { jobId, pid: process.pid, host: hostname(), at: new Date().toISOString() };
+    let previous: string | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const fh = await open(file, "wx");
         await fh.writeFile(JSON.stringify(body));
         await fh.close();
-        return new ColumnLock(file);
+        return new ColumnLock(file, previous);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
@@ -62,6 +66,7 @@ export class ColumnLock {
             { table, column },
           );
         }
+        previous = holder.jobId;
       }
       await rm(file, { force: true });
     }

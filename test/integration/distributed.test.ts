@@ -4,7 +4,7 @@
  * queue must survive: a worker killed mid-task, Redis restarted mid-job, the coordinator killed, a
  * UDF that blocks its process, no worker able to run a UDF, a worker that cannot reach the storage.
  */
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -91,6 +91,8 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
   before(async () => {
     redis = await RedisServer.start();
   });
+  // A failed test must not leave its workers taking the next test's tasks.
+  afterEach(() => Promise.all([...workers].map((w) => w.stop())));
   after(async () => {
     await Promise.all([...workers].map((w) => w.stop()));
     await redis?.stop();

@@ -44,6 +44,8 @@ export interface QueueExecutorInit extends QueueExecutorOptions {
   readonly config: WorkerConfig;
   readonly pool: PoolSettings;
   readonly needs: Resources;
+  /** A dead coordinator's job on this column: its tasks still on the queue are told to stop. */
+  readonly supersedes?: string;
   /** Notable things (a task re-enqueued, no worker yet), for the job's events. */
   readonly onEvent?: (kind: QueueEventType, message: string) => void;
 }
@@ -84,6 +86,18 @@ export async function probeRedis(url: string, where: ErrorContext = {}): Promise
   } catch (e) {
     const why = (last ?? (e as Error)).message;
     throw new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${url}: ${why}; start redis-server (or Valkey) there, or fix --redis`, where);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Total task slots of the live workers on the queue that serves `needs` (and can run it). */
+export async function liveSlots(url: string, queue: string | undefined, needs: Resources): Promise<number> {
+  const client = new Redis({ ...(connectionFor(url) as object), maxRetriesPerRequest: 1, retryStrategy: () => null });
+  client.on("error", () => {});
+  try {
+    const workers = await listWorkers(client, queue ?? DEFAULT_QUEUE);
+    return workers.filter((w) => w.resourceClass === classOf(needs) && satisfies(w.resources, needs)).reduce((s, w) => s + w.concurrency, 0);
   } finally {
     client.disconnect();
   }
@@ -138,6 +152,7 @@ export class QueueExecutor implements Executor {
     const ex = new QueueExecutor(init);
     try {
       await ex.events.waitUntilReady();
+      if (init.supersedes) await ex.redis.set(cancelKey(ex.base, init.supersedes), "1", "EX", 7 * 24 * 3600);
       await ex.checkAdmission();
     } catch (e) {
       await ex.close();
