@@ -69,6 +69,8 @@ export interface QueueExecutorSpec {
   queue?: string;
   /** How long to wait for a live worker that can run the UDF before failing the job. @default 600000 */
   admissionTimeoutMs?: number;
+  /** How long Redis may be unreachable mid-job before the job fails with QUEUE_UNAVAILABLE (completed fragments stay committed). @default 300000 */
+  redisOutageMs?: number;
 }
 
 export interface ResolvedBackfillOptions {
@@ -120,14 +122,15 @@ function commitMode(v: unknown): "auto" | "graft" | "merge" {
 function executorOption(v: unknown): "local" | QueueExecutorSpec {
   if (v === undefined || v === "local") return "local";
   const bad = (why: string): never => {
-    throw new ConfigError("CONFIG_INVALID", `options.executor ${why}; pass "local" or { redis: "redis://HOST:PORT", queue?: NAME, admissionTimeoutMs?: N }`);
+    throw new ConfigError("CONFIG_INVALID", `options.executor ${why}; pass "local" or { redis: "redis://HOST:PORT", queue?: NAME, admissionTimeoutMs?: N, redisOutageMs?: N }`);
   };
   if (typeof v !== "object" || v === null) return bad(`must be "local" or an object (got ${JSON.stringify(v)})`);
   const e = v as Record<string, unknown>;
-  for (const k of Object.keys(e)) if (!["redis", "queue", "admissionTimeoutMs"].includes(k)) bad(`has an unknown key ${k}`);
+  for (const k of Object.keys(e)) if (!["redis", "queue", "admissionTimeoutMs", "redisOutageMs"].includes(k)) bad(`has an unknown key ${k}`);
   if (typeof e.redis !== "string" || !/^rediss?:\/\/./.test(e.redis)) bad(`.redis must be a Redis URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(e.redis)})`);
   if (e.queue !== undefined && (typeof e.queue !== "string" || !/^[A-Za-z0-9_.-]{1,100}$/.test(e.queue))) bad(`.queue must be letters, digits, '.', '_' or '-' (got ${JSON.stringify(e.queue)})`);
   if (e.admissionTimeoutMs !== undefined && (typeof e.admissionTimeoutMs !== "number" || !Number.isInteger(e.admissionTimeoutMs) || e.admissionTimeoutMs < 0)) bad(`.admissionTimeoutMs must be an integer >= 0 (got ${JSON.stringify(e.admissionTimeoutMs)})`);
+  if (e.redisOutageMs !== undefined && (typeof e.redisOutageMs !== "number" || !Number.isInteger(e.redisOutageMs) || e.redisOutageMs < 1)) bad(`.redisOutageMs must be a positive integer (got ${JSON.stringify(e.redisOutageMs)})`);
   return Object.freeze({ ...(e as unknown as QueueExecutorSpec) });
 }
 

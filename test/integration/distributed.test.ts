@@ -380,6 +380,31 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await w.stop();
   });
 
+  test("Redis gone for good mid-job: the job fails with QUEUE_UNAVAILABLE after redisOutageMs, keeping what was committed", async () => {
+    await using t = await tempDb();
+    await makeTable(t, 4, 200);
+    await addColumns(ref(t.dir), { y: udf("slowDoubled") });
+    const own = await RedisServer.start();
+    const log = path.join(t.dir, "calls.log");
+    try {
+      const w = await startWorker(own.url, ["--concurrency", "2"]);
+      const job = backfillAsync(ref(t.dir), "y", { concurrency: 2, taskSize: 200, checkpointSize: 50, commitGranularity: 1, executor: { redis: own.url, redisOutageMs: 1500 }, env: { LANCET_TEST_CALL_LOG: log, LANCET_TEST_SLEEP_MS: "100" } });
+      while (job.record().metrics.fragmentsCommitted < 1) await sleep(20);
+      await own.kill();
+      await assert.rejects(job.wait(), (e: unknown) => {
+        assert.ok(isBackfillError(e, "QUEUE_UNAVAILABLE"), String(e));
+        assert.match((e as Error).message, /lost Redis at .* for more than 1.5 s .*column y \(table t\).*run the backfill again/);
+        return true;
+      });
+      const committed = job.record().metrics.rowsCommitted;
+      assert.ok(committed >= 200);
+      assert.ok((await (await t.open()).countRows("y IS NOT NULL")) > 0, "the fragments committed before Redis went stay committed");
+      await w.kill9();
+    } finally {
+      await own.stop();
+    }
+  });
+
   test("bad distributed input gets clear errors: an unreachable Redis, a malformed URL, a bad queue name", async () => {
     await using t = await tempDb();
     await makeTable(t, 1, 10);

@@ -6,6 +6,7 @@
  * and settles tasks whose events were missed. Cancelling removes waiting tasks and asks running
  * ones to stop after their current batch.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { Queue, QueueEvents, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import { BackfillError, deserializeError, type ErrorContext, type SerializedError } from "../../errors.ts";
@@ -36,6 +37,8 @@ export interface QueueExecutorOptions {
   readonly admissionTimeoutMs?: number;
   /** How often unsettled tasks are checked against the queue. @default 3000 */
   readonly sweepIntervalMs?: number;
+  /** How long Redis may be unreachable mid-job before the job fails with QUEUE_UNAVAILABLE. @default 300000 */
+  readonly redisOutageMs?: number;
 }
 
 export interface QueueExecutorInit extends QueueExecutorOptions {
@@ -114,6 +117,8 @@ export class QueueExecutor implements Executor {
   private sweepTimer: NodeJS.Timeout | undefined;
   private admission: BackfillError | undefined;
   private admitted = false;
+  private sweeping = false;
+  private outageSince: number | undefined;
   private closed: Promise<void> | undefined;
   private readonly startedAt = Date.now();
 
@@ -188,6 +193,23 @@ export class QueueExecutor implements Executor {
 
   private async sweep(): Promise<void> {
     if (this.closed) return;
+    // Redis away: wait for it (clients reconnect on their own), up to redisOutageMs.
+    if (this.redis.status !== "ready") {
+      this.outageSince ??= Date.now();
+      const limit = this.init.redisOutageMs ?? 300_000;
+      if (Date.now() - this.outageSince > limit) {
+        const c = this.init.config;
+        this.admission = new BackfillError("QUEUE_UNAVAILABLE", `lost Redis at ${this.init.redis} for more than ${(limit / 1000).toFixed(limit % 1000 === 0 ? 0 : 1)} s during the backfill of column ${c.column} (table ${c.table}); completed fragments are committed and checkpoints kept: run the backfill again once Redis is back`, { table: c.table, column: c.column, jobId: this.init.jobId, retryable: true });
+        for (const p of [...this.pending.values()]) {
+          this.pending.delete(p.id);
+          p.reject(this.admission);
+        }
+      }
+      return;
+    }
+    this.outageSince = undefined;
+    if (this.sweeping) return; // the last sweep still waits for Redis
+    this.sweeping = true;
     try {
       if (!this.admitted && this.admission === undefined) {
         const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
@@ -228,6 +250,8 @@ export class QueueExecutor implements Executor {
       }
     } catch {
       // Redis unreachable for now: the next sweep tries again.
+    } finally {
+      this.sweeping = false;
     }
   }
 
@@ -311,8 +335,12 @@ export class QueueExecutor implements Executor {
   close(): Promise<void> {
     this.closed ??= (async () => {
       clearInterval(this.sweepTimer);
-      await this.events.close().catch(() => {});
-      await this.queue.close().catch(() => {});
+      // Bounded: with Redis gone, BullMQ's close would wait for it forever.
+      const bounded = (p: Promise<unknown>): Promise<unknown> => Promise.race([p.catch(() => {}), sleep(2000)]);
+      await bounded(this.events.close());
+      await bounded(this.queue.close());
+      this.events.disconnect().catch(() => {});
+      this.queue.disconnect().catch(() => {});
       this.redis.disconnect();
     })();
     return this.closed;
