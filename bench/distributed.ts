@@ -2,8 +2,14 @@
  * Benchmark: distributed mode (BullMQ on Redis, `lancet worker` processes) against the embedded
  * executor, side by side in one run on this machine.
  *
- *   node bench/distributed.ts                  # defaults below, 3 repetitions (~3 min on 2 cores)
+ *   node bench/distributed.ts                  # 3 repetitions (~2 min on 2 cores); also run by `npm run bench`
  *   node bench/distributed.ts --reps 1 --scale-rows 8000 --ovh-rows 1000   # a quick smoke run
+ *
+ * Defaults: overhead 4,000 rows in 2 fragments, taskSize 16, checkpointSize 16 (250 tasks),
+ * concurrency 2; round trip 500 no-op tasks; scaling 64,000 rows in 8 fragments
+ * (Lancet's default task size: 8,000 = one task per fragment, 8 tasks; `--scale-task-size N` sets
+ * one), 150,000 rounds per row, coordinator concurrency 2. Needs redis-server on the PATH (the
+ * benchmark says so and exits 0 without it, like the distributed tests).
  *
  * Starts its own redis-server (test/redis.ts: a free loopback port, no persistence, stopped by PID)
  * and its own `node bin/lancet.mjs worker` processes, each on its own base queue so the
@@ -27,11 +33,14 @@
  *   3. Scaling: a CPU-bound scalar UDF (bench/udfs-distributed.ts#spin, ~250 µs of integer math per
  *      row) through the queue on 1 worker and on 2 workers (coordinator concurrency 2 in both), plus
  *      the embedded executor at concurrency 2 for reference.
+ *      `--no-local-ref` leaves the embedded reference out.
  * Every result is checked (rows computed and committed = rows; `countRows` of the filled column).
- * CPU: the coordinator's process tree (this process; in embedded runs also its pool's processes),
- * each worker's process tree and redis-server, from /proc (utime + stime, plus cutime + cstime of
- * reaped children), sampled before and after each backfill. Redis commands: `total_commands_processed`
- * from INFO, before and after.
+ * CPU, from /proc, sampled before and after each measurement (10 ms resolution): the coordinator's
+ * process tree (this process; in embedded runs also its pool's processes; never the workers), each
+ * worker's process tree and, in brackets, the `lancet worker` process alone; redis-server; and
+ * "others'": the machine's busy time (/proc/stat) minus all of the above, i.e. what other processes
+ * on this (shared) machine took meanwhile. Redis commands: `total_commands_processed` from INFO (it
+ * counts the commands run inside BullMQ's Lua scripts too) and the Lua script calls (INFO commandstats).
  * Prints Markdown tables and, last, a one-line JSON summary to stdout; progress notes go to stderr.
  */
 import { spawn, type ChildProcess } from "node:child_process";
@@ -48,7 +57,7 @@ import { addColumns, backfill, type BackfillOptions, type JobRecord } from "../s
 import { QueueExecutor } from "../src/exec/bullmq/executor.ts";
 import { LocalPool } from "../src/exec/local/pool.ts";
 import type { Executor, TaskSpec, WorkerConfig } from "../src/exec/protocol.ts";
-import { RedisServer } from "../test/redis.ts";
+import { RedisServer, redisAvailable } from "../test/redis.ts";
 import { buildXTable } from "./tables.ts";
 
 const { values: args } = parseArgs({
@@ -59,10 +68,10 @@ const { values: args } = parseArgs({
     "ovh-task-size": { type: "string", default: "16" },
     "ovh-checkpoint-size": { type: "string", default: "16" },
     "ovh-concurrency": { type: "string", default: "2" },
-    "rt-tasks": { type: "string", default: "200" },
-    "scale-rows": { type: "string", default: "48000" },
+    "rt-tasks": { type: "string", default: "500" },
+    "scale-rows": { type: "string", default: "64000" },
     "scale-fragments": { type: "string", default: "8" },
-    "scale-task-size": { type: "string", default: "2000" },
+    "scale-task-size": { type: "string", default: "auto" },
     "scale-concurrency": { type: "string", default: "2" },
     "spin-rounds": { type: "string", default: "150000" },
     "no-local-ref": { type: "boolean", default: false },
@@ -83,7 +92,8 @@ const OVH_C = intArg("ovh-concurrency", 1);
 const RT_TASKS = intArg("rt-tasks", 1);
 const SCALE_ROWS = intArg("scale-rows", 1);
 const SCALE_FRAGS = Math.min(SCALE_ROWS, intArg("scale-fragments", 1));
-const SCALE_TASK = intArg("scale-task-size", 1);
+/** undefined: Lancet's default (rows ÷ (concurrency × 2), at most a fragment). */
+const SCALE_TASK = args["scale-task-size"] === "auto" ? undefined : intArg("scale-task-size", 1);
 const SCALE_C = intArg("scale-concurrency", 2);
 const SPIN_ROUNDS = intArg("spin-rounds", 1);
 const LOCAL_REF = !args["no-local-ref"];
@@ -117,8 +127,22 @@ const r3 = (n: number): number => Math.round(n * 1000) / 1000;
 const TICK_MS = 10; // USER_HZ = 100 on Linux
 interface ProcStat {
   ppid: number;
+  /** utime + stime, ms. */
+  selfMs: number;
   /** utime + stime + cutime + cstime, ms. */
   cpuMs: number;
+}
+/** Busy (user + nice + system + irq + softirq) and steal time of the whole machine, ms, from /proc/stat. */
+function machineCpu(): { busyMs: number; stealMs: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { busyMs: (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) * TICK_MS, stealMs: (f[7] ?? 0) * TICK_MS };
+}
+interface Snapshot {
+  procs: Map<number, ProcStat>;
+  machine: { busyMs: number; stealMs: number };
+}
+function snapshot(): Snapshot {
+  return { procs: procTable(), machine: machineCpu() };
 }
 function procTable(): Map<number, ProcStat> {
   const out = new Map<number, ProcStat>();
@@ -128,7 +152,8 @@ function procTable(): Map<number, ProcStat> {
       const s = readFileSync(`/proc/${name}/stat`, "utf8");
       const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
       // f[0] = state (field 3); ppid = field 4; utime..cstime = fields 14..17.
-      out.set(Number(name), { ppid: Number(f[1]), cpuMs: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * TICK_MS });
+      const self = (Number(f[11]) + Number(f[12])) * TICK_MS;
+      out.set(Number(name), { ppid: Number(f[1]), selfMs: self, cpuMs: self + (Number(f[13]) + Number(f[14])) * TICK_MS });
     } catch {
       // gone meanwhile
     }
@@ -194,6 +219,12 @@ async function startWorker(name: string, url: string, queue: string, concurrency
   return w;
 }
 
+if (!redisAvailable()) {
+  note("bench/distributed.ts: skipped: redis-server is not installed (apt-get install -y redis-server)");
+  say(JSON.stringify({ bench: "distributed", skipped: "redis-server is not installed" }));
+  process.exit(0);
+}
+
 // ---- setup --------------------------------------------------------------------------------------
 const tStart = performance.now();
 const root = mkdtempSync(path.join(tmpdir(), "lancet-bench-dist-"));
@@ -217,9 +248,17 @@ process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
 function redisPid(s: RedisServer): number {
   return Number(readFileSync(path.join(s.dir, "redis.pid"), "utf8").trim());
 }
+/** Commands Redis processed so far (INFO stats; commands run inside Lua scripts count too). */
 async function redisCommands(): Promise<number> {
   const info = await redis!.info("stats");
   return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? NaN);
+}
+/** Lua script calls (EVALSHA + EVAL) Redis answered so far (INFO commandstats). */
+async function redisScriptCalls(): Promise<number> {
+  const info = await redis!.info("commandstats");
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
 }
 
 // ---- one backfill -------------------------------------------------------------------------------
@@ -234,9 +273,37 @@ interface Run {
   coordCpuMs: number;
   /** CPU of each worker's process tree (queue runs), in the order of `workerNames`. */
   workerCpuMs: number[];
+  /** Of which the `lancet worker` process itself (queue client, lock renewal, cancel polls), not its pool of UDF processes. */
+  workerMainCpuMs: number[];
   workerNames: string[];
   redisCpuMs: number;
   redisCommands: number;
+  /** CPU the rest of the machine used meanwhile (machine busy time − this benchmark's processes and redis-server). */
+  othersCpuMs: number;
+  /** Time the hypervisor ran something else on this VM's vCPUs. */
+  stealMs: number;
+}
+
+interface CpuDelta {
+  coordCpuMs: number;
+  workerCpuMs: number[];
+  workerMainCpuMs: number[];
+  redisCpuMs: number;
+  othersCpuMs: number;
+  stealMs: number;
+}
+function cpuDelta(a: Snapshot, b: Snapshot, ws: readonly WorkerProc[]): CpuDelta {
+  const rpid = redisPid(redisServer!);
+  const redisCpuMs = (b.procs.get(rpid)?.cpuMs ?? 0) - (a.procs.get(rpid)?.cpuMs ?? 0);
+  const ours = treeCpuMs(b.procs, process.pid) - treeCpuMs(a.procs, process.pid) + redisCpuMs;
+  return {
+    coordCpuMs: coordCpuMs(b.procs) - coordCpuMs(a.procs),
+    workerCpuMs: ws.map((w) => treeCpuMs(b.procs, w.pid) - treeCpuMs(a.procs, w.pid)),
+    workerMainCpuMs: ws.map((w) => (b.procs.get(w.pid)?.selfMs ?? 0) - (a.procs.get(w.pid)?.selfMs ?? 0)),
+    redisCpuMs,
+    othersCpuMs: Math.max(0, b.machine.busyMs - a.machine.busyMs - ours),
+    stealMs: b.machine.stealMs - a.machine.stealMs,
+  };
 }
 
 async function runBackfill(config: string, rep: number, base: string, column: string, udf: string, options: BackfillOptions, ws: readonly WorkerProc[], rows: number, check: string): Promise<Run> {
@@ -246,11 +313,10 @@ async function runBackfill(config: string, rep: number, base: string, column: st
   const tb = performance.now();
   await addColumns(ref, { [column]: udf });
   const bindMs = performance.now() - tb;
-  const rpid = redisPid(redisServer!);
   let firstCkpMs = -1;
   let allCkpMs = -1;
   const cmd0 = await redisCommands();
-  const p0 = procTable();
+  const s0 = snapshot();
   const t0 = performance.now();
   const record = await backfill(ref, column, {
     ...options,
@@ -261,7 +327,7 @@ async function runBackfill(config: string, rep: number, base: string, column: st
     },
   });
   const wallMs = performance.now() - t0;
-  const p1 = procTable();
+  const s1 = snapshot();
   const cmd1 = await redisCommands();
   const m = record.metrics;
   if (record.status !== "finished" || m.rowsComputed !== rows || m.rowsCommitted !== rows) {
@@ -282,10 +348,8 @@ async function runBackfill(config: string, rep: number, base: string, column: st
     record,
     firstCkpMs,
     allCkpMs,
-    coordCpuMs: coordCpuMs(p1) - coordCpuMs(p0),
-    workerCpuMs: ws.map((w) => treeCpuMs(p1, w.pid) - treeCpuMs(p0, w.pid)),
+    ...cpuDelta(s0, s1, ws),
     workerNames: ws.map((w) => w.name),
-    redisCpuMs: (p1.get(rpid)?.cpuMs ?? 0) - (p0.get(rpid)?.cpuMs ?? 0),
     redisCommands: cmd1 - cmd0,
   };
 }
@@ -296,9 +360,11 @@ interface RoundTrip {
   localMs: number[];
   queueMs: number[];
   queueRedisCommands: number;
+  queueRedisScripts: number;
   queueCoordCpuMs: number;
   queueWorkerCpuMs: number;
   queueRedisCpuMs: number;
+  othersCpuMs: number;
 }
 
 /** A table with `y` bound, used only for its bundle and paths: no-op tasks never read it. */
@@ -347,25 +413,22 @@ async function roundTrip(base: string, rep: number, w: WorkerProc): Promise<Roun
   const q = await QueueExecutor.create({ redis: redisServer!.url, queue: Q_OVH, jobId: `bench-rt-${rep}`, config, pool: { taskTimeoutMs: 60_000, env: {} }, needs: {} });
   let queueMs: number[];
   let cmd = 0;
-  let coord = 0;
-  let wcpu = 0;
-  let rcpu = 0;
+  let lua = 0;
+  let cpu: CpuDelta;
   try {
     await timeNoops(q, `rt${rep}-queue-w`, 0, 10); // warm-up: the worker starts its pool for this table
-    const rpid = redisPid(redisServer!);
+    const lua0 = await redisScriptCalls();
     const cmd0 = await redisCommands();
-    const p0 = procTable();
+    const s0 = snapshot();
     queueMs = await timeNoops(q, `rt${rep}-queue`, RT_TASKS, 0);
-    const p1 = procTable();
+    cpu = cpuDelta(s0, snapshot(), [w]);
     cmd = (await redisCommands()) - cmd0;
-    coord = coordCpuMs(p1) - coordCpuMs(p0);
-    wcpu = treeCpuMs(p1, w.pid) - treeCpuMs(p0, w.pid);
-    rcpu = (p1.get(rpid)?.cpuMs ?? 0) - (p0.get(rpid)?.cpuMs ?? 0);
+    lua = (await redisScriptCalls()) - lua0;
   } finally {
     await q.close();
   }
   rmSync(config.dbDir, { recursive: true, force: true });
-  return { rep, localMs, queueMs, queueRedisCommands: cmd, queueCoordCpuMs: coord, queueWorkerCpuMs: wcpu, queueRedisCpuMs: rcpu };
+  return { rep, localMs, queueMs, queueRedisCommands: cmd, queueRedisScripts: lua, queueCoordCpuMs: cpu.coordCpuMs, queueWorkerCpuMs: cpu.workerCpuMs[0]!, queueRedisCpuMs: cpu.redisCpuMs, othersCpuMs: cpu.othersCpuMs };
 }
 
 // ---- main ---------------------------------------------------------------------------------------
@@ -398,7 +461,7 @@ try {
 
   const url = redisServer.url;
   const ovhOpts: BackfillOptions = { concurrency: OVH_C, taskSize: OVH_TASK, checkpointSize: OVH_CKP };
-  const scaleOpts: BackfillOptions = { concurrency: SCALE_C, taskSize: SCALE_TASK, env: { LANCET_BENCH_SPIN_ROUNDS: String(SPIN_ROUNDS) } };
+  const scaleOpts: BackfillOptions = { concurrency: SCALE_C, ...(SCALE_TASK !== undefined ? { taskSize: SCALE_TASK } : {}), env: { LANCET_BENCH_SPIN_ROUNDS: String(SPIN_ROUNDS) } };
   type Step = { name: string; run: (rep: number) => Promise<void> };
   const steps: Step[] = [
     { name: "ovh-local", run: async (rep) => void ovhRuns.push(await runBackfill("embedded", rep, ovhBase, "y", DOUBLE, ovhOpts, [], OVH_ROWS, "y = x * 2")) },
@@ -418,6 +481,9 @@ try {
       note(`  ${s.name}: ${fmt((performance.now() - t0) / 1000, 1)} s`);
     }
   }
+} catch (e) {
+  for (const w of workers) note(`--- output of worker ${w.name} (pid ${w.pid}), last 2,000 characters:\n${w.output().slice(-2000)}`);
+  throw e;
 } finally {
   await cleanup();
 }
@@ -426,7 +492,7 @@ const totalS = (performance.now() - tStart) / 1000;
 // ---- report -------------------------------------------------------------------------------------
 const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 const timeline = (r: Run): string => `1st ckp ${(r.firstCkpMs / 1000).toFixed(2)} · all ckp ${(r.allCkpMs / 1000).toFixed(2)} · end ${(r.wallMs / 1000).toFixed(2)}`;
-const wcpu = (r: Run): string => (r.workerCpuMs.length === 0 ? "—" : r.workerCpuMs.map((c) => fmt(c)).join(" + "));
+const wcpu = (r: Run): string => (r.workerCpuMs.length === 0 ? "—" : r.workerCpuMs.map((c, i) => `${fmt(c)} (${fmt(r.workerMainCpuMs[i]!)})`).join(" + "));
 const by = (runs: readonly Run[], config: string): Run[] => runs.filter((r) => r.config === config);
 const medWall = (runs: readonly Run[]): number => median(runs.map((r) => r.wallMs));
 
@@ -439,11 +505,11 @@ const ovhQueue = by(ovhRuns, "queue");
 const tasks = ovhRuns[0]!.record.plan!.tasks;
 say(`### Per-task overhead: ${fmt(OVH_ROWS)} rows in ${OVH_FRAGS} fragments, \`bench/udfs.ts#double\`, taskSize ${OVH_TASK}, checkpointSize ${OVH_CKP} → ${tasks} tasks, concurrency ${OVH_C} (queue: 1 \`lancet worker --concurrency ${OVH_C}\`)`);
 say("");
-say("| config | rep | wall (ms) | tasks | udf | read | checkpoint | write | commit (ms) | coordinator CPU (ms) | worker CPU (ms) | redis CPU (ms) | redis commands | timeline (s) |");
-say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+say("| config | rep | wall (ms) | tasks | udf | read | checkpoint | write | commit (ms) | coordinator CPU (ms) | worker CPU: tree (worker process) (ms) | redis CPU (ms) | others' CPU (ms) | redis commands | timeline (s) |");
+say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 for (const r of [...ovhLocal, ...ovhQueue]) {
   const m = r.record.metrics;
-  say(`| ${r.config} | ${r.rep} | ${fmt(r.wallMs)} | ${r.record.plan!.tasks} | ${fmt(m.udfMs)} | ${fmt(m.readMs)} | ${fmt(m.checkpointMs)} | ${fmt(m.writeMs)} | ${fmt(m.commitMs)} | ${fmt(r.coordCpuMs)} | ${wcpu(r)} | ${fmt(r.redisCpuMs)} | ${fmt(r.redisCommands)} | ${timeline(r)} |`);
+  say(`| ${r.config} | ${r.rep} | ${fmt(r.wallMs)} | ${r.record.plan!.tasks} | ${fmt(m.udfMs)} | ${fmt(m.readMs)} | ${fmt(m.checkpointMs)} | ${fmt(m.writeMs)} | ${fmt(m.commitMs)} | ${fmt(r.coordCpuMs)} | ${wcpu(r)} | ${fmt(r.redisCpuMs)} | ${fmt(r.othersCpuMs)} | ${fmt(r.redisCommands)} | ${timeline(r)} |`);
 }
 const ovhLocalMs = medWall(ovhLocal);
 const ovhQueueMs = medWall(ovhQueue);
@@ -461,10 +527,10 @@ const rtLocalMed = median(rts.map((r) => median(r.localMs)));
 const rtQueueMed = median(rts.map((r) => median(r.queueMs)));
 say(`### Raw round trip: ${RT_TASKS} no-op tasks (no row ranges) one at a time, per repetition, after 10 warm-up tasks`);
 say("");
-say("| rep | embedded pool, median (ms) | p90 | queue, median (ms) | p90 | max | queue: redis commands per task | coordinator CPU per task (ms) | worker CPU per task (ms) | redis CPU per task (ms) |");
-say("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+say("| rep | embedded pool, median (ms) | p90 | queue, median (ms) | p90 | max | queue: redis commands per task | of which Lua script calls | coordinator CPU per task (ms) | worker CPU per task (ms) | redis CPU per task (ms) | others' CPU (ms) |");
+say("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const r of rts) {
-  say(`| ${r.rep} | ${median(r.localMs).toFixed(3)} | ${quantile(r.localMs, 0.9).toFixed(3)} | ${median(r.queueMs).toFixed(2)} | ${quantile(r.queueMs, 0.9).toFixed(2)} | ${Math.max(...r.queueMs).toFixed(1)} | ${(r.queueRedisCommands / RT_TASKS).toFixed(1)} | ${(r.queueCoordCpuMs / RT_TASKS).toFixed(2)} | ${(r.queueWorkerCpuMs / RT_TASKS).toFixed(2)} | ${(r.queueRedisCpuMs / RT_TASKS).toFixed(2)} |`);
+  say(`| ${r.rep} | ${median(r.localMs).toFixed(3)} | ${quantile(r.localMs, 0.9).toFixed(3)} | ${median(r.queueMs).toFixed(2)} | ${quantile(r.queueMs, 0.9).toFixed(2)} | ${Math.max(...r.queueMs).toFixed(1)} | ${(r.queueRedisCommands / RT_TASKS).toFixed(1)} | ${(r.queueRedisScripts / RT_TASKS).toFixed(1)} | ${(r.queueCoordCpuMs / RT_TASKS).toFixed(2)} | ${(r.queueWorkerCpuMs / RT_TASKS).toFixed(2)} | ${(r.queueRedisCpuMs / RT_TASKS).toFixed(2)} | ${fmt(r.othersCpuMs)} |`);
 }
 say("");
 say(`Median of the per-repetition medians: embedded **${rtLocalMed.toFixed(3)} ms**, queue **${rtQueueMed.toFixed(2)} ms** per no-op task (all ${rtQueue.length} queue round trips: p50 ${quantile(rtQueue, 0.5).toFixed(2)}, p90 ${quantile(rtQueue, 0.9).toFixed(2)}, p99 ${quantile(rtQueue, 0.99).toFixed(2)} ms; embedded p99 ${quantile(rtLocal, 0.99).toFixed(3)} ms).`);
@@ -475,14 +541,17 @@ const s1 = by(scaleRuns, "1 worker");
 const s2 = by(scaleRuns, "2 workers");
 const sl = by(scaleRuns, "embedded");
 const sPlan = scaleRuns[0]!.record.plan!;
-say(`### Scaling: ${fmt(SCALE_ROWS)} rows in ${SCALE_FRAGS} fragments, \`bench/udfs-distributed.ts#spin\` (scalar, ${fmt(SPIN_ROUNDS)} xorshift rounds per row), taskSize ${fmt(sPlan.taskSize)} → ${sPlan.tasks} tasks, coordinator concurrency ${SCALE_C}; workers \`--concurrency 1\``);
+say(`### Scaling: ${fmt(SCALE_ROWS)} rows in ${SCALE_FRAGS} fragments, \`bench/udfs-distributed.ts#spin\` (scalar, ${fmt(SPIN_ROUNDS)} xorshift rounds per row), taskSize ${fmt(sPlan.taskSize)}${SCALE_TASK === undefined ? " (Lancet's default: rows ÷ (concurrency × 2), at most a fragment)" : ""} → ${sPlan.tasks} tasks, checkpointSize default (100, growing), coordinator concurrency ${SCALE_C}; workers \`--concurrency 1\``);
 say("");
-say("| config | rep | wall (ms) | udf | udfCpu | read | checkpoint | write | commit (ms) | µs CPU/row | wall ÷ (udfCpu / workers) | coordinator CPU (ms) | worker CPU (ms) | redis CPU (ms) | timeline (s) |");
-say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+say("| config | rep | wall (ms) | udf | udfCpu | read | checkpoint | write | commit (ms) | µs CPU/row | wall ÷ (udfCpu / workers) | coordinator CPU (ms) | worker CPU: tree (worker process) (ms) | redis CPU (ms) | non-UDF CPU (ms) | others' CPU (ms) | steal (ms) | timeline (s) |");
+say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 const lanes = (r: Run): number => (r.config === "1 worker" ? 1 : 2);
+/** CPU of this benchmark's processes and redis-server other than the UDF's own (udfCpuMs). */
+const ourCpu = (r: Run): number => r.coordCpuMs + sum(r.workerCpuMs) + r.redisCpuMs;
+const nonUdf = (r: Run): number => Math.round(ourCpu(r) - r.record.metrics.udfCpuMs);
 for (const r of [...s1, ...s2, ...sl]) {
   const m = r.record.metrics;
-  say(`| ${r.config} | ${r.rep} | ${fmt(r.wallMs)} | ${fmt(m.udfMs)} | ${fmt(m.udfCpuMs)} | ${fmt(m.readMs)} | ${fmt(m.checkpointMs)} | ${fmt(m.writeMs)} | ${fmt(m.commitMs)} | ${((m.udfCpuMs * 1000) / SCALE_ROWS).toFixed(0)} | ${(r.wallMs / (m.udfCpuMs / lanes(r))).toFixed(3)} | ${fmt(r.coordCpuMs)} | ${wcpu(r)} | ${fmt(r.redisCpuMs)} | ${timeline(r)} |`);
+  say(`| ${r.config} | ${r.rep} | ${fmt(r.wallMs)} | ${fmt(m.udfMs)} | ${fmt(m.udfCpuMs)} | ${fmt(m.readMs)} | ${fmt(m.checkpointMs)} | ${fmt(m.writeMs)} | ${fmt(m.commitMs)} | ${((m.udfCpuMs * 1000) / SCALE_ROWS).toFixed(0)} | ${(r.wallMs / (m.udfCpuMs / lanes(r))).toFixed(3)} | ${fmt(r.coordCpuMs)} | ${wcpu(r)} | ${fmt(r.redisCpuMs)} | ${fmt(nonUdf(r))} | ${fmt(r.othersCpuMs)} | ${fmt(r.stealMs)} | ${timeline(r)} |`);
 }
 const s1Ms = medWall(s1);
 const s2Ms = medWall(s2);
@@ -493,7 +562,9 @@ const eff2 = median(s2.map((r) => r.wallMs / (r.record.metrics.udfCpuMs / 2)));
 const eff1 = median(s1.map((r) => r.wallMs / r.record.metrics.udfCpuMs));
 say("");
 say(`Median wall: 1 worker **${fmt(s1Ms)} ms**, 2 workers **${fmt(s2Ms)} ms** → speed-up **${speedup.toFixed(2)}×** (per repetition ${speedupReps.map((x) => x.toFixed(2)).join(", ")}); goal ≥ 1.8×: **${speedup >= 1.8 ? "met" : "not met"}**.` + (sl.length > 0 ? ` Embedded, concurrency ${SCALE_C}: ${fmt(slMs)} ms (2 workers ÷ embedded = ${(s2Ms / slMs).toFixed(3)}).` : ""));
-say(`wall ÷ ideal (udfCpu ÷ workers): 1 worker ${eff1.toFixed(3)}, 2 workers ${eff2.toFixed(3)}. CPU per run (medians): coordinator ${fmt(median(s2.map((r) => r.coordCpuMs)))} ms with 2 workers, ${fmt(median(s1.map((r) => r.coordCpuMs)))} ms with 1; redis-server ${fmt(median(s2.map((r) => r.redisCpuMs)))} / ${fmt(median(s1.map((r) => r.redisCpuMs)))} ms; workers' trees ${fmt(median(s2.map((r) => sum(r.workerCpuMs))))} / ${fmt(median(s1.map((r) => sum(r.workerCpuMs))))} ms.`);
+const floor2 = median(s2.map((r) => r.wallMs / (ourCpu(r) / CORES)));
+say(`wall ÷ ideal (udfCpu ÷ workers): 1 worker ${eff1.toFixed(3)}, 2 workers ${eff2.toFixed(3)}. 2 workers: wall ÷ (all of this benchmark's CPU ÷ ${CORES} cores) = ${floor2.toFixed(3)}.`);
+say(`CPU per run, medians (2 workers / 1 worker): coordinator ${fmt(median(s2.map((r) => r.coordCpuMs)))} / ${fmt(median(s1.map((r) => r.coordCpuMs)))} ms; \`lancet worker\` processes themselves ${fmt(median(s2.map((r) => sum(r.workerMainCpuMs))))} / ${fmt(median(s1.map((r) => sum(r.workerMainCpuMs))))} ms; redis-server ${fmt(median(s2.map((r) => r.redisCpuMs)))} / ${fmt(median(s1.map((r) => r.redisCpuMs)))} ms; all non-UDF CPU ${fmt(median(s2.map(nonUdf)))} / ${fmt(median(s1.map(nonUdf)))} ms; other processes on the machine ${fmt(median(s2.map((r) => r.othersCpuMs)))} / ${fmt(median(s1.map((r) => r.othersCpuMs)))} ms.`);
 say("");
 
 const summary = {
@@ -524,6 +595,12 @@ const summary = {
     queueP90Ms: r3(quantile(rtQueue, 0.9)),
     queueP99Ms: r3(quantile(rtQueue, 0.99)),
     redisCommandsPerTask: r1(median(rts.map((r) => r.queueRedisCommands / RT_TASKS))),
+    redisScriptCallsPerTask: r1(median(rts.map((r) => r.queueRedisScripts / RT_TASKS))),
+    cpuPerTaskMs: {
+      coordinator: r3(median(rts.map((r) => r.queueCoordCpuMs / RT_TASKS))),
+      worker: r3(median(rts.map((r) => r.queueWorkerCpuMs / RT_TASKS))),
+      redis: r3(median(rts.map((r) => r.queueRedisCpuMs / RT_TASKS))),
+    },
   },
   scaling: {
     rows: SCALE_ROWS,
@@ -538,10 +615,18 @@ const summary = {
     speedup: r3(speedup),
     goalMet: speedup >= 1.8,
     wallOverIdeal: { oneWorker: r3(eff1), twoWorkers: r3(eff2) },
+    twoWorkersWallOverCpuFloor: r3(floor2),
+    udfCpuMedianMs: { oneWorker: median(s1.map((r) => r.record.metrics.udfCpuMs)), twoWorkers: median(s2.map((r) => r.record.metrics.udfCpuMs)) },
+    firstCheckpointMedianMs: { oneWorker: Math.round(median(s1.map((r) => r.firstCkpMs))), twoWorkers: Math.round(median(s2.map((r) => r.firstCkpMs))) },
+    medianCpuMs: {
+      oneWorker: { coordinator: median(s1.map((r) => r.coordCpuMs)), workerProcesses: median(s1.map((r) => sum(r.workerMainCpuMs))), redis: median(s1.map((r) => r.redisCpuMs)), nonUdf: median(s1.map(nonUdf)), others: median(s1.map((r) => r.othersCpuMs)) },
+      twoWorkers: { coordinator: median(s2.map((r) => r.coordCpuMs)), workerProcesses: median(s2.map((r) => sum(r.workerMainCpuMs))), redis: median(s2.map((r) => r.redisCpuMs)), nonUdf: median(s2.map(nonUdf)), others: median(s2.map((r) => r.othersCpuMs)) },
+    },
     udfCpuUsPerRow: r1(median(scaleRuns.map((r) => (r.record.metrics.udfCpuMs * 1000) / SCALE_ROWS))),
     oneWorkerMs: s1.map((r) => r1(r.wallMs)),
     twoWorkersMs: s2.map((r) => r1(r.wallMs)),
     embeddedMs: sl.map((r) => r1(r.wallMs)),
+    othersCpuMs: { oneWorker: s1.map((r) => r.othersCpuMs), twoWorkers: s2.map((r) => r.othersCpuMs) },
   },
   verified: true,
 };

@@ -278,7 +278,7 @@ export class QueueExecutor implements Executor {
     const opts = { jobId: p.id, attempts: 1, removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } };
     let job: Job<TaskJobData, TaskJobResult> = await this.queue.add("task", p.data, opts);
     const state = await job.getState();
-    if (state === "completed" || state === "failed") {
+    if ((state === "completed" || state === "failed") && this.pending.has(p.id)) {
       // A finished job of an earlier run with this id: its checkpoints may be gone (committed), so
       // run the task again rather than reuse its result.
       await job.remove().catch(() => {});
