@@ -616,7 +616,7 @@ const summary = {
     goalMet: speedup >= 1.8,
     wallOverIdeal: { oneWorker: r3(eff1), twoWorkers: r3(eff2) },
     twoWorkersWallOverCpuFloor: r3(floor2),
-    udfCpuMedianMs: { oneWorker: median(s1.map((r) => r.record.metrics.udfCpuMs)), twoWorkers: median(s2.map((r) => r.record.metrics.udfCpuMs)) },
+    udfCpuMedianMs: { oneWorker: Math.round(median(s1.map((r) => r.record.metrics.udfCpuMs))), twoWorkers: Math.round(median(s2.map((r) => r.record.metrics.udfCpuMs))) },
     firstCheckpointMedianMs: { oneWorker: Math.round(median(s1.map((r) => r.firstCkpMs))), twoWorkers: Math.round(median(s2.map((r) => r.firstCkpMs))) },
     medianCpuMs: {
       oneWorker: { coordinator: median(s1.map((r) => r.coordCpuMs)), workerProcesses: median(s1.map((r) => sum(r.workerMainCpuMs))), redis: median(s1.map((r) => r.redisCpuMs)), nonUdf: median(s1.map(nonUdf)), others: median(s1.map((r) => r.othersCpuMs)) },
