@@ -55,7 +55,7 @@ import { Redis } from "ioredis";
 import { lancedb } from "../src/arrow.ts";
 import { addColumns, backfill, type BackfillOptions, type JobRecord } from "../src/index.ts";
 import { QueueExecutor } from "../src/exec/bullmq/executor.ts";
-import { LocalPool } from "../src/exec/local/pool.ts";
+import { LocalPool } from "../src/exec/pool.ts";
 import type { Executor, TaskSpec, WorkerConfig } from "../src/exec/protocol.ts";
 import { RedisServer, redisAvailable } from "../test/redis.ts";
 import { buildXTable } from "./tables.ts";

@@ -16,7 +16,7 @@ import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
-import { LocalPool } from "../exec/local/pool.ts";
+import { LocalPool } from "../exec/pool.ts";
 import { liveSlots, probeRedis, QueueExecutor } from "../exec/bullmq/executor.ts";
 import type { Resources } from "../exec/bullmq/queue.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
@@ -341,6 +341,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             ...(lock.previousJobId ? { supersedes: lock.previousJobId } : {}),
             onEvent: (kind, message) => {
               ctl.event(kind, message);
+              log.warn(message); // the CLI prints warnings: a wait for workers is never silent
               refresh(true);
             },
           });

@@ -11,7 +11,7 @@ import { addColumns, isBackfillError } from "../../src/index.ts";
 import { FileCheckpointStore } from "../../src/checkpoint/store.ts";
 import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
 import { LancetWorker } from "../../src/exec/bullmq/worker.ts";
-import { LocalPool } from "../../src/exec/local/pool.ts";
+import { LocalPool } from "../../src/exec/pool.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../../src/exec/protocol.ts";
 import { makeTable, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { RedisServer, skipRedis } from "../redis.ts";

@@ -332,6 +332,10 @@ export class QueueExecutor implements Executor {
     }
   }
 
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   close(): Promise<void> {
     this.closed ??= (async () => {
       clearInterval(this.sweepTimer);

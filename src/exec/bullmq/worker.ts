@@ -17,7 +17,7 @@ import { FileCheckpointStore } from "../../checkpoint/store.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
-import { LocalPool } from "../local/pool.ts";
+import { LocalPool } from "../pool.ts";
 import type { BatchReport } from "../protocol.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { cancelKey, putWorker, removeWorker, WORKER_REFRESH_MS, type WorkerInfo } from "./registry.ts";
@@ -300,6 +300,10 @@ export class LancetWorker {
    * Stops taking tasks, lets running ones finish, stops the worker processes. Idempotent. Steps that
    * need Redis are bounded, so a worker whose Redis is gone still exits once its tasks are done.
    */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);

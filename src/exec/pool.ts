@@ -1,16 +1,16 @@
 /**
  * The embedded executor: a pool of child processes on this machine, each running the shared worker
- * entry. A crashing UDF (process.exit, a native crash, out of memory) takes down only its process;
+ * entry. `lancet worker` runs its queue's tasks on the same pool, so both modes execute UDFs alike. A crashing UDF (process.exit, a native crash, out of memory) takes down only its process;
  * the task it was running is rejected with a retryable WorkerCrashedError and the next task gets a
  * fresh process. A process that fails its start-up handshake is never reused, and the pool stops
  * spawning (no respawn loop): every later task is rejected with that error.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { deserializeError, WorkerCrashedError, type BackfillError } from "../../errors.ts";
-import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "../protocol.ts";
+import { deserializeError, WorkerCrashedError, type BackfillError } from "../errors.ts";
+import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "./protocol.ts";
 
-const WORKER_ENTRY = fileURLToPath(new URL("../worker-entry.ts", import.meta.url));
+const WORKER_ENTRY = fileURLToPath(new URL("./worker-entry.ts", import.meta.url));
 
 interface Slot {
   readonly child: ChildProcess;
@@ -237,6 +237,10 @@ export class LocalPool implements Executor {
   /** Number of live worker processes. */
   get size(): number {
     return this.slots.size;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   close(): Promise<void> {
