@@ -10,7 +10,8 @@ import { fileURLToPath } from "node:url";
 import { deserializeError, WorkerCrashedError, type BackfillError } from "../errors.ts";
 import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "./protocol.ts";
 
-const WORKER_ENTRY = fileURLToPath(new URL("./worker-entry.ts", import.meta.url));
+// ".ts" when running from source (type stripping), ".js" when running the built package.
+const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 
 interface Slot {
   readonly child: ChildProcess;

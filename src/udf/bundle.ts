@@ -12,7 +12,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError } from "../errors.ts";
 import { isSqlUdf, validateUdfSpec, type SqlUdfSpec, type UdfSpec } from "./udf.ts";
 
-const PUBLIC_ENTRY = fileURLToPath(new URL("./public.ts", import.meta.url));
+const PUBLIC_ENTRY = fileURLToPath(new URL(`./public${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 const MODULE_EXTENSIONS = [".ts", ".mts", ".js", ".mjs"];
 
 /** A parsed `MODULE#EXPORT` reference. */
