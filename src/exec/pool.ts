@@ -15,6 +15,8 @@ const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${import.meta.url.ends
 
 interface Slot {
   readonly child: ChildProcess;
+  /** 0 .. size-1, unique among live processes (for per-slot environment, e.g. a GPU each). */
+  readonly index: number;
   busy: boolean;
   /** Killed by the task timeout. */
   hung: boolean;
@@ -31,11 +33,14 @@ export interface LocalPoolOptions {
   readonly memoryMb?: number;
   /** A task that reports no batch for this long is declared hung: its worker is killed and the task fails (retryable). */
   readonly taskTimeoutMs?: number;
+  /** Extra environment of the process in slot `index` (0 .. size-1), e.g. `CUDA_VISIBLE_DEVICES` for one GPU per process. */
+  readonly slotEnv?: (index: number) => Record<string, string>;
 }
 
 export class LocalPool implements Executor {
   private readonly options: LocalPoolOptions;
   private readonly slots = new Set<Slot>();
+  private readonly indices = new Set<number>();
   private readonly waiters: ((s: Slot | Error) => void)[] = [];
   private broken: BackfillError | undefined;
   private closed: Promise<void> | undefined;
@@ -66,11 +71,14 @@ export class LocalPool implements Executor {
     this.spawning++;
     return new Promise<Slot>((resolve, reject) => {
       const memoryMb = this.options.memoryMb;
+      let index = 0;
+      while (this.indices.has(index)) index++;
+      this.indices.add(index);
       const child = fork(WORKER_ENTRY, [], {
         execArgv: memoryMb ? [`--max-old-space-size=${memoryMb}`] : [],
         serialization: "advanced",
         stdio: ["ignore", "pipe", "pipe", "ipc"],
-        env: { ...process.env, ...this.options.env },
+        env: { ...process.env, ...this.options.env, ...this.options.slotEnv?.(index) },
       });
       // UDF output goes to stderr so it never mixes with a command's machine-readable stdout; the
       // tail of stderr is kept to tell an out-of-memory death from other crashes.
@@ -80,10 +88,11 @@ export class LocalPool implements Executor {
         process.stderr.write(d);
         stderrTail = (stderrTail + d.toString()).slice(-4096);
       });
-      const slot: Slot = { child, busy: true, current: undefined, hung: false };
+      const slot: Slot = { child, index, busy: true, current: undefined, hung: false };
       let started = false;
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
         this.slots.delete(slot);
+        this.indices.delete(index);
         const oom = /heap out of memory|Reached heap limit|Allocation failed/i.test(stderrTail) || signal === "SIGABRT" || code === 134;
         const how = slot.hung
           ? `made no progress for ${this.options.taskTimeoutMs} ms (taskTimeoutMs) and was killed`
@@ -129,6 +138,7 @@ export class LocalPool implements Executor {
             started = true;
             this.spawning--;
             child.removeListener("exit", onExit);
+            this.indices.delete(index);
             child.kill("SIGKILL");
             reject(err);
             this.failWaiters(err);

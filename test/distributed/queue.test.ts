@@ -253,6 +253,24 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await Promise.all([cpu.stop(), gpu.stop()]);
   });
 
+  test("a worker with 2 GPUs gives each of its UDF processes its own device (CUDA_VISIBLE_DEVICES)", async () => {
+    await using t = await tempDb();
+    await makeTable(t, 4, 50);
+    await addColumns(ref(t.dir), { dev: udf("gpuDevice") });
+    const queue = "gpus";
+    const w = await startWorker(redis.url, ["--queue", queue, "--resources", "gpu=2", "--concurrency", "2"]);
+    await backfill(ref(t.dir), "dev", { concurrency: 4, checkpointSize: 25, executor: { redis: redis.url, queue } });
+    const byPid = new Map<string, Set<string>>();
+    for (const row of await readAll(t, ["dev"])) {
+      const [device, pid] = String(row.dev).split("|") as [string, string];
+      byPid.set(pid, (byPid.get(pid) ?? new Set()).add(device));
+    }
+    assert.equal(byPid.size, 2, "two UDF processes ran");
+    const devices = [...byPid.values()].map((d) => [...d].join(",")).sort();
+    assert.deepEqual(devices, ["0", "1"], "one device each");
+    await w.stop();
+  });
+
   test("admission: live workers that all lack the memory a UDF needs fail the job at once, naming both", async () => {
     await using t = await tempDb();
     await makeTable(t, 1, 50);

@@ -113,10 +113,22 @@ export class LancetWorker {
     this.metrics.slots.set({ queue: this.queueName }, concurrency);
     this.metrics.active.set({ queue: this.queueName }, 0);
     this.poolIdleMs = options.poolIdleMs ?? 60_000;
+    const gpus = Math.floor(this.resources.gpu ?? 0);
+    if (gpus > 0) {
+      const visible = process.env.CUDA_VISIBLE_DEVICES?.split(",").map((d) => d.trim()).filter(Boolean);
+      const ids = visible && visible.length > 0 ? visible : Array.from({ length: gpus }, (_, i) => String(i));
+      const per = Math.max(1, Math.floor(ids.length / concurrency));
+      this.gpuSlots = Array.from({ length: Math.min(concurrency, Math.max(1, Math.floor(ids.length / per))) }, (_, i) => ids.slice(i * per, i * per + per).join(","));
+    }
     this.metricsPort = options.metricsPort;
   }
 
   private readonly poolIdleMs: number;
+  /**
+   * With GPUs: the devices each worker process may see (`CUDA_VISIBLE_DEVICES`), one share per slot,
+   * taken from the worker's own `CUDA_VISIBLE_DEVICES` when set, else 0 .. gpu-1.
+   */
+  private readonly gpuSlots: string[] | undefined;
   private readonly metricsPort: number | undefined;
 
   /** Connects, registers itself and starts taking tasks. */
@@ -196,6 +208,7 @@ export class LancetWorker {
     if (!entry) {
       const pool = LocalPool.create({
         size: this.concurrency,
+        ...(this.gpuSlots ? { slotEnv: (i: number) => ({ CUDA_VISIBLE_DEVICES: this.gpuSlots![i % this.gpuSlots!.length]! }) } : {}),
         config: d.config,
         taskTimeoutMs: d.pool.taskTimeoutMs,
         env: { ...d.pool.env },
