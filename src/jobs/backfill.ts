@@ -125,10 +125,13 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
   const needs: Resources = { ...(binding.numGpus ? { gpu: binding.numGpus } : {}), ...(binding.numCpus !== undefined ? { cpu: binding.numCpus } : {}), ...(memoryMb !== undefined ? { memory: memoryMb } : {}) };
   let concurrency = opts.concurrency;
+  /** Distributed: the live workers' task slots at the start (what "cores" means to the diagnosis). */
+  let clusterSlots = 0;
   if (opts.executor !== "local") {
     // Fail fast, before planning, when Redis is not there; size the job to the live workers.
     await probeRedis(opts.executor.redis, { table: t.name, column, jobId: rec.id });
-    if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, await liveSlots(opts.executor.redis, opts.executor.queue, needs));
+    clusterSlots = await liveSlots(opts.executor.redis, opts.executor.queue, needs);
+    if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
 
   // ---- plan -------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     ctl.setStatus("running");
 
     const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
-    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: availableParallelism() };
+    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: opts.executor === "local" ? availableParallelism() : clusterSlots || concurrency };
     const refresh = (force = false): void => {
       rec.diagnosis = diagnose(m, diagContext);
       ctl.changed(force);
