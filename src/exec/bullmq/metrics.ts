@@ -26,13 +26,14 @@ export class WorkerMetrics {
     this.slots = new Gauge({ name: "lancet_worker_slots", help: "Tasks this worker runs at once.", labelNames: ["queue"], registers });
   }
 
-  /** Serves `/metrics` (these metrics + `extra()`, e.g. BullMQ's queue gauges) and `/healthz` on 0.0.0.0:`port`. */
+  /** Serves `/metrics` (these metrics + `extra()`, e.g. BullMQ's queue gauges) and `/healthz` ("ok", or "draining" after SIGTERM) on 0.0.0.0:`port`. */
   async serve(port: number, extra: () => Promise<string>, healthy: () => boolean): Promise<Server> {
     const server = createServer((req, res) => {
       const url = req.url ?? "/";
       if (url.startsWith("/healthz")) {
         const ok = healthy();
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "closing\n");
+        // 200 while draining too: a liveness probe must not kill a worker finishing its tasks after SIGTERM.
+        res.writeHead(200, { "content-type": "text/plain" }).end(ok ? "ok\n" : "draining\n");
         return;
       }
       if (!url.startsWith("/metrics")) {
