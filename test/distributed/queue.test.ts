@@ -271,6 +271,21 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await w.stop();
   });
 
+  test("a worker too small for a UDF hands its tasks back to the queue; a big enough one runs them all", async () => {
+    await using t = await tempDb();
+    await makeTable(t, 3, 100);
+    await addColumns(ref(t.dir), { y: udf("needs4Cpus") });
+    const log = path.join(t.dir, "calls.log");
+    const queue = "mixed";
+    const small = await startWorker(redis.url, ["--queue", queue, "--resources", "cpu=1", "--concurrency", "2"]);
+    const big = await startWorker(redis.url, ["--queue", queue, "--resources", "cpu=8"]);
+    const r = await backfill(ref(t.dir), "y", { concurrency: 3, executor: { redis: redis.url, queue }, env: { LANCET_TEST_CALL_LOG: log } });
+    assert.equal(r.status, "finished");
+    await assertDoubled(t);
+    assert.deepEqual([...calls(log).keys()], [big.pid], "only the big worker computed");
+    await Promise.all([small.stop(), big.stop()]);
+  });
+
   test("admission: live workers that all lack the memory a UDF needs fail the job at once, naming both", async () => {
     await using t = await tempDb();
     await makeTable(t, 1, 50);

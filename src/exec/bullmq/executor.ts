@@ -9,7 +9,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { Queue, QueueEvents, type Job } from "bullmq";
 import { Redis } from "ioredis";
-import { BackfillError, deserializeError, type ErrorContext, type SerializedError } from "../../errors.ts";
+import type { BatchRange } from "../../checkpoint/store.ts";
+import { BackfillError, CancelledError, deserializeError, type ErrorContext, type SerializedError } from "../../errors.ts";
+import { gapsOf } from "../../plan/plan.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../protocol.ts";
 import { cancelKey, listWorkers } from "./registry.ts";
 import {
@@ -56,7 +58,8 @@ export interface QueueExecutorInit extends QueueExecutorOptions {
 interface Pending {
   readonly id: string;
   readonly data: TaskJobData;
-  readonly seen: Set<string>;
+  /** Row ranges already reported to the coordinator. */
+  readonly seen: BatchRange[];
   readonly onBatch: (r: BatchReport) => void;
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
@@ -116,7 +119,12 @@ export class QueueExecutor implements Executor {
   readonly queueName: string;
   private sweepTimer: NodeJS.Timeout | undefined;
   private admission: BackfillError | undefined;
+  /** Whether the start-up admission wait is over (later waits are announced again). */
   private admitted = false;
+  /** Since when no live worker could serve this job's tasks. */
+  private noWorkerSince: number | undefined;
+  /** The coordinator asked this job's tasks to stop. */
+  private aborted = false;
   private sweeping = false;
   private outageSince: number | undefined;
   private closed: Promise<void> | undefined;
@@ -179,6 +187,7 @@ export class QueueExecutor implements Executor {
       this.admitted = true;
       return;
     }
+    this.noWorkerSince = Date.now();
     const where = { table: config.table, column: config.column, jobId: this.init.jobId };
     if (workers.length > 0) {
       throw new BackfillError(
@@ -211,29 +220,45 @@ export class QueueExecutor implements Executor {
     if (this.sweeping) return; // the last sweep still waits for Redis
     this.sweeping = true;
     try {
-      if (!this.admitted && this.admission === undefined) {
+      // Some live worker must be able to serve the tasks: at the start (admission) and all along (all
+      // workers may die later). None for admissionTimeoutMs fails the job instead of waiting silently.
+      if (this.admission === undefined && this.pending.size > 0) {
         const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
-        if (workers.some((w) => satisfies(w.resources, this.init.needs))) this.admitted = true;
-        else if (Date.now() - this.startedAt > (this.init.admissionTimeoutMs ?? 600_000)) {
-          const c = this.init.config;
-          this.admission = new BackfillError(
-            "NO_WORKER",
-            `no live worker took tasks from queue ${this.queueName} within ${Math.round((this.init.admissionTimeoutMs ?? 600_000) / 1000)} s (table ${c.table}, column ${c.column}, UDF needs ${formatResources(this.init.needs)}); start one with lancet worker --redis ${this.init.redis} --queue ${this.base}${this.init.needs.gpu ? ` --resources gpu=${this.init.needs.gpu}` : ""}, or raise admissionTimeoutMs`,
-            { table: c.table, column: c.column, jobId: this.init.jobId },
-          );
-          for (const p of [...this.pending.values()]) {
-            await this.removeWaiting(p.id);
-            this.pending.delete(p.id);
-            p.reject(this.admission);
+        if (workers.some((w) => satisfies(w.resources, this.init.needs))) this.noWorkerSince = undefined;
+        else {
+          const limit = this.init.admissionTimeoutMs ?? 600_000;
+          if (this.noWorkerSince === undefined) {
+            this.noWorkerSince = Date.now();
+            if (this.admitted) this.init.onEvent?.("waiting-for-workers", `no live worker on queue ${this.queueName} can run the UDF any more (it needs ${formatResources(this.init.needs)}); waiting up to ${Math.round(limit / 1000)} s for one`);
           }
-          return;
+          if (Date.now() - this.noWorkerSince > limit) {
+            const c = this.init.config;
+            this.admission = new BackfillError(
+              "NO_WORKER",
+              `no live worker served queue ${this.queueName} for ${Math.round(limit / 1000)} s (table ${c.table}, column ${c.column}, UDF needs ${formatResources(this.init.needs)}); start one with lancet worker --redis ${this.init.redis} --queue ${this.base}${this.init.needs.gpu ? ` --resources gpu=${this.init.needs.gpu}` : ""}, or raise admissionTimeoutMs`,
+              { table: c.table, column: c.column, jobId: this.init.jobId },
+            );
+            for (const p of [...this.pending.values()]) {
+              await this.removeWaiting(p.id);
+              this.pending.delete(p.id);
+              p.reject(this.admission);
+            }
+            return;
+          }
         }
+        this.admitted = true;
       }
       const now = Date.now();
       const quiet = [...this.pending.values()].filter((p) => now - p.lastHeard >= (this.init.sweepIntervalMs ?? 3000));
       for (const p of quiet) {
         if (!this.pending.has(p.id)) continue;
         const job = await this.queue.getJob(p.id);
+        if (!job && this.aborted) {
+          // Cancelled, and gone from the queue (Redis restarted): nothing is left to stop.
+          this.pending.delete(p.id);
+          p.resolve();
+          continue;
+        }
         if (!job) {
           // Lost from the queue (Redis restarted without persistence): enqueue it again.
           this.init.onEvent?.("task-requeued", `task ${p.id} (fragment ${p.data.task.fragmentId}) was no longer in the queue; enqueued it again`);
@@ -255,12 +280,35 @@ export class QueueExecutor implements Executor {
     }
   }
 
+  /**
+   * Delivers a batch report once per row: a task that ran twice (its first worker lost its lock but
+   * went on, or Redis lost the job) may report ranges cut differently; only rows not yet reported are
+   * passed on (row counts and errors clipped to them).
+   */
   private report(p: Pending, r: BatchReport): void {
     p.lastHeard = Date.now();
-    const k = `${r.start}-${r.end}`;
-    if (p.seen.has(k)) return;
-    p.seen.add(k);
-    p.onBatch(r);
+    for (const g of gapsOf(r.start, r.end, p.seen)) {
+      const whole = g.start === r.start && g.end === r.end;
+      const share = (g.end - g.start) / Math.max(1, r.end - r.start);
+      const errors = whole ? r.errors : r.errors.filter((e) => e.rowOffset >= g.start && e.rowOffset < g.end);
+      p.onBatch(
+        whole
+          ? r
+          : {
+              ...r,
+              start: g.start,
+              end: g.end,
+              rowsComputed: Math.round(r.rowsComputed * share),
+              rowsSkipped: Math.min(errors.length, Math.round(r.rowsSkipped * share)),
+              errors,
+              readMs: r.readMs * share,
+              udfMs: r.udfMs * share,
+              udfCpuMs: r.udfCpuMs * share,
+              checkpointMs: r.checkpointMs * share,
+            },
+      );
+      p.seen.push(g);
+    }
   }
 
   private settle(p: Pending, result: TaskJobResult | undefined, failedReason?: string): void {
@@ -268,6 +316,12 @@ export class QueueExecutor implements Executor {
     this.pending.delete(p.id);
     if (result) {
       for (const r of result.reports ?? []) this.report(p, r);
+      if (result.stopped && !this.aborted) {
+        // Stopped by someone else's cancel: another backfill of this column took this job over.
+        const c = this.init.config;
+        p.reject(new CancelledError(`job ${this.init.jobId} was taken over by another backfill of column ${c.column} (table ${c.table}), which stopped its tasks; see lancet jobs`, { table: c.table, column: c.column, jobId: this.init.jobId }));
+        return;
+      }
       p.resolve();
     } else {
       p.reject(parseFailure(failedReason, p.data));
@@ -276,13 +330,14 @@ export class QueueExecutor implements Executor {
 
   private async add(p: Pending): Promise<void> {
     const opts = { jobId: p.id, attempts: 1, removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } };
-    let job: Job<TaskJobData, TaskJobResult> = await this.queue.add("task", p.data, opts);
-    const state = await job.getState();
-    if ((state === "completed" || state === "failed") && this.pending.has(p.id)) {
-      // A finished job of an earlier run with this id: its checkpoints may be gone (committed), so
-      // run the task again rather than reuse its result.
-      await job.remove().catch(() => {});
-      job = await this.queue.add("task", p.data, opts);
+    await this.queue.add("task", p.data, opts);
+    // A job with this id that finished before this run started is an earlier run's (its checkpoints
+    // may be committed and gone): run the task again rather than reuse its result. One that finished
+    // since is this run's own result, whose event may still be on its way.
+    const stored: Job<TaskJobData, TaskJobResult> | undefined = await this.queue.getJob(p.id);
+    if (stored?.finishedOn !== undefined && stored.finishedOn < this.startedAt && this.pending.has(p.id)) {
+      await stored.remove();
+      await this.queue.add("task", p.data, opts);
     }
   }
 
@@ -310,9 +365,10 @@ export class QueueExecutor implements Executor {
       resolveOuter = res;
       rejectOuter = rej;
     });
-    const p: Pending = { id, data, seen: new Set(), onBatch, resolve: resolveOuter, reject: rejectOuter, lastHeard: Date.now() };
+    const p: Pending = { id, data, seen: [], onBatch, resolve: resolveOuter, reject: rejectOuter, lastHeard: Date.now() };
     this.pending.set(id, p);
     const onAbort = (): void => {
+      this.aborted = true;
       void (async () => {
         await this.redis.set(cancelKey(this.base, this.init.jobId), "1", "EX", 7 * 24 * 3600).catch(() => {});
         if (await this.removeWaiting(id)) {

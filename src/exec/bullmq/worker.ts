@@ -10,7 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { existsSync } from "node:fs";
 import { availableParallelism, hostname } from "node:os";
 import * as path from "node:path";
-import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import type { Server } from "node:http";
 import { FileCheckpointStore } from "../../checkpoint/store.ts";
@@ -71,6 +71,8 @@ export class LancetWorker {
   private readonly worker: Worker<TaskJobData, TaskJobResult>;
   private readonly bullQueue: Queue;
   private readonly pools = new Map<string, PoolEntry>();
+  /** Running tasks by queue job id. */
+  private readonly running = new Map<string, AbortController>();
   private readonly storageChecked = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = new Date().toISOString();
@@ -94,7 +96,7 @@ export class LancetWorker {
     this.redis.on("error", () => {}); // reconnects on its own; errors are reported by the commands that fail
     this.bullQueue = new Queue(this.queueName, { connection });
     this.bullQueue.on("error", () => {});
-    this.worker = new Worker<TaskJobData, TaskJobResult>(this.queueName, (job, _token, signal) => this.process(job, signal), {
+    this.worker = new Worker<TaskJobData, TaskJobResult>(this.queueName, (job, token, signal) => this.process(job, token, signal), {
       connection,
       concurrency,
       lockDuration: stall.lockDurationMs,
@@ -108,6 +110,9 @@ export class LancetWorker {
       if (Date.now() - lastWarn < 10_000) return;
       lastWarn = Date.now();
       this.log.warn(`queue connection: ${e.message} (reconnecting)`);
+    });
+    this.worker.on("lockRenewalFailed", (ids) => {
+      for (const id of ids) this.running.get(id)?.abort();
     });
     this.worker.on("stalled", (id) => this.log.warn(`task ${id} stalled (its worker stopped renewing its lock); it is queued again`));
     this.metrics.slots.set({ queue: this.queueName }, concurrency);
@@ -225,6 +230,16 @@ export class LancetWorker {
     return entry;
   }
 
+  /** Forgets a pool that can no longer start processes, so the next task of its UDF builds a fresh one. */
+  private evict(entry: PoolEntry): void {
+    for (const [k, e] of this.pools) {
+      if (e === entry) {
+        this.pools.delete(k);
+        void e.pool.then((p) => p.close(), () => {});
+      }
+    }
+  }
+
   private async closeIdlePools(): Promise<void> {
     const now = Date.now();
     for (const [k, e] of this.pools) {
@@ -235,27 +250,48 @@ export class LancetWorker {
     }
   }
 
-  private async process(job: Job<TaskJobData, TaskJobResult>, signal: AbortSignal | undefined): Promise<TaskJobResult> {
+  /** Puts a task back on the queue for another worker (or this one, later): BullMQ's DelayedError protocol. */
+  private async handBack(job: Job<TaskJobData, TaskJobResult>, token: string | undefined, why: string): Promise<never> {
+    this.log.info(`task ${job.id} handed back: ${why}`);
+    await job.moveToDelayed(Date.now() + 1000, token);
+    throw new DelayedError(why);
+  }
+
+  private async process(job: Job<TaskJobData, TaskJobResult>, token: string | undefined, signal: AbortSignal | undefined): Promise<TaskJobResult> {
+    // Counted from the start, so a shutdown waits for tasks still in their first awaits too.
+    this.active++;
+    this.metrics.active.set({ queue: this.queueName }, this.active);
+    try {
+      return await this.run(job, token, signal);
+    } finally {
+      this.active--;
+      this.metrics.active.set({ queue: this.queueName }, this.active);
+    }
+  }
+
+  private async run(job: Job<TaskJobData, TaskJobResult>, token: string | undefined, signal: AbortSignal | undefined): Promise<TaskJobResult> {
     const d = job.data;
     if (d?.format !== 1) this.fail(new ConfigError("CONFIG_INVALID", `task ${job.id} was enqueued by an incompatible version of Lancet (format ${String(d?.format)})`), "setup");
+    // Fetched while closing: leave it to the other workers.
+    if (this.closing) return this.handBack(job, token, "this worker is shutting down");
     const cancel = cancelKey(this.queue, d.jobId);
     if ((await this.redis.exists(cancel)) === 1) return { reports: [], stopped: true, worker: this.id };
+    // Workers of one class share a queue; one too small for this UDF hands the task on to a bigger one
+    // (the coordinator's admission check makes sure one is live).
     if (!satisfies(this.resources, d.needs)) {
-      this.fail(
-        new BackfillError("NO_WORKER", `worker ${this.id} offers ${formatResources(this.resources)} but the UDF of column ${d.config.column} (table ${d.config.table}) needs ${formatResources(d.needs)}; start workers with enough resources on queue ${this.queueName}`, { table: d.config.table, column: d.config.column, jobId: d.jobId }),
-        "resources",
-      );
+      this.metrics.failures.inc({ queue: this.queueName, kind: "resources" });
+      return this.handBack(job, token, `it offers ${formatResources(this.resources)} but the UDF of column ${d.config.column} (table ${d.config.table}) needs ${formatResources(d.needs)}`);
     }
     try {
       this.checkStorage(d);
     } catch (e) {
       this.fail(e, "storage");
     }
-    this.active++;
-    this.metrics.active.set({ queue: this.queueName }, this.active);
     const entry = this.poolFor(d);
     entry.active++;
     const stop = new AbortController();
+    // Its lock lost (this process stalled, or Redis restarted): the task runs elsewhere; stop this copy.
+    this.running.set(String(job.id), stop);
     const onAbort = (): void => stop.abort();
     signal?.addEventListener("abort", onAbort, { once: true });
     const poll = setInterval(() => {
@@ -289,6 +325,7 @@ export class LancetWorker {
           );
         }
       } catch (e) {
+        if (isBackfillError(e, "UDF_SETUP_FAILED") || isBackfillError(e, "WORKER_START_FAILED")) this.evict(entry);
         const kind = isBackfillError(e, "WORKER_CRASHED") ? ((e as { kind?: string }).kind ?? "crash") : "udf";
         this.fail(e, kind);
       }
@@ -299,8 +336,7 @@ export class LancetWorker {
       signal?.removeEventListener("abort", onAbort);
       entry.active--;
       entry.lastUsed = Date.now();
-      this.active--;
-      this.metrics.active.set({ queue: this.queueName }, this.active);
+      if (this.running.get(String(job.id)) === stop) this.running.delete(String(job.id));
     }
   }
 
@@ -321,7 +357,15 @@ export class LancetWorker {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       const bounded = <T>(p: Promise<T>, ms: number): Promise<unknown> => Promise.race([p.catch(() => {}), sleep(ms)]);
-      await Promise.race([this.worker.close().catch(() => {}), this.idle().then(() => sleep(2000))]);
+      // Wait for the running tasks; BullMQ's close also waits for Redis, which may be gone, so a worker
+      // idle for 2 s (tasks fetched meanwhile are handed back, see process) goes on without it.
+      const drained = async (): Promise<void> => {
+        do {
+          await this.idle();
+          await sleep(2000);
+        } while (this.active > 0);
+      };
+      await Promise.race([this.worker.close().catch(() => {}), drained()]);
       await Promise.all([...this.pools.values()].map((e) => e.pool.then((p) => p.close(), () => {})));
       this.pools.clear();
       await bounded(removeWorker(this.redis, this.queue, this.id), 1000);
