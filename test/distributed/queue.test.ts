@@ -13,6 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Queue } from "bullmq";
 import { addColumns, backfill, backfillAsync, cancelJob, isBackfillError } from "../../src/index.ts";
 import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
+import { gapsOf } from "../../src/plan/plan.ts";
 import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { freePort, RedisServer, skipRedis } from "../redis.ts";
 
@@ -410,6 +411,40 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     } finally {
       await Promise.all([e1.close(), e2.close()]);
     }
+    await w.stop();
+  });
+
+  test("a re-run that supersedes a dead coordinator's job attaches to its running task, which stops; the rest is then computed under the new job", async () => {
+    await using t = await tempDb();
+    const table = await makeTable(t, 1, 400);
+    await addColumns(ref(t.dir), { y: udf("slowDoubled") });
+    const log = path.join(t.dir, "calls.log");
+    const config = await workerConfigFor(t, "y");
+    await table.checkoutLatest();
+    const spec = { taskId: "x", fragmentId: 0, version: await table.version(), globalOffset: 0, gaps: [{ start: 0, end: 400 }], selection: "", batchKey: "supersede/f0", checkpointSize: 50, maxCheckpointSize: 50 };
+    const queue = "supersede";
+    const w = await startWorker(redis.url, ["--queue", queue]);
+    const pool = { taskTimeoutMs: 60_000, env: { LANCET_TEST_CALL_LOG: log, LANCET_TEST_SLEEP_MS: "150" } };
+    const old = await QueueExecutor.create({ redis: redis.url, queue, jobId: "old", config, pool, needs: {} });
+    void old.runTask(spec, () => {}).catch(() => {}); // the "dead" coordinator's task, left running
+    while (total(calls(log)) < 100) await sleep(20);
+    await old.close();
+    const fresh = await QueueExecutor.create({ redis: redis.url, queue, jobId: "new", config, pool, needs: {}, supersedes: "old" });
+    try {
+      const done: { start: number; end: number }[] = [];
+      let rounds = 0;
+      for (;;) {
+        const gaps = gapsOf(0, 400, done);
+        if (gaps.length === 0) break;
+        assert.ok(++rounds <= 3, `still ${JSON.stringify(gaps)} after ${rounds - 1} rounds`);
+        await fresh.runTask({ ...spec, gaps }, (r) => done.push({ start: r.start, end: r.end }));
+      }
+      assert.ok(rounds >= 1);
+    } finally {
+      await fresh.close();
+    }
+    // Everything was computed once, give or take the batch the old task had in flight.
+    assert.ok(total(calls(log)) <= 400 + 50, `rows computed ${total(calls(log))}`);
     await w.stop();
   });
 

@@ -316,8 +316,9 @@ export class QueueExecutor implements Executor {
     this.pending.delete(p.id);
     if (result) {
       for (const r of result.reports ?? []) this.report(p, r);
-      if (result.stopped && !this.aborted) {
-        // Stopped by someone else's cancel: another backfill of this column took this job over.
+      if (result.stopped && !this.aborted && result.jobId === this.init.jobId) {
+        // Our own task stopped by someone else's cancel: another backfill of this column took this job
+        // over. (A dead job's task this one attached to by id stops too; then the caller runs what is left.)
         const c = this.init.config;
         p.reject(new CancelledError(`job ${this.init.jobId} was taken over by another backfill of column ${c.column} (table ${c.table}), which stopped its tasks; see lancet jobs`, { table: c.table, column: c.column, jobId: this.init.jobId }));
         return;
@@ -331,11 +332,11 @@ export class QueueExecutor implements Executor {
   private async add(p: Pending): Promise<void> {
     const opts = { jobId: p.id, attempts: 1, removeOnComplete: { age: 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } };
     await this.queue.add("task", p.data, opts);
-    // A job with this id that finished before this run started is an earlier run's (its checkpoints
-    // may be committed and gone): run the task again rather than reuse its result. One that finished
-    // since is this run's own result, whose event may still be on its way.
+    // A finished job with this id that another run enqueued, or that finished before this run started,
+    // is not this run's result (its checkpoints may be committed and gone, or it was stopped): run the
+    // task again. One this run enqueued that finished since is its own result, its event on its way.
     const stored: Job<TaskJobData, TaskJobResult> | undefined = await this.queue.getJob(p.id);
-    if (stored?.finishedOn !== undefined && stored.finishedOn < this.startedAt && this.pending.has(p.id)) {
+    if (stored?.finishedOn !== undefined && (stored.finishedOn < this.startedAt || stored.data?.jobId !== this.init.jobId) && this.pending.has(p.id)) {
       await stored.remove();
       await this.queue.add("task", p.data, opts);
     }

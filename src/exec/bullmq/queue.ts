@@ -100,6 +100,8 @@ export interface TaskJobResult {
   readonly reports: readonly BatchReport[];
   /** Ended early by a cancel. */
   readonly stopped: boolean;
+  /** The Lancet job whose task this was (the job data's). */
+  readonly jobId: string;
   readonly worker: string;
 }
 

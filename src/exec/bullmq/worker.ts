@@ -275,7 +275,7 @@ export class LancetWorker {
     // Fetched while closing: leave it to the other workers.
     if (this.closing) return this.handBack(job, token, "this worker is shutting down");
     const cancel = cancelKey(this.queue, d.jobId);
-    if ((await this.redis.exists(cancel)) === 1) return { reports: [], stopped: true, worker: this.id };
+    if ((await this.redis.exists(cancel)) === 1) return { reports: [], stopped: true, worker: this.id, jobId: d.jobId };
     // Workers of one class share a queue; one too small for this UDF hands the task on to a bigger one
     // (the coordinator's admission check makes sure one is live).
     if (!satisfies(this.resources, d.needs)) {
@@ -330,7 +330,7 @@ export class LancetWorker {
         this.fail(e, kind);
       }
       this.metrics.tasks.inc({ queue: this.queueName, status: stop.signal.aborted ? "stopped" : "completed" });
-      return { reports, stopped: stop.signal.aborted, worker: this.id };
+      return { reports, stopped: stop.signal.aborted, worker: this.id, jobId: d.jobId };
     } finally {
       clearInterval(poll);
       signal?.removeEventListener("abort", onAbort);
