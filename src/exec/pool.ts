@@ -62,7 +62,7 @@ export class LocalPool implements Executor {
       } catch (e) {
         // A process that died while starting (killed, out of memory) may start the next time; a
         // UDF that failed to load will not (the pool is broken then).
-        if (pool.broken || attempt >= 5) throw e;
+        if (pool.broken || attempt >= 5 || (e as { kind?: string }).kind === "hang") throw e;
       }
     }
   }
@@ -90,6 +90,15 @@ export class LocalPool implements Executor {
       });
       const slot: Slot = { child, index, busy: true, current: undefined, hung: false };
       let started = false;
+      // A UDF whose setup() never finishes would hold its task forever: the task timeout covers start-up too.
+      const limit = this.options.taskTimeoutMs;
+      const startTimer =
+        limit === undefined
+          ? undefined
+          : setTimeout(() => {
+              slot.hung = true;
+              child.kill("SIGKILL");
+            }, limit);
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
         this.slots.delete(slot);
         this.indices.delete(index);
@@ -102,8 +111,13 @@ export class LocalPool implements Executor {
               ? `was killed by ${signal}`
               : `exited with code ${code}`;
         if (!started) {
+          clearTimeout(startTimer);
           this.spawning--;
-          reject(new WorkerCrashedError(`worker process ${how} while starting`));
+          reject(
+            Object.assign(new WorkerCrashedError(`worker process ${how} while starting${slot.hung ? ` (the UDF's setup() of ${this.options.config.label} did not finish; raise taskTimeoutMs if it needs longer)` : ""}`), {
+              kind: slot.hung ? "hang" : "crash",
+            }),
+          );
           return;
         }
         const cur = slot.current;
@@ -127,12 +141,14 @@ export class LocalPool implements Executor {
         const m = raw as FromWorker;
         switch (m.type) {
           case "ready":
+            clearTimeout(startTimer);
             started = true;
             this.spawning--;
             this.slots.add(slot);
             resolve(slot);
             break;
           case "initFailed": {
+            clearTimeout(startTimer);
             const err = deserializeError(m.error);
             this.broken ??= err;
             started = true;

@@ -66,3 +66,19 @@ test("kill -9 of the backfill process mid-job: a re-run recomputes only what was
   assert.equal((await backfill(ref(t.dir), "y")).metrics.rowsComputed, 0);
   rmSync(storeDir, { recursive: true, force: true });
 });
+
+test("a UDF whose setup() never finishes: its worker is killed after taskTimeoutMs and the job fails with WORKER_CRASHED naming setup()", async () => {
+  await using t = await tempDb();
+  const table = await makeTable(t, 1, 50);
+  await addColumns(ref(t.dir), { y: udfRef("setupHangs") });
+  const v = await table.version();
+  const t0 = Date.now();
+  await assert.rejects(backfill(ref(t.dir), "y", { concurrency: 1, taskTimeoutMs: 1500 }), (e: unknown) => {
+    assert.ok(isBackfillError(e, "WORKER_CRASHED"), String(e));
+    assert.match((e as Error).message, /made no progress for 1500 ms \(taskTimeoutMs\) and was killed while starting \(the UDF's setup\(\) of .*setupHangs did not finish; raise taskTimeoutMs/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 15_000);
+  await table.checkoutLatest();
+  assert.equal(await table.version(), v);
+});
