@@ -1,7 +1,7 @@
 /** `lancet worker` (a long-running queue worker) and `lancet workers` (the live ones). */
 import { parseArgs } from "node:util";
-import { Redis } from "ioredis";
 import { connectionFor, DEFAULT_QUEUE, checkQueueBase, formatResources, parseResources } from "../exec/bullmq/queue.ts";
+import { withRedis } from "../exec/bullmq/executor.ts";
 import { listWorkers } from "../exec/bullmq/registry.ts";
 import { LancetWorker } from "../exec/bullmq/worker.ts";
 import { stderrLogger } from "../log.ts";
@@ -90,16 +90,12 @@ export async function workersCommand(args: readonly string[], io: CliIo): Promis
   try {
     const values = parseArgs({ args: [...args], options: { redis: { type: "string" }, queue: { type: "string" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
     json = values.json === true;
-    const redis = new Redis({ ...(connectionFor(redisUrl(values), "--redis") as object), maxRetriesPerRequest: 1, retryStrategy: () => null });
-    redis.on("error", () => {});
-    try {
-      const workers = await listWorkers(redis, queueOpt(values));
-      if (json) io.stdout.write(JSON.stringify(workers) + "\n");
-      else if (workers.length === 0) io.stdout.write(`no live workers on queue ${queueOpt(values)}\n`);
-      else for (const w of workers) io.stdout.write(`${w.id}  ${w.resourceClass}  resources ${formatResources(w.resources)}  running ${w.active}/${w.concurrency}  since ${w.startedAt}\n`);
-    } finally {
-      redis.disconnect();
-    }
+    const url = redisUrl(values);
+    connectionFor(url, "--redis"); // a clear error for a malformed URL
+    const workers = await withRedis(url, {}, (redis) => listWorkers(redis, queueOpt(values)));
+    if (json) io.stdout.write(JSON.stringify(workers) + "\n");
+    else if (workers.length === 0) io.stdout.write(`no live workers on queue ${queueOpt(values)}\n`);
+    else for (const w of workers) io.stdout.write(`${w.id}  ${w.resourceClass}  resources ${formatResources(w.resources)}  running ${w.active}/${w.concurrency}  since ${w.startedAt}\n`);
     return 0;
   } catch (e) {
     return report(e, io, json);

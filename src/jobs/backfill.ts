@@ -17,7 +17,7 @@ import { createCommitter } from "../commit/auto.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/pool.ts";
-import { liveSlots, probeRedis, QueueExecutor } from "../exec/bullmq/executor.ts";
+import { liveSlots, QueueExecutor, stopQueuedJob } from "../exec/bullmq/executor.ts";
 import type { Resources } from "../exec/bullmq/queue.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
@@ -128,9 +128,13 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   /** Distributed: the live workers' task slots at the start (what "cores" means to the diagnosis). */
   let clusterSlots = 0;
   if (opts.executor !== "local") {
-    // Fail fast, before planning, when Redis is not there; size the job to the live workers.
-    await probeRedis(opts.executor.redis, { table: t.name, column, jobId: rec.id });
-    clusterSlots = await liveSlots(opts.executor.redis, opts.executor.queue, needs);
+    // Fails fast, before planning, when Redis is not there; sizes the job to the live workers.
+    const where = { table: t.name, column, jobId: rec.id };
+    clusterSlots = await liveSlots(opts.executor.redis, opts.executor.queue, needs, where);
+    // A dead coordinator's tasks may still run on the workers: stop them before planning, so the plan
+    // sees everything they checkpoint.
+    const dead = opts.planOnly ? undefined : await ColumnLock.goneHolder(t.storeDir, column, await JobsTable.open(t.dbDir));
+    if (dead !== undefined) await stopQueuedJob(opts.executor.redis, opts.executor.queue, needs, dead, where);
     if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
 

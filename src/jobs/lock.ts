@@ -27,6 +27,21 @@ function alive(pid: number): boolean {
   }
 }
 
+const lockFile = (storeDir: string, column: string): string => path.join(storeDir, "locks", `${column}.lock`);
+
+async function readHolder(file: string): Promise<LockBody | undefined> {
+  try {
+    return JSON.parse(await readFile(file, "utf8")) as LockBody;
+  } catch {
+    return undefined; // none, being written, or garbage
+  }
+}
+
+async function isGone(holder: LockBody, jobs: JobsTable): Promise<boolean> {
+  const record = await jobs.get(holder.jobId);
+  return (holder.host === hostname() && !alive(holder.pid)) || (record !== undefined && FINAL_STATUSES.has(record.status));
+}
+
 export class ColumnLock {
   private readonly file: string;
   /** The job whose lock this one took over (its process was gone): its queued tasks may still be running. */
@@ -37,7 +52,7 @@ export class ColumnLock {
   }
 
   static async acquire(storeDir: string, table: string, column: string, jobId: string, jobs: JobsTable): Promise<ColumnLock> {
-    const file = path.join(storeDir, "locks", `${column}.lock`);
+    const file = lockFile(storeDir, column);
     await mkdir(path.dirname(file), { recursive: true });
     const body: LockBody = { jobId, pid: process.pid, host: hostname(), at: new Date().toISOString() };
     let previous: string | undefined;
@@ -50,16 +65,9 @@ export class ColumnLock {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
-      let holder: LockBody | undefined;
-      try {
-        holder = JSON.parse(await readFile(file, "utf8")) as LockBody;
-      } catch {
-        holder = undefined; // being written, or garbage: look again
-      }
+      const holder = await readHolder(file);
       if (holder) {
-        const record = await jobs.get(holder.jobId);
-        const gone = (holder.host === hostname() && !alive(holder.pid)) || (record !== undefined && FINAL_STATUSES.has(record.status));
-        if (!gone) {
+        if (!(await isGone(holder, jobs))) {
           throw new ConfigError(
             "TABLE_BUSY",
             `column ${column} of table ${table} is being backfilled by job ${holder.jobId} (pid ${holder.pid} on ${holder.host}, since ${holder.at}); wait for it (lancet jobs watch ${holder.jobId}) or cancel it (lancet jobs cancel ${holder.jobId})`,
@@ -71,6 +79,12 @@ export class ColumnLock {
       await rm(file, { force: true });
     }
     throw new ConfigError("TABLE_BUSY", `could not take the backfill lock of column ${column} of table ${table} (${file}); another job keeps taking it`, { table, column });
+  }
+
+  /** The job holding the column's lock when its process is gone (the lock will be taken over), else undefined. */
+  static async goneHolder(storeDir: string, column: string, jobs: JobsTable): Promise<string | undefined> {
+    const holder = await readHolder(lockFile(storeDir, column));
+    return holder && (await isGone(holder, jobs)) ? holder.jobId : undefined;
   }
 
   async release(): Promise<void> {

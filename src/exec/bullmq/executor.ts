@@ -13,7 +13,7 @@ import type { BatchRange } from "../../checkpoint/store.ts";
 import { BackfillError, CancelledError, deserializeError, type ErrorContext, type SerializedError } from "../../errors.ts";
 import { gapsOf } from "../../plan/plan.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../protocol.ts";
-import { cancelKey, listWorkers } from "./registry.ts";
+import { cancelKey, listWorkers, type WorkerInfo } from "./registry.ts";
 import {
   checkQueueBase,
   classOf,
@@ -23,6 +23,7 @@ import {
   formatResources,
   queueName,
   satisfies,
+  settleWithin,
   taskJobId,
   type PoolSettings,
   type QueueEventType,
@@ -81,32 +82,55 @@ function parseFailure(reason: string | undefined, d: TaskJobData): BackfillError
     : new BackfillError("WORKER_CRASHED", `task for fragment ${d.task.fragmentId} failed on the queue: ${reason ?? "unknown reason"}`, where);
 }
 
-/** One connection attempt, no retries: Redis must answer now, or the job fails with QUEUE_UNAVAILABLE. */
-export async function probeRedis(url: string, where: ErrorContext = {}): Promise<void> {
+/**
+ * Runs `fn` on a one-shot connection: one attempt, no retries. Redis must answer now, or this throws
+ * QUEUE_UNAVAILABLE naming the URL (the coordinator's start, `lancet workers`).
+ */
+export async function withRedis<T>(url: string, where: ErrorContext, fn: (client: Redis) => Promise<T>): Promise<T> {
   const client = new Redis({ ...(connectionFor(url) as object), lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
   let last: Error | undefined;
   client.on("error", (e: Error) => (last = e));
   try {
-    await client.connect();
-    await client.ping();
-  } catch (e) {
-    const why = (last ?? (e as Error)).message;
-    throw new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${url}: ${why}; start redis-server (or Valkey) there, or fix --redis`, where);
+    try {
+      await client.connect();
+    } catch (e) {
+      throw new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${url}: ${(last ?? (e as Error)).message}; start redis-server (or Valkey) there, or fix --redis`, where);
+    }
+    return await fn(client);
   } finally {
     client.disconnect();
   }
 }
 
-/** Total task slots of the live workers on the queue that serves `needs` (and can run it). */
-export async function liveSlots(url: string, queue: string | undefined, needs: Resources): Promise<number> {
-  const client = new Redis({ ...(connectionFor(url) as object), maxRetriesPerRequest: 1, retryStrategy: () => null });
-  client.on("error", () => {});
-  try {
-    const workers = await listWorkers(client, queue ?? DEFAULT_QUEUE);
-    return workers.filter((w) => w.resourceClass === classOf(needs) && satisfies(w.resources, needs)).reduce((s, w) => s + w.concurrency, 0);
-  } finally {
-    client.disconnect();
-  }
+/** Live workers on the queue for `needs`' resource class, and those of them that can run it. */
+async function workersFor(redis: Redis, queue: string, needs: Resources): Promise<{ onQueue: WorkerInfo[]; capable: WorkerInfo[] }> {
+  const onQueue = (await listWorkers(redis, queue)).filter((w) => w.resourceClass === classOf(needs));
+  return { onQueue, capable: onQueue.filter((w) => satisfies(w.resources, needs)) };
+}
+
+/**
+ * Stops the tasks of Lancet job `jobId` (a dead coordinator's): workers skip its waiting tasks and stop
+ * its running ones after their current batch, which this waits for (at most `waitMs`), so that what
+ * they checkpoint is on disk before the caller plans.
+ */
+export async function stopQueuedJob(url: string, queue: string | undefined, needs: Resources, jobId: string, where: ErrorContext = {}, waitMs = 60_000): Promise<void> {
+  const base = queue ?? DEFAULT_QUEUE;
+  await withRedis(url, where, async (c) => {
+    await c.set(cancelKey(base, jobId), "1", "EX", 7 * 24 * 3600);
+    const q = new Queue<TaskJobData, TaskJobResult>(queueName(base, classOf(needs)), { connection: connectionFor(url) });
+    q.on("error", () => {});
+    try {
+      const deadline = Date.now() + waitMs;
+      while (Date.now() < deadline && (await q.getActive()).some((j) => j.data?.jobId === jobId)) await sleep(200);
+    } finally {
+      await settleWithin(q.close(), 2000);
+    }
+  });
+}
+
+/** Total task slots of the live workers that can run `needs` (QUEUE_UNAVAILABLE when Redis does not answer). */
+export async function liveSlots(url: string, queue: string | undefined, needs: Resources, where: ErrorContext = {}): Promise<number> {
+  return withRedis(url, where, async (client) => (await workersFor(client, queue ?? DEFAULT_QUEUE, needs)).capable.reduce((s, w) => s + w.concurrency, 0));
 }
 
 export class QueueExecutor implements Executor {
@@ -161,11 +185,11 @@ export class QueueExecutor implements Executor {
 
   /** Connects (a clear error when Redis cannot be reached) and starts the admission check. */
   static async create(init: QueueExecutorInit): Promise<QueueExecutor> {
-    await probeRedis(init.redis, { table: init.config.table, column: init.config.column, jobId: init.jobId });
+    await withRedis(init.redis, { table: init.config.table, column: init.config.column, jobId: init.jobId }, (c) => c.ping());
     const ex = new QueueExecutor(init);
     try {
       await ex.events.waitUntilReady();
-      if (init.supersedes) await ex.redis.set(cancelKey(ex.base, init.supersedes), "1", "EX", 7 * 24 * 3600);
+      if (init.supersedes) await ex.requestCancel(init.supersedes);
       await ex.checkAdmission();
     } catch (e) {
       await ex.close();
@@ -181,9 +205,9 @@ export class QueueExecutor implements Executor {
    * autoscaler starts workers when tasks wait) up to admissionTimeoutMs.
    */
   private async checkAdmission(): Promise<void> {
-    const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
+    const { onQueue: workers, capable } = await workersFor(this.redis, this.base, this.init.needs);
     const { config, needs } = this.init;
-    if (workers.some((w) => satisfies(w.resources, needs))) {
+    if (capable.length > 0) {
       this.admitted = true;
       return;
     }
@@ -223,8 +247,7 @@ export class QueueExecutor implements Executor {
       // Some live worker must be able to serve the tasks: at the start (admission) and all along (all
       // workers may die later). None for admissionTimeoutMs fails the job instead of waiting silently.
       if (this.admission === undefined && this.pending.size > 0) {
-        const workers = (await listWorkers(this.redis, this.base)).filter((w) => w.resourceClass === classOf(this.init.needs));
-        if (workers.some((w) => satisfies(w.resources, this.init.needs))) this.noWorkerSince = undefined;
+        if ((await workersFor(this.redis, this.base, this.init.needs)).capable.length > 0) this.noWorkerSince = undefined;
         else {
           const limit = this.init.admissionTimeoutMs ?? 600_000;
           if (this.noWorkerSince === undefined) {
@@ -342,6 +365,11 @@ export class QueueExecutor implements Executor {
     }
   }
 
+  /** Asks every worker to stop the tasks of Lancet job `jobId` after their current batch (and to skip its waiting ones). */
+  private async requestCancel(jobId: string): Promise<void> {
+    await this.redis.set(cancelKey(this.base, jobId), "1", "EX", 7 * 24 * 3600);
+  }
+
   private async removeWaiting(id: string): Promise<boolean> {
     const job = await this.queue.getJob(id).catch(() => undefined);
     if (!job) return true;
@@ -371,7 +399,7 @@ export class QueueExecutor implements Executor {
     const onAbort = (): void => {
       this.aborted = true;
       void (async () => {
-        await this.redis.set(cancelKey(this.base, this.init.jobId), "1", "EX", 7 * 24 * 3600).catch(() => {});
+        await this.requestCancel(this.init.jobId).catch(() => {});
         if (await this.removeWaiting(id)) {
           this.pending.delete(id);
           resolveOuter();
@@ -397,9 +425,8 @@ export class QueueExecutor implements Executor {
     this.closed ??= (async () => {
       clearInterval(this.sweepTimer);
       // Bounded: with Redis gone, BullMQ's close would wait for it forever.
-      const bounded = (p: Promise<unknown>): Promise<unknown> => Promise.race([p.catch(() => {}), sleep(2000)]);
-      await bounded(this.events.close());
-      await bounded(this.queue.close());
+      await settleWithin(this.events.close(), 2000);
+      await settleWithin(this.queue.close(), 2000);
       this.events.disconnect().catch(() => {});
       this.queue.disconnect().catch(() => {});
       this.redis.disconnect();

@@ -3,6 +3,7 @@
  * class, job ids, the job payload, the lock/stall settings and the Redis connection.
  */
 import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ConnectionOptions } from "bullmq";
 import { ConfigError } from "../../errors.ts";
 import type { BatchReport, TaskSpec, WorkerConfig } from "../protocol.ts";
@@ -140,4 +141,10 @@ export function connectionFor(url: string, where = "redis"): ConnectionOptions {
     maxRetriesPerRequest: null,
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
   };
+}
+
+/** Waits for `p` (ignoring its failure) at most `ms`: for steps that need a Redis that may be gone. */
+export async function settleWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  const timer = sleep(ms, undefined, { ref: false });
+  await Promise.race([p.then(() => {}, () => {}), timer]);
 }

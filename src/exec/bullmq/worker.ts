@@ -31,6 +31,7 @@ import {
   formatResources,
   queueName,
   satisfies,
+  settleWithin,
   type Resources,
   type StallSettings,
   type TaskJobData,
@@ -356,7 +357,6 @@ export class LancetWorker {
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
-      const bounded = <T>(p: Promise<T>, ms: number): Promise<unknown> => Promise.race([p.catch(() => {}), sleep(ms)]);
       // Wait for the running tasks; BullMQ's close also waits for Redis, which may be gone, so a worker
       // idle for 2 s (tasks fetched meanwhile are handed back, see process) goes on without it.
       const drained = async (): Promise<void> => {
@@ -368,8 +368,8 @@ export class LancetWorker {
       await Promise.race([this.worker.close().catch(() => {}), drained()]);
       await Promise.all([...this.pools.values()].map((e) => e.pool.then((p) => p.close(), () => {})));
       this.pools.clear();
-      await bounded(removeWorker(this.redis, this.queue, this.id), 1000);
-      await bounded(this.bullQueue.close(), 2000);
+      await settleWithin(removeWorker(this.redis, this.queue, this.id), 1000);
+      await settleWithin(this.bullQueue.close(), 2000);
       void this.worker.close(true).catch(() => {});
       this.redis.disconnect();
       await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
