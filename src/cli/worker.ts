@@ -31,6 +31,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
         "lock-duration-ms": { type: "string" },
         "stalled-interval-ms": { type: "string" },
         "max-stalled-count": { type: "string" },
+        "exit-when-idle-ms": { type: "string" },
         verbose: { type: "boolean" },
       },
       strict: true,
@@ -48,6 +49,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     if (interval !== undefined) stall.stalledIntervalMs = interval;
     if (maxStalled !== undefined) stall.maxStalledCount = maxStalled;
     const concurrency = positive("concurrency");
+    const exitWhenIdleMs = positive("exit-when-idle-ms");
     const port = intOpt(values, "metrics-port");
     const worker = await LancetWorker.start({
       redis: redisUrl(values),
@@ -55,6 +57,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
       ...(concurrency !== undefined ? { concurrency } : {}),
       ...(typeof values.resources === "string" ? { resources: parseResources(values.resources, "--resources") } : {}),
       ...(port !== undefined ? { metricsPort: port } : {}),
+      ...(exitWhenIdleMs !== undefined ? { exitWhenIdleMs } : {}),
       stall,
       logger: stderrLogger(values.verbose === true ? "debug" : "info"),
     });
@@ -64,7 +67,9 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
         "\n",
     );
     await new Promise<void>((resolve) => {
+      let signalled = false;
       const stop = (sig: string): void => {
+        signalled = true;
         io.stderr.write(`lancet worker: ${sig}: finishing running tasks, then exiting\n`);
         process.off("SIGTERM", onTerm);
         process.off("SIGINT", onInt);
@@ -78,6 +83,15 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
       const onInt = (): void => stop("SIGINT");
       process.on("SIGTERM", onTerm);
       process.on("SIGINT", onInt);
+      // --exit-when-idle-ms: the worker stops by itself.
+      void worker.closed.then(() => {
+        if (signalled) return;
+        process.off("SIGTERM", onTerm);
+        process.off("SIGINT", onInt);
+        io.stderr.write("lancet worker: idle, exiting\n");
+        setTimeout(() => process.exit(0), 500).unref();
+        resolve();
+      });
     });
     return 0;
   } catch (e) {

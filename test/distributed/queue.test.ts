@@ -367,6 +367,27 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
     await w.stop();
   });
 
+  test("--exit-when-idle-ms: a worker stops by itself once its queue has been empty that long", async () => {
+    await using t = await tempDb();
+    await makeTable(t, 2, 100);
+    await addColumns(ref(t.dir), { y: udfRef("doubled") });
+    const queue = "idle";
+    const w = await startWorker(redis.url, ["--queue", queue, "--exit-when-idle-ms", "1500"]);
+    const r = await backfill(ref(t.dir), "y", { executor: { redis: redis.url, queue } });
+    assert.equal(r.status, "finished");
+    const exited = await new Promise<number | null>((resolve) => {
+      if (w.child.exitCode !== null) return resolve(w.child.exitCode);
+      const timer = setTimeout(() => resolve(-1), 15_000);
+      w.child.once("exit", (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+    });
+    assert.equal(exited, 0, w.output());
+    assert.match(w.output(), /idle, exiting/);
+    await w.stop();
+  });
+
   test("workers expose Prometheus metrics and /healthz; `lancet workers` lists them", async () => {
     await using t = await tempDb();
     await makeTable(t, 2, 100);

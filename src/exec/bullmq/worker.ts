@@ -49,6 +49,11 @@ export interface LancetWorkerOptions {
   readonly stall?: Partial<StallSettings>;
   /** Serve Prometheus metrics and /healthz on this port. */
   readonly metricsPort?: number;
+  /**
+   * Stop by itself once it has had nothing to do (no task running, none waiting on its queue) for this
+   * long: for a worker per backfill, e.g. a Kubernetes Indexed Job. @default never
+   */
+  readonly exitWhenIdleMs?: number;
   /** Close idle pools of worker processes after this long. @default 60000 */
   readonly poolIdleMs?: number;
   readonly logger?: Logger;
@@ -80,6 +85,8 @@ export class LancetWorker {
   private server: Server | undefined;
   private active = 0;
   private closing: Promise<void> | undefined;
+  private markStopped!: () => void;
+  private readonly stopped = new Promise<void>((r) => (this.markStopped = r));
 
   private constructor(options: LancetWorkerOptions) {
     this.queue = checkQueueBase(options.queue ?? DEFAULT_QUEUE, "queue");
@@ -152,9 +159,31 @@ export class LancetWorker {
     }
     w.timers.push(setInterval(() => void w.register().catch(() => {}), WORKER_REFRESH_MS));
     w.timers.push(setInterval(() => void w.closeIdlePools(), Math.min(10_000, w.poolIdleMs)));
+    const idleLimit = options.exitWhenIdleMs;
+    if (idleLimit !== undefined) {
+      let idleSince = Date.now();
+      w.timers.push(
+        setInterval(() => {
+          void (async () => {
+            const c = await w.bullQueue.getJobCounts("waiting", "delayed", "prioritized");
+            const busy = w.active > 0 || (c.waiting ?? 0) + (c.delayed ?? 0) + (c.prioritized ?? 0) > 0;
+            if (busy) idleSince = Date.now();
+            else if (Date.now() - idleSince >= idleLimit) {
+              w.log.info(`idle for ${idleLimit} ms: stopping`);
+              void w.close();
+            }
+          })().catch(() => {});
+        }, Math.min(1000, idleLimit)),
+      );
+    }
     void w.worker.run().catch((e: unknown) => w.log.error(`worker loop ended: ${(e as Error).message}`));
     w.log.debug(`worker ${w.id} takes tasks from ${w.queueName} (resources ${formatResources(w.resources)}, concurrency ${w.concurrency})`);
     return w;
+  }
+
+  /** Resolves once the worker has stopped (after close(), or by itself with exitWhenIdleMs). */
+  get closed(): Promise<void> {
+    return this.stopped;
   }
 
   /** The port metrics are served on (useful with port 0). */
@@ -373,6 +402,7 @@ export class LancetWorker {
       void this.worker.close(true).catch(() => {});
       this.redis.disconnect();
       await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+      this.markStopped();
     })();
     return this.closing;
   }
