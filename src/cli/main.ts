@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, listErrors, refragment, stderrLogger } from "../index.ts";
 import type { BackfillOptions, BackfillProgress, JobRecord } from "../index.ts";
 import { jobsCommand, recordJson } from "./jobs.ts";
-import { fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
+import { flagOrEnv, fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
 
 export type { CliIo } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
@@ -238,10 +238,10 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
       }
       options.env = env;
     }
-    const redis = typeof values.redis === "string" ? values.redis : process.env.LANCET_REDIS_URL;
+    const redis = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
     if (redis !== undefined && redis !== "") {
       const admission = intOpt(values, "admission-timeout-ms");
-      const queue = typeof values.queue === "string" ? values.queue : process.env.LANCET_QUEUE;
+      const queue = flagOrEnv(values, "queue", "LANCET_QUEUE");
       options.executor = { redis, ...(queue ? { queue } : {}), ...(admission !== undefined ? { admissionTimeoutMs: admission } : {}) };
     } else if (values.queue !== undefined || values["admission-timeout-ms"] !== undefined) {
       throw new UsageError("--queue and --admission-timeout-ms need --redis URL (or LANCET_REDIS_URL)");

@@ -15,6 +15,12 @@ export function opt(values: Record<string, unknown>, name: string): string {
   return v;
 }
 
+/** A string flag's value, else the environment variable standing in for it (`--redis` / LANCET_REDIS_URL). */
+export function flagOrEnv(values: Record<string, unknown>, name: string, envName: string): string | undefined {
+  const v = values[name];
+  return typeof v === "string" ? v : process.env[envName];
+}
+
 export function intOpt(values: Record<string, unknown>, name: string): number | undefined {
   const v = values[name];
   if (v === undefined) return undefined;

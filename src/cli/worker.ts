@@ -5,16 +5,16 @@ import { withRedis } from "../exec/bullmq/executor.ts";
 import { listWorkers } from "../exec/bullmq/registry.ts";
 import { LancetWorker } from "../exec/bullmq/worker.ts";
 import { stderrLogger } from "../log.ts";
-import { intOpt, report, UsageError, type CliIo } from "./shared.ts";
+import { flagOrEnv, intOpt, report, UsageError, type CliIo } from "./shared.ts";
 
 function redisUrl(values: Record<string, unknown>): string {
-  const url = typeof values.redis === "string" ? values.redis : process.env.LANCET_REDIS_URL;
+  const url = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
   if (!url) throw new UsageError("--redis URL is required (or set LANCET_REDIS_URL)");
   return url;
 }
 
 function queueOpt(values: Record<string, unknown>): string {
-  return checkQueueBase(typeof values.queue === "string" ? values.queue : (process.env.LANCET_QUEUE ?? DEFAULT_QUEUE), "--queue");
+  return checkQueueBase(flagOrEnv(values, "queue", "LANCET_QUEUE") ?? DEFAULT_QUEUE, "--queue");
 }
 
 /** Runs until SIGTERM or SIGINT, then finishes its running tasks and exits 0. */

@@ -127,13 +127,16 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   let concurrency = opts.concurrency;
   /** Distributed: the live workers' task slots at the start (what "cores" means to the diagnosis). */
   let clusterSlots = 0;
+  /** Opened early in distributed mode (to find a dead coordinator's job); reused by startJob. */
+  let jobsTable: JobsTable | undefined;
   if (opts.executor !== "local") {
     // Fails fast, before planning, when Redis is not there; sizes the job to the live workers.
     const where = { table: t.name, column, jobId: rec.id };
     clusterSlots = await liveSlots(opts.executor.redis, opts.executor.queue, needs, where);
     // A dead coordinator's tasks may still run on the workers: stop them before planning, so the plan
     // sees everything they checkpoint.
-    const dead = opts.planOnly ? undefined : await ColumnLock.goneHolder(t.storeDir, column, await JobsTable.open(t.dbDir));
+    jobsTable = opts.planOnly ? undefined : await JobsTable.open(t.dbDir);
+    const dead = jobsTable && (await ColumnLock.goneHolder(t.storeDir, column, jobsTable));
     if (dead !== undefined) await stopQueuedJob(opts.executor.redis, opts.executor.queue, needs, dead, where);
     if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
@@ -193,7 +196,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
 
   // ---- run --------------------------------------------------------------------------------
-  const { jobs, lock } = await startJob(t, column, ctl);
+  const { jobs, lock } = await startJob(t, column, ctl, jobsTable);
   try {
     ctl.event("started", `backfill of ${t.name}.${column} started (UDF ${binding.exportName}, version ${binding.version}) at table version ${readVersion}`);
     ctl.event("planned", `plan: ${summary.fragmentsToWrite} fragment(s) to write, ${summary.fragmentsDone} already complete, ${summary.tasks} task(s), up to ${summary.rowsPlanned} rows; ${summary.selection}`);
@@ -477,8 +480,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
 
 
 /** Takes the column's lock and starts recording the job in the jobs table. */
-async function startJob(t: ResolvedTable, column: string, ctl: JobController): Promise<{ jobs: JobsTable; lock: ColumnLock }> {
-  const jobs = await JobsTable.open(t.dbDir);
+async function startJob(t: ResolvedTable, column: string, ctl: JobController, opened?: JobsTable): Promise<{ jobs: JobsTable; lock: ColumnLock }> {
+  const jobs = opened ?? (await JobsTable.open(t.dbDir));
   const lock = await ColumnLock.acquire(t.storeDir, t.name, column, ctl.record.id, jobs);
   ctl.attach(jobs, t.dbDir);
   return { jobs, lock };
