@@ -19,8 +19,6 @@ type Vec = ArrowNs.Vector;
 const SELECT_ALIAS = "__lancet_selected";
 /** Adaptive checkpoint sizing aims at this much UDF time per batch (Geneva's target). */
 const TARGET_BATCH_MS = 10_000;
-/** Error records sent back per batch at most (the count of skipped rows is always exact). */
-const MAX_ERRORS_PER_BATCH = 1000;
 
 function quoteIdent(name: string): string {
   return "`" + name.replace(/`/g, "``") + "`";
@@ -157,7 +155,7 @@ export class TaskRunner {
     const batch = new arrow.Table(columns);
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors: errors.slice(0, MAX_ERRORS_PER_BATCH), readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
+    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
   }
 
   private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {

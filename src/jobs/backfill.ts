@@ -32,7 +32,7 @@ import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
 import { ColumnLock } from "./lock.ts";
-import { ErrorsTable, type ErrorRecord } from "./errors-table.ts";
+import { ErrorsWriter, type ErrorRecord } from "./errors-table.ts";
 
 async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
   if (typeof column !== "string" || column.length === 0) throw new ConfigError("CONFIG_INVALID", `column must be a column name (got ${JSON.stringify(column)})`);
@@ -213,17 +213,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       logger: log,
       otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
     });
-    const errorsTable = await ErrorsTable.open(t.dbDir);
-    let pendingErrors: ErrorRecord[] = [];
-    let errorsFlush: Promise<void> = Promise.resolve();
-    const flushErrors = (): Promise<void> => {
-      const batch = pendingErrors;
-      pendingErrors = [];
-      if (batch.length > 0) {
-        errorsFlush = errorsFlush.then(() => errorsTable.append(batch)).catch((e: unknown) => log.warn(`could not write to the errors table: ${(e as Error).message}`));
-      }
-      return errorsFlush;
-    };
+    // One record per skipped row, streamed to the errors table; failing to record them fails the job.
+    const errorsWriter = new ErrorsWriter(t.dbDir, { jobId: rec.id, table: t.name, column, onFailure: (e) => (failure ??= e) });
     const udfLabel = `${binding.module}#${binding.exportName}`;
     const identities = new Map(fragments.map((f) => [f.id, f.identity]));
     const remaining = new Map<number, number>(plan.fragments.map((f) => [f.id, f.tasks.length]));
@@ -389,10 +380,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
                   if (r.rowsSkipped > 0) {
                     m.rowsSkipped += r.rowsSkipped;
                     const at = new Date().toISOString();
-                    for (const e of r.errors) {
-                      pendingErrors.push({ jobId: rec.id, table: t.name, column, udf: udfLabel, udfVersion: binding.version, fragment: task.fragmentId, rowAddress: e.rowAddress, rowOffset: e.rowOffset, name: e.name, message: e.message, stack: e.stack, attempt: e.attempt, bisectDepth: e.bisectDepth, at });
-                    }
-                    if (pendingErrors.length >= 1000) void flushErrors();
+                    errorsWriter.add(r.errors.map((e): ErrorRecord => ({ jobId: rec.id, table: t.name, column, udf: udfLabel, udfVersion: binding.version, fragment: task.fragmentId, rowAddress: e.rowAddress, rowOffset: e.rowOffset, name: e.name, message: e.message, stack: e.stack, attempt: e.attempt, bisectDepth: e.bisectDepth, at })));
                   }
                   m.udfMs += r.udfMs;
                   m.udfCpuMs += r.udfCpuMs;
@@ -427,6 +415,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             let complete: boolean;
             try {
               complete = await runOne(task);
+              await errorsWriter.ready(); // backpressure: no new task while error records wait
             } catch (e) {
               failure ??= e;
               return;
@@ -452,7 +441,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     // Write what is complete — healthy fragments too when the job failed or was cancelled.
     setPhase("committing");
     await drainWriters();
-    await flushErrors();
+    await errorsWriter.flush().catch((e: unknown) => (failure ??= e));
     if (m.rowsSkipped > 0) ctl.event("skipped", `${m.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --job ${rec.id}\`; a re-run retries them`);
     refresh(true);
     if (failure !== undefined) {

@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import { existsSync } from "node:fs";
 import { arrow } from "../arrow.ts";
+import { CheckpointError, type BackfillError } from "../errors.ts";
 import { openSystemTable } from "./store.ts";
 import type { LanceNs } from "../arrow.ts";
 
@@ -78,4 +79,113 @@ export async function listErrors(db: string, filter: { jobId?: string; column?: 
   const dir = path.resolve(db);
   if (!existsSync(path.join(dir, `${ERRORS_TABLE}.lance`))) return [];
   return (await ErrorsTable.open(dir)).list(filter);
+}
+
+/** Error records per append to the errors table, at least (more are coalesced while an append runs). */
+export const ERRORS_FLUSH_RECORDS = 1000;
+
+/** Where a writer's records belong, for its error messages. */
+export interface ErrorsWriterOptions {
+  readonly jobId: string;
+  readonly table: string;
+  readonly column: string;
+  /** Start an append once this many records wait. @default {@link ERRORS_FLUSH_RECORDS} */
+  readonly flushRecords?: number;
+  /** Called once, with the writer's failure, when an append fails (the job should stop). */
+  readonly onFailure?: (e: BackfillError) => void;
+}
+
+/**
+ * Streams a job's error records into the errors table, one record per skipped row, none dropped:
+ * `add()` buffers and starts an append once {@link ErrorsWriterOptions.flushRecords} records wait
+ * (appends run one at a time, in order; records that arrive meanwhile go into the next one);
+ * `ready()` is the backpressure point (it waits while that many records are still unwritten);
+ * `flush()` waits for every record added so far.
+ *
+ * The table is opened on the first append, so a job that skips nothing never touches it. The first
+ * failure (opening or appending) fails the writer for good: it reports to `onFailure`, later records
+ * are dropped (the job is failing), and `flush()` rejects with the same {@link BackfillError}
+ * (CHECKPOINT_FAILED), which names the table and the cause.
+ */
+export class ErrorsWriter {
+  readonly #dbDir: string;
+  readonly #opts: ErrorsWriterOptions;
+  readonly #flushRecords: number;
+  #table: ErrorsTable | undefined;
+  #pending: ErrorRecord[] = [];
+  #inFlight = 0;
+  #tail: Promise<void> = Promise.resolve();
+  #failure: BackfillError | undefined;
+
+  constructor(dbDir: string, opts: ErrorsWriterOptions) {
+    this.#dbDir = dbDir;
+    this.#opts = opts;
+    this.#flushRecords = Math.max(1, opts.flushRecords ?? ERRORS_FLUSH_RECORDS);
+  }
+
+  /** Records added but not yet written (waiting or being appended). */
+  get unwritten(): number {
+    return this.#pending.length + this.#inFlight;
+  }
+
+  /** Buffers records; starts an append once enough wait. Never throws. */
+  add(records: readonly ErrorRecord[]): void {
+    if (records.length === 0) return;
+    if (this.#failure) return; // the job is failing already
+    for (const r of records) this.#pending.push(r);
+    if (this.#pending.length >= this.#flushRecords && this.#inFlight === 0) this.#startAppend();
+  }
+
+  /** Resolves once fewer than `flushRecords` records are unwritten (at once after a failure). Never rejects. */
+  async ready(): Promise<void> {
+    while (!this.#failure && this.unwritten >= this.#flushRecords) {
+      if (this.#inFlight === 0) this.#startAppend();
+      await this.#tail;
+    }
+  }
+
+  /** Writes every record added so far; rejects with the writer's failure. */
+  async flush(): Promise<void> {
+    while (!this.#failure && this.unwritten > 0) {
+      if (this.#inFlight === 0) this.#startAppend();
+      await this.#tail;
+    }
+    if (this.#failure) throw this.#failure;
+  }
+
+  #startAppend(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    this.#inFlight = batch.length;
+    this.#tail = this.#append(batch).then(
+      () => {
+        this.#inFlight = 0;
+        // Records that arrived during the append: the next one takes them all.
+        if (!this.#failure && this.#pending.length >= this.#flushRecords) this.#startAppend();
+      },
+      (e: unknown) => {
+        this.#inFlight = 0;
+        this.#pending = [];
+        this.#failure = this.#error(e);
+        this.#opts.onFailure?.(this.#failure);
+      },
+    );
+  }
+
+  async #append(batch: ErrorRecord[]): Promise<void> {
+    this.#table ??= await ErrorsTable.open(this.#dbDir);
+    await this.#table.append(batch);
+  }
+
+  #error(e: unknown): BackfillError {
+    const { jobId, table, column } = this.#opts;
+    const where = path.join(this.#dbDir, `${ERRORS_TABLE}.lance`);
+    // Lance messages repeat themselves in a chain of "Caused by:" and name Rust source lines: keep the first link.
+    const cause = (e instanceof Error ? e.message : String(e)).split(/\n|\s+Caused by:/)[0]!.replace(/, \/\S+\.rs:\d+:\d+/g, "").trim();
+    return new CheckpointError(
+      `could not write to the errors table ${ERRORS_TABLE} (${where}): ${cause}; job ${jobId} failed so that no row skipped by the error policy of column ${column} (table ${table}) goes unrecorded. ` +
+        `Committed fragments stay committed and checkpoints are kept: repair or move aside ${ERRORS_TABLE}.lance, then run the backfill again (it retries the skipped rows)`,
+      { jobId, table, column, cause: e },
+    );
+  }
 }
