@@ -267,6 +267,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
      * changed since the plan (compacted, deleted, rewritten) fails alone and the healthy ones commit.
      */
     const writeGracefully = async (group: PlannedFragment[]): Promise<void> => {
+      await lock.assertHeld(); // fencing: no commit once another job holds the column
       try {
         await writeGroup(group);
         return;
@@ -512,6 +513,7 @@ async function runSqlRefresh(
     setPhase("running");
     ctl.setStatus("running");
     const t0 = performance.now();
+    await lock.assertHeld();
     const r = await table.refreshColumn(column);
     const ms = performance.now() - t0;
     m.rowsProcessed = rows;
