@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { test } from "node:test";
 import { Redis } from "ioredis";
 
 export function redisAvailable(): boolean {
@@ -20,8 +21,22 @@ export function redisAvailable(): boolean {
   }
 }
 
-/** Why distributed tests are skipped here, or false when they run. */
+/** Why distributed tests that start their own redis-server are skipped here, or false when they run. */
 export const skipRedis: string | false = redisAvailable() ? false : "redis-server is not installed (apt-get install -y redis-server; .ci/run does it)";
+
+/**
+ * {@link skipRedis}, for a suite that starts its own redis-server. Where LANCET_TEST_REDIS_URL is set
+ * (CI sets it) a missing redis-server is a gap, not a skip: this also adds a failing test that says so,
+ * so the run fails instead of reporting the suite as skipped.
+ */
+export function requireRedisServer(): string | false {
+  if (skipRedis && process.env.LANCET_TEST_REDIS_URL) {
+    test("redis-server is installed (LANCET_TEST_REDIS_URL is set, so the distributed tests must run)", () => {
+      throw new Error("redis-server is not installed, but LANCET_TEST_REDIS_URL is set: the distributed tests that start their own server cannot run; install it (apt-get install -y redis-server; .ci/run does it)");
+    });
+  }
+  return skipRedis;
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -15,7 +15,7 @@ import { addColumns, backfill, backfillAsync, cancelJob, isBackfillError } from 
 import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
 import { gapsOf } from "../../src/plan/plan.ts";
 import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
-import { freePort, RedisServer, skipRedis } from "../redis.ts";
+import { freePort, RedisServer, requireRedisServer } from "../redis.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 const udf = (name: string) => udfRef(name, "distributed.ts");
@@ -87,7 +87,7 @@ async function assertDoubled(t: TempDb): Promise<void> {
   for (const r of rows) assert.equal(r.y, r.x === null ? null : (r.x as number) * 2);
 }
 
-describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
+describe("distributed backfills on BullMQ/Redis", { skip: requireRedisServer() }, () => {
   let redis: RedisServer;
   before(async () => {
     redis = await RedisServer.start();
@@ -305,7 +305,9 @@ describe("distributed backfills on BullMQ/Redis", { skip: skipRedis }, () => {
 
   test("a worker that cannot see the database fails the job with STORAGE_UNREACHABLE and commits nothing", async (ctx) => {
     const probe = spawnSync("unshare", ["-m", "--propagation", "private", "true"]);
-    if (probe.status !== 0) return ctx.skip("needs unshare -m (a private mount namespace) to hide the database from one worker");
+    // .ci/run installs unshare (util-linux): in CI (CI set) a missing one fails; elsewhere the skip says why.
+    if (probe.error && process.env.CI) throw new Error("unshare is not installed, but CI is set: .ci/run installs it (apt-get install -y util-linux)");
+    if (probe.status !== 0) return ctx.skip(`needs unshare -m (a private mount namespace) to hide the database from one worker: ${probe.error ? "unshare is not installed (apt-get install -y util-linux; .ci/run does it)" : `unshare -m is not permitted here (${probe.stderr.toString().trim()})`}`);
     await using t = await tempDb();
     const table = await makeTable(t, 1, 50);
     await addColumns(ref(t.dir), { y: udfRef("doubled") });

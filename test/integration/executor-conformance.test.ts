@@ -41,7 +41,7 @@ function queueHarness(): Harness {
   const workers: LancetWorker[] = [];
   return {
     name: "QueueExecutor (BullMQ on Redis)",
-    skip: url ? false : skipRedis,
+    skip: url || !skipRedis ? false : `${skipRedis}, and LANCET_TEST_REDIS_URL (a running server to use instead) is not set`,
     setUp: async () => {
       if (!url) {
         redis = await RedisServer.start();
