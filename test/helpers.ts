@@ -65,15 +65,20 @@ export async function readAll(t: TempDb, columns: string[], name = "t"): Promise
   const data = await table.query().select([...columns, "_rowaddr"]).toArrow({ maxBatchLength: 65536 } as never);
   return data.toArray().map((r) => {
     const o = r.toJSON() as Record<string, unknown>;
-    for (const k of Object.keys(o)) {
-      const v = o[k];
-      if (v === null || typeof v !== "object" || v instanceof Uint8Array) continue;
-      const json = typeof (v as { toJSON?: unknown }).toJSON === "function" ? (v as { toJSON(): unknown }).toJSON() : undefined;
-      if (json !== undefined && !Array.isArray(json) && typeof json === "object") o[k] = { ...(json as object) };
-      else if (typeof (v as { toArray?: unknown }).toArray === "function") o[k] = Array.from((v as { toArray(): ArrayLike<unknown> }).toArray());
-    }
+    for (const k of Object.keys(o)) o[k] = plainValue(o[k]);
     return o;
   });
+}
+
+/** An Arrow value as plain JS, all the way down: structs as objects, lists as arrays; binary stays a Uint8Array. */
+export function plainValue(v: unknown): unknown {
+  if (v === null || typeof v !== "object" || v instanceof Uint8Array) return v;
+  if (Array.isArray(v)) return v.map(plainValue);
+  const json = typeof (v as { toJSON?: unknown }).toJSON === "function" ? (v as { toJSON(): unknown }).toJSON() : undefined;
+  if (json !== undefined && !Array.isArray(json) && typeof json === "object" && json !== null) return Object.fromEntries(Object.entries(json).map(([k, x]) => [k, plainValue(x)]));
+  if (typeof (v as { toArray?: unknown }).toArray === "function") return Array.from((v as { toArray(): ArrayLike<unknown> }).toArray(), plainValue);
+  if (ArrayBuffer.isView(v)) return Array.from(v as unknown as ArrayLike<unknown>);
+  return v;
 }
 
 /** Fragment ids and physical row counts, from the latest manifest. */

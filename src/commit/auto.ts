@@ -7,13 +7,15 @@
  *   or POSIX filesystem, with no index on the column, in a manifest whose fields Lancet knows;
  * - mergeInsert: a fragment that already has values for the column (a `where` run, refilling skipped
  *   rows, a rebind over filled values: the graft does not replace column files), or any fragment the
- *   graft refuses.
+ *   graft refuses — before staging, while staging (file version, types, row count), or because its
+ *   staged version did not verify. Each fallback comes back in {@link CommitResult.fallbacks} with
+ *   its reason (the job records it as an event).
  */
 import type { LanceNs } from "../arrow.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentSource } from "./committer.ts";
-import { GraftCommitter } from "./graft.ts";
+import { GraftCommitter, GraftUnsafe } from "./graft.ts";
 import { MergeInsertCommitter } from "./merge-insert.ts";
 
 export type CommitMode = "auto" | "graft" | "merge";
@@ -53,16 +55,20 @@ class AutoCommitter implements Committer {
   }
 
   async commit(fragments: readonly FragmentSource[]): Promise<CommitResult> {
-    const refused = await this.graft.check(fragments.map((f) => f.fragmentId));
-    const grafted = fragments.filter((f) => !refused.has(f.fragmentId));
-    const merged = fragments.filter((f) => refused.has(f.fragmentId));
+    const { staged, refused, writeMs } = await this.graft.stageAll(fragments);
     const results: CommitResult[] = [];
-    if (grafted.length > 0) results.push(await this.graft.commit(grafted));
+    if (staged.length > 0) {
+      try {
+        results.push({ ...(await this.graft.publishStaged(staged)), writeMs });
+      } catch (e) {
+        if (!(e instanceof GraftUnsafe)) throw e;
+        for (const s of staged) refused.set(s.fragmentId, e.reason);
+      }
+    }
+    const merged = fragments.filter((f) => refused.has(f.fragmentId));
     if (merged.length > 0) {
       for (const [id, why] of refused) this.log.debug(`fragment ${id} goes through mergeInsert: ${why}`);
-      if (!this.merge) {
-        this.merge = this.makeMerge();
-      }
+      this.merge ??= this.makeMerge();
       await this.merge.prepare(this.table!);
       results.push(await this.merge.commit(merged));
     }
@@ -72,6 +78,7 @@ class AutoCommitter implements Committer {
       commits: results.reduce((s, r) => s + r.commits, 0),
       writeMs: results.reduce((s, r) => s + r.writeMs, 0),
       retries: results.reduce((s, r) => s + r.retries, 0),
+      fallbacks: [...refused].map(([fragmentId, reason]) => ({ fragmentId, reason })),
     };
   }
 }

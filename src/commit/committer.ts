@@ -32,6 +32,8 @@ export interface CommitResult {
   readonly writeMs: number;
   /** Commit attempts beyond the first (conflicts with other writers, retried). */
   readonly retries: number;
+  /** Fragments written by another path than the one first chosen (`auto`: graft refused), and why. */
+  readonly fallbacks?: readonly { readonly fragmentId: number; readonly reason: string }[];
 }
 
 export interface Committer {

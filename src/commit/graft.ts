@@ -6,9 +6,13 @@
  *
  * Lance accepts whatever manifest is published, and several mistakes make a table unreadable for
  * every client, so every guard of `reference/lancedb-node-write-path.md` §6.4 runs before anything is
- * published, publication is atomic (`link()` fails with EEXIST when another writer took the
- * version: rebase and retry), and the new version is read back; if it is not readable the previous
- * version is restored at once with a hand-written `Restore` commit.
+ * published. The staged version is then **verified before it is published**: its manifest is opened
+ * from a shadow directory that links to the table's own data files, and read back through LanceDB
+ * (row count, the new column's first and last rows of every grafted fragment). Only a version that
+ * reads back is published, atomically (`link()` fails with EEXIST when another writer took the
+ * version: rebase, verify again, retry). If something still goes wrong after publishing, the repair
+ * is a new commit on top of the latest version that removes only the grafted files — never a
+ * republication of an old version over other writers' commits.
  *
  * Local and POSIX filesystems only (atomicity rests on `link`). Fragments that cannot be grafted —
  * the column already has a file in them (a re-run with `where`, rows refilled after skips), an index
@@ -17,36 +21,39 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, link, mkdir, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, readdir, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs } from "../arrow.ts";
 import { CommitError } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
-import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, parseFragment, readManifestFile, type DataFileInfo, type FieldInfo } from "../read/manifest.ts";
+import { columnFields, intOf, manifestName, parseDataFile, parseField, parseFragment, readManifestFile, type DataFileInfo, type FieldInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, packedInts, str, type RawField } from "../read/protobuf.ts";
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
-import { valuesToVector, vectorToValues } from "../udf/values.ts";
+import { vectorToValues } from "../udf/values.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
+import { scatterRows } from "./scatter.ts";
 
 const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 const MAX_ROWS_PER_FILE = 1_048_576;
 
-/** A fragment the graft path must not write; `auto` mode sends it to the mergeInsert committer. */
+/**
+ * Fragments the graft path must not write, or whose staged version did not verify; nothing of theirs
+ * was published. `auto` mode sends them to the mergeInsert committer.
+ */
 export class GraftUnsafe extends Error {
-  readonly fragmentId: number;
-  constructor(fragmentId: number, message: string) {
+  readonly fragmentIds: readonly number[];
+  /** Why, without the fragment prefix (for events). */
+  readonly reason: string;
+  constructor(fragmentIds: number | readonly number[], message: string, reason = message) {
     super(message);
     this.name = "GraftUnsafe";
-    this.fragmentId = fragmentId;
+    this.fragmentIds = typeof fragmentIds === "number" ? [fragmentIds] : fragmentIds;
+    this.reason = reason;
   }
-}
-
-/** Test hook: exit the process at a named step of a commit (fault injection). */
-function crashPoint(step: string): void {
-  if (process.env.LANCET_GRAFT_CRASH_AT === step) process.exit(70);
 }
 
 interface RawManifest {
@@ -99,6 +106,8 @@ interface StagedFile {
   readonly fragmentId: number;
   readonly physicalRows: number;
   readonly dataFile: Uint8Array;
+  /** The file's name in the table's data/ folder. */
+  readonly path: string;
   /** What was written at the first and last 1024 physical rows (a copy: the full column is not kept). */
   readonly probe: (physicalRow: number) => unknown;
   readonly rows: number;
@@ -175,24 +184,62 @@ export class GraftCommitter implements Committer {
   }
 
   async commit(sources: readonly FragmentSource[]): Promise<CommitResult> {
-    const refused = await this.check(sources.map((f) => f.fragmentId));
+    const { staged, refused, writeMs } = await this.stageAll(sources);
     if (refused.size > 0) {
+      await this.discard(staged);
       const [id, why] = [...refused][0]!;
-      throw new GraftUnsafe(id, `fragment ${id} of table ${this.t.name} cannot be grafted: ${why}`);
+      throw new GraftUnsafe(id, `fragment ${id} of table ${this.t.name} cannot be grafted: ${why}`, why);
     }
-    // One fragment at a time: load, write natively, keep only the staged file's entry.
+    try {
+      return { ...(await this.publishStaged(staged)), writeMs };
+    } catch (e) {
+      if (!(e instanceof GraftUnsafe)) throw e;
+      throw new CommitError("COMMIT_FAILED", `${e.message}; use --commit-mode merge (or auto) for these fragments`, { table: this.t.name, column: this.column, fragmentId: e.fragmentIds[0]! });
+    }
+  }
+
+  /**
+   * Stages every fragment the graft may write (one at a time: load, write natively, keep only the
+   * staged file's entry); the others come back in `refused` with the reason, nothing staged for them.
+   */
+  async stageAll(sources: readonly FragmentSource[]): Promise<{ staged: StagedFile[]; refused: Map<number, string>; writeMs: number }> {
+    const refused = await this.check(sources.map((f) => f.fragmentId));
     const staged: StagedFile[] = [];
     let writeMs = 0;
     for (const src of sources) {
+      if (refused.has(src.fragmentId)) continue;
       const values = await src.load();
       const w0 = performance.now();
-      staged.push(await this.stage(values));
+      try {
+        staged.push(await this.stage(values));
+      } catch (e) {
+        if (!(e instanceof GraftUnsafe)) {
+          await this.discard(staged);
+          throw e;
+        }
+        refused.set(src.fragmentId, e.reason);
+      }
       writeMs += performance.now() - w0;
     }
+    return { staged, refused, writeMs };
+  }
+
+  /**
+   * Publishes staged files as one version (serialised within this process). Throws {@link GraftUnsafe}
+   * when the staged version does not verify (nothing published, staged files removed), or a
+   * {@link CommitError} saying what state the table is in.
+   */
+  async publishStaged(staged: StagedFile[]): Promise<Omit<CommitResult, "writeMs">> {
+    if (staged.length === 0) return { version: (await readRawManifest(this.t.tableDir)).version, rowsWritten: 0, commits: 0, retries: 0 };
     const run = this.publishing.then(() => this.publish(staged));
     this.publishing = run.catch(() => {});
     const { version, retries } = await run;
-    return { version, rowsWritten: staged.reduce((s, x) => s + x.rows, 0), commits: 1, writeMs, retries };
+    return { version, rowsWritten: staged.reduce((s, x) => s + x.rows, 0), commits: 1, retries };
+  }
+
+  /** Removes staged files that no version refers to (a commit refused or failed before publishing). */
+  async discard(staged: readonly StagedFile[]): Promise<void> {
+    for (const s of staged) await unlink(path.join(this.t.tableDir, "data", s.path)).catch(() => {});
   }
 
   /** Writes the fragment's column natively into a temporary table and moves its file into the table. */
@@ -211,10 +258,7 @@ export class GraftCommitter implements Committer {
     if (contiguous) {
       full = f.values;
     } else {
-      const src = vectorToValues(f.values);
-      const vals = new Array<unknown>(physical).fill(null);
-      for (let i = 0; i < n; i++) vals[Number(f.rowAddrs[i]! & 0xffffffffn)] = src[i];
-      full = valuesToVector(vals, this.type);
+      full = await scatterRows(f.values, (i) => words[2 * i]!, physical, this.type);
     }
     const dataFormat = decodeMessage(latest.fields.find((x) => x.no === 15)?.bytes ?? new Uint8Array());
     const formatVersion = dataFormat.find((x) => x.no === 2) ? str(dataFormat.find((x) => x.no === 2)!) : "2.0";
@@ -247,73 +291,143 @@ export class GraftCommitter implements Committer {
       await rename(path.join(tmpDir, "v.lance", "data", file.path), target).catch(async () => {
         await copyFile(path.join(tmpDir, "v.lance", "data", file.path), target);
       });
-      crashPoint("after-move");
-      const size = (await stat(target)).size;
-      const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, size);
-      return { fragmentId: f.fragmentId, physicalRows: physical, dataFile, probe: probeOf(full), rows: n };
+      try {
+        failpoint("graft.after-move");
+        const size = (await stat(target)).size;
+        const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, size);
+        return { fragmentId: f.fragmentId, physicalRows: physical, dataFile, path: name, probe: probeOf(full), rows: n };
+      } catch (e) {
+        await unlink(target).catch(() => {});
+        throw e;
+      }
     } finally {
       await rm(tmpDir, { recursive: true, force: true });
     }
   }
 
-  /** Builds the next manifest from `base` with the staged files; publishes it atomically; verifies it. */
+  /**
+   * Builds the next manifest from the latest one with the staged files, verifies it from a shadow
+   * directory, and publishes it atomically; on a lost race, rebases and verifies again.
+   */
   private async publish(staged: StagedFile[]): Promise<{ version: number; retries: number }> {
-    for (let attempt = 0; ; attempt++) {
-      const base = await readRawManifest(this.t.tableDir);
-      const refused = await this.check(staged.map((s) => s.fragmentId), base);
-      for (const s of staged) {
-        const f = fragments(base).find((x) => x.id === s.fragmentId);
-        if (!f || f.physicalRows !== s.physicalRows) refused.set(s.fragmentId, "the fragment changed since its file was written");
-      }
-      if (refused.size > 0) {
-        const [id, why] = [...refused][0]!;
-        throw new CommitError("COMMIT_FAILED", `fragment ${id} of table ${this.t.name} cannot be committed: ${why}; run the backfill again`, { table: this.t.name, column: this.column, fragmentId: id });
-      }
-      const version = base.version + 1;
-      const txnId = randomUUID();
-      const txnName = `${base.version}-${txnId}.txn`;
-      const groups = staged.map((s) => bytesField(1, concat([intField(1, s.fragmentId), bytesField(2, s.dataFile)])));
-      const txn = concat([intField(1, base.version), bytesField(2, txnId), bytesField(111, concat(groups))]);
-      const manifestBytes = this.buildManifest(base, version, txnName, txn, (fr) => {
-        const s = staged.find((x) => x.fragmentId === intOf(fr, 1));
-        if (!s) return null;
-        // Copy the fragment, add the new file after its last file, and on stable-row-id tables
-        // mark every row updated at this version (as Lance's own DataReplacement does).
-        const parts: Uint8Array[] = [];
-        const lastFile = fr.map((x) => x.no).lastIndexOf(2);
-        fr.forEach((x, i) => {
-          if (x.no === 7) {
-            parts.push(bytesField(7, runsAt(s.physicalRows, version)));
-          } else {
-            parts.push(x.raw);
-          }
-          if (i === lastFile) parts.push(bytesField(2, s.dataFile));
-        });
-        return concat(parts);
-      });
-      await mkdir(path.join(this.t.tableDir, "_transactions"), { recursive: true });
-      await writeFile(path.join(this.t.tableDir, "_transactions", txnName), txn);
-      crashPoint("after-txn");
-      const finalName = manifestName(version, base.v2Names);
-      const tmp = path.join(this.t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
-      await writeFile(tmp, manifestBytes);
-      crashPoint("after-tmp-manifest");
-      try {
-        await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
-      } catch (e) {
-        await unlink(tmp).catch(() => {});
-        if ((e as NodeJS.ErrnoException).code === "EEXIST" && attempt < 20) {
-          this.log.debug("graft lost the race for a version; rebasing", { version });
-          continue;
+    let published = false;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const base = await readRawManifest(this.t.tableDir);
+        const refused = await this.check(staged.map((s) => s.fragmentId), base);
+        for (const s of staged) {
+          const f = fragments(base).find((x) => x.id === s.fragmentId);
+          if (!f || f.physicalRows !== s.physicalRows) refused.set(s.fragmentId, "the fragment changed since its file was written");
         }
-        throw e;
+        if (refused.size > 0) {
+          const ids = [...refused.keys()];
+          const why = [...refused].map(([id, w]) => `fragment ${id}: ${w}`).join("; ");
+          throw new GraftUnsafe(ids, `fragment(s) ${ids.join(", ")} of table ${this.t.name} cannot be grafted (${why}); nothing was published`, why);
+        }
+        const version = base.version + 1;
+        const txnId = randomUUID();
+        const txnName = `${base.version}-${txnId}.txn`;
+        const groups = staged.map((s) => bytesField(1, concat([intField(1, s.fragmentId), bytesField(2, s.dataFile)])));
+        const txn = concat([intField(1, base.version), bytesField(2, txnId), bytesField(111, concat(groups))]);
+        const manifestBytes = this.buildManifest(base, version, txnName, txn, (fr) => {
+          const s = staged.find((x) => x.fragmentId === intOf(fr, 1));
+          if (!s) return null;
+          // Copy the fragment, add the new file after its last file, and on stable-row-id tables
+          // mark every row updated at this version (as Lance's own DataReplacement does).
+          const parts: Uint8Array[] = [];
+          const lastFile = fr.map((x) => x.no).lastIndexOf(2);
+          fr.forEach((x, i) => {
+            parts.push(x.no === 7 ? bytesField(7, runsAt(s.physicalRows, version)) : x.raw);
+            if (i === lastFile) parts.push(bytesField(2, s.dataFile));
+          });
+          return concat(parts);
+        });
+        const finalName = manifestName(version, base.v2Names);
+        await this.verifyShadow(base, finalName, manifestBytes, version, staged);
+        await mkdir(path.join(this.t.tableDir, "_transactions"), { recursive: true });
+        const txnPath = path.join(this.t.tableDir, "_transactions", txnName);
+        await writeFile(txnPath, txn);
+        const tmp = path.join(this.t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
+        await writeFile(tmp, manifestBytes);
+        try {
+          failpoint("graft.before-publish");
+          await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
+        } catch (e) {
+          await unlink(tmp).catch(() => {});
+          await unlink(txnPath).catch(() => {});
+          if ((e as NodeJS.ErrnoException).code === "EEXIST" && attempt < 20) {
+            this.log.debug("graft lost the race for a version; rebasing", { version });
+            continue;
+          }
+          throw e;
+        }
+        published = true;
+        await this.afterPublish(version, tmp, staged);
+        return { version, retries: attempt };
       }
-      crashPoint("after-link");
+    } catch (e) {
+      if (!published) {
+        await this.discard(staged);
+        if (e instanceof GraftUnsafe || e instanceof CommitError) throw e;
+        const base = await readRawManifest(this.t.tableDir).catch(() => undefined);
+        throw new CommitError("COMMIT_FAILED", `grafting fragment(s) ${staged.map((s) => s.fragmentId).join(", ")} of table ${this.t.name} failed before publishing (${(e as Error).message}); nothing was published: the table is unchanged${base ? ` (latest version ${base.version})` : ""}. Run the backfill again`, { table: this.t.name, column: this.column, fragmentId: staged[0]!.fragmentId, cause: e });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Opens the staged manifest from a shadow table directory whose every other entry links to the
+   * table's own (data files, deletion files, indices), and reads it back through LanceDB. Throws
+   * {@link GraftUnsafe} when it does not read back; the table is never touched.
+   */
+  private async verifyShadow(base: RawManifest, finalName: string, manifestBytes: Uint8Array, version: number, staged: StagedFile[]): Promise<void> {
+    const shadowDb = path.join(this.t.storeDir, "tmp", `shadow-${randomUUID()}`);
+    const shadowTable = path.join(shadowDb, path.basename(this.t.tableDir));
+    try {
+      failpoint("graft.verify-fail");
+      await mkdir(path.join(shadowTable, "_versions"), { recursive: true });
+      for (const entry of await readdir(this.t.tableDir)) {
+        if (entry === "_versions" || entry === "latest_version_hint.json") continue;
+        await symlink(path.join(this.t.tableDir, entry), path.join(shadowTable, entry));
+      }
+      await writeFile(path.join(shadowTable, "_versions", finalName), manifestBytes);
+      await this.readBack(shadowDb, version, base, staged);
+    } catch (e) {
+      const ids = staged.map((s) => s.fragmentId);
+      const why = `the staged version did not read back from a shadow copy (${(e as Error).message})`;
+      throw new GraftUnsafe(ids, `grafting fragment(s) ${ids.join(", ")} of table ${this.t.name}: ${why}; nothing was published: the table is unchanged at version ${base.version}`, why);
+    } finally {
+      await rm(shadowDb, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /**
+   * After the link: the hint, and a read of the published version from a fresh connection. If that
+   * fails, {@link repair} removes only the grafted files in a new commit on top of the latest version.
+   */
+  private async afterPublish(version: number, tmp: string, staged: StagedFile[]): Promise<void> {
+    try {
+      failpoint("graft.after-publish");
       await unlink(tmp).catch(() => {});
       await writeFile(path.join(this.t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
-      crashPoint("after-hint");
-      await this.verify(version, staged);
-      return { version, retries: attempt };
+      const db = await lancedb.connect(this.t.dbDir);
+      await (await db.openTable(this.t.name, undefined, { version } as never)).countRows();
+      failpoint("graft.after-hint");
+    } catch (e) {
+      const ids = staged.map((s) => s.fragmentId).join(", ");
+      this.log.error(`graft version ${version} of table ${this.t.name} failed after publishing (${(e as Error).message}); removing its files in a new commit`);
+      let state: string;
+      try {
+        const r = await this.repair(staged);
+        state =
+          r === undefined
+            ? `no later version still holds the grafted files, so nothing was removed; the table is readable at its latest version`
+            : `version ${r} removes only the grafted files of column ${this.column} (fragment(s) ${ids}) and keeps every other writer's commits; the table is readable at version ${r}`;
+      } catch (re) {
+        state = `removing the grafted files failed too (${(re as Error).message}); version ${version} and later still hold them — check the table with \`lancet status\` and re-run the backfill`;
+      }
+      throw new CommitError("COMMIT_FAILED", `version ${version} of table ${this.t.name} (column ${this.column}, fragment(s) ${ids}) failed after it was published (${(e as Error).message}); ${state}. Run the backfill again to fill the column`, { table: this.t.name, column: this.column, fragmentId: staged[0]!.fragmentId, cause: e });
     }
   }
 
@@ -373,72 +487,84 @@ export class GraftCommitter implements Committer {
     return concat([...(index ? [u32(index.length), index] : []), u32(txn.length), txn, u32(manifest.length), manifest, footer]);
   }
 
-  /** Reads the new version back from a fresh connection; restores the previous version if it is not readable. */
-  private async verify(version: number, staged: StagedFile[]): Promise<void> {
-    try {
-      const db = await lancedb.connect(this.t.dbDir);
-      const table = await db.openTable(this.t.name, undefined, { version } as never);
-      const m = await readRawManifest(this.t.tableDir, version);
-      let offset = 0;
-      const live = new Map<number, { offset: number; rows: number }>();
-      for (const f of m.fields.filter((x) => x.no === 2).map((x) => parseFragment(x.bytes))) {
-        live.set(f.id, { offset, rows: f.liveRows });
-        offset += f.liveRows;
-      }
-      const total = await table.countRows();
-      if (total !== offset) throw new Error(`version ${version} counts ${total} rows; its manifest says ${offset}`);
-      for (const s of staged) {
-        const at = live.get(s.fragmentId)!;
-        // The first and last rows of the fragment: enough to read every page header of the new
-        // file's column and catch a wrong row count, size or type, without reading it all.
-        const windows = at.rows <= 512 ? [[0, at.rows]] : [[0, 256], [at.rows - 256, 256]];
-        for (const [from, count] of windows) {
-          const data = await table.query().select([this.column, "_rowaddr"]).offset(at.offset + from!).limit(count!).toArrow({ maxBatchLength: 65536 } as never);
-          if (data.numRows !== count) throw new Error(`fragment ${s.fragmentId} reads back ${data.numRows} of ${count} rows`);
-          const col = data.getChild(this.column)!;
-          const addrs = data.getChild("_rowaddr")!;
-          if (formatDataType(col.type) !== formatDataType(this.type)) throw new Error(`column ${this.column} reads back as ${String(col.type)}`);
-          for (let i = 0; i < data.numRows; i++) {
-            const pos = Number((addrs.get(i) as bigint) & 0xffffffffn);
-            const written = s.probe(pos);
-            if (written !== undefined && !sameValue(col.get(i), written)) throw new Error(`fragment ${s.fragmentId} row ${pos} reads back differently from what was written`);
-          }
+  /**
+   * Reads version `version` of the table in `dbDir` (the real database or a shadow) from a fresh
+   * connection: the row count `base` implies, and the grafted column's first and last rows of every
+   * staged fragment compared with what was written.
+   */
+  private async readBack(dbDir: string, version: number, base: RawManifest, staged: StagedFile[]): Promise<void> {
+    const db = await lancedb.connect(dbDir);
+    const table = await db.openTable(this.t.name, undefined, { version } as never);
+    let offset = 0;
+    const live = new Map<number, { offset: number; rows: number }>();
+    for (const f of base.fields.filter((x) => x.no === 2).map((x) => parseFragment(x.bytes))) {
+      live.set(f.id, { offset, rows: f.liveRows });
+      offset += f.liveRows;
+    }
+    const total = await table.countRows();
+    if (total !== offset) throw new Error(`version ${version} counts ${total} rows; its manifest says ${offset}`);
+    for (const s of staged) {
+      const at = live.get(s.fragmentId)!;
+      // The first and last rows of the fragment: enough to read every page header of the new
+      // file's column and catch a wrong row count, size or type, without reading it all.
+      const windows = at.rows <= 512 ? [[0, at.rows]] : [[0, 256], [at.rows - 256, 256]];
+      for (const [from, count] of windows) {
+        const data = await table.query().select([this.column, "_rowaddr"]).offset(at.offset + from!).limit(count!).toArrow({ maxBatchLength: 65536 } as never);
+        if (data.numRows !== count) throw new Error(`fragment ${s.fragmentId} reads back ${data.numRows} of ${count} rows`);
+        const col = data.getChild(this.column)!;
+        const addrs = data.getChild("_rowaddr")!;
+        if (formatDataType(col.type) !== formatDataType(this.type)) throw new Error(`column ${this.column} reads back as ${String(col.type)}`);
+        for (let i = 0; i < data.numRows; i++) {
+          const pos = Number((addrs.get(i) as bigint) & 0xffffffffn);
+          const written = s.probe(pos);
+          if (written !== undefined && !sameValue(col.get(i), written)) throw new Error(`fragment ${s.fragmentId} row ${pos} reads back differently from what was written`);
         }
       }
-    } catch (e) {
-      this.log.error(`graft of version ${version} did not read back (${(e as Error).message}); restoring version ${version - 1}`);
-      await this.restore(version);
-      throw new CommitError("COMMIT_FAILED", `the grafted version ${version} of table ${this.t.name} did not read back (${(e as Error).message}); version ${version - 1} was restored as version ${version + 1}. Use --commit-mode merge`, { table: this.t.name, column: this.column });
     }
   }
 
-  /** Publishes a copy of the manifest before `bad` as the next version, with a Restore transaction. */
-  private async restore(bad: number): Promise<void> {
-    const prev = await readRawManifest(this.t.tableDir, bad - 1);
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const latest = Math.max(...(await listManifestFiles(this.t.tableDir)).keys());
-      const version = latest + 1;
+  /**
+   * A new commit on top of the latest version that removes the staged files from their fragments
+   * (the column reads NULL there again) and changes nothing else. Its transaction is a `Restore`,
+   * which Lance treats as conflicting with every concurrent transaction, so a writer that read an
+   * older version retries on top of it instead of rebasing past it. Returns the new version, or
+   * undefined when the latest version no longer holds any of the files (nothing to remove).
+   */
+  private async repair(staged: StagedFile[]): Promise<number | undefined> {
+    const names = new Set(staged.map((s) => s.path));
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const latest = await readRawManifest(this.t.tableDir);
+      const version = latest.version + 1;
       const txnId = randomUUID();
-      const txnName = `${latest}-${txnId}.txn`;
-      const txn = concat([intField(1, latest), bytesField(2, txnId), bytesField(106, intField(1, bad - 1))]);
-      const bytes = this.buildManifest(prev, version, txnName, txn, () => null);
+      const txnName = `${latest.version}-${txnId}.txn`;
+      const txn = concat([intField(1, latest.version), bytesField(2, txnId), bytesField(106, intField(1, latest.version))]);
+      let removed = 0;
+      const bytes = this.buildManifest(latest, version, txnName, txn, (fr) => {
+        const keep = fr.filter((x) => !(x.no === 2 && names.has(parseDataFile(x.bytes).path)));
+        if (keep.length === fr.length) return null;
+        removed += fr.length - keep.length;
+        return concat(keep.map((x) => x.raw));
+      });
+      if (removed === 0) return undefined;
+      await mkdir(path.join(this.t.tableDir, "_transactions"), { recursive: true });
       await writeFile(path.join(this.t.tableDir, "_transactions", txnName), txn);
-      const finalName = manifestName(version, prev.v2Names);
+      const finalName = manifestName(version, latest.v2Names);
       const tmp = path.join(this.t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
       await writeFile(tmp, bytes);
       try {
         await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
-        await unlink(tmp);
-        await writeFile(path.join(this.t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
-        return;
       } catch (e) {
         await unlink(tmp).catch(() => {});
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        continue;
       }
+      await unlink(tmp).catch(() => {});
+      await writeFile(path.join(this.t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
+      return version;
     }
+    throw new Error("lost the race for a new version 50 times");
   }
 }
-
 /** `RowLatestUpdateVersionSequence` with one run: rows [0, n) updated at `version`. */
 function runsAt(n: number, version: number): Uint8Array {
   const range = bytesField(1, concat([intField(1, 0), intField(2, n)]));
@@ -463,6 +589,8 @@ function plain(v: unknown): unknown {
     const o = (v as { toJSON(): Record<string, unknown> }).toJSON();
     return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, plain(x)]));
   }
+  if (Array.isArray(v)) return v.map(plain);
+  if (typeof v === "object") return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, plain(x)]));
   if (typeof v === "number" && Number.isNaN(v)) return "NaN";
   return v;
 }

@@ -14,6 +14,7 @@ import { FileCheckpointStore } from "../checkpoint/store.ts";
 import { checkInputs, RESERVED_COLUMNS } from "../columns.ts";
 import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
+import { failpoint } from "../failpoints.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/pool.ts";
@@ -241,6 +242,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       }));
       await committer.prepare(table);
       const r = await committer.commit(sources);
+      for (const fb of r.fallbacks ?? []) ctl.event("commit-fallback", `fragment ${fb.fragmentId} was written through mergeInsert: the graft refused it (${fb.reason})`);
+      failpoint("commit.before-marker");
       for (const f of group) {
         const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
         const v = loaded.get(f.id) ?? { rows: 0, skipped: 0 };

@@ -58,7 +58,7 @@ export function emptyMetrics(): JobMetrics {
 export interface JobEvent {
   /** ISO time. */
   readonly at: string;
-  readonly type: "started" | "planned" | "commit" | "commit-failed" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed" | QueueEventType;
+  readonly type: "started" | "planned" | "commit" | "commit-failed" | "commit-fallback" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed" | QueueEventType;
   readonly message: string;
 }
 

@@ -7,7 +7,7 @@ import { fragmentLayout, makeTable, readAll, rows, tempDb, udfRef, type TempDb }
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 
-const TYPES: Record<string, [string, (r: { id: bigint; x: number | null; s: string | null }) => unknown]> = {
+const TYPES: Record<string, [string, (r: { id: bigint; x: number | null; s: string | null }) => unknown, string?]> = {
   c_int32: ["asInt32", (r) => Number(r.id % 1000n) - 500],
   c_int64: ["asInt64", (r) => r.id * 1_000_000_007n],
   c_float32: ["asFloat32", (r) => (r.x === null ? null : Math.fround(r.x + 0.25))],
@@ -18,6 +18,9 @@ const TYPES: Record<string, [string, (r: { id: bigint; x: number | null; s: stri
   c_list: ["asList", (r) => (r.x === null ? null : Array.from({ length: (r.x * 2) % 4 }, (_, i) => i + 0.5))],
   c_embedding: ["embeddingWithNulls", (r) => (r.x === null ? null : [r.x, r.x + 1])],
   c_struct: ["asStruct", (r) => ({ n: Number(r.id), label: r.s })],
+  c_struct64: ["asStruct64", (r) => ({ big: r.id * 4_000_000_000n, tags: r.s === null ? null : [r.s, `${r.s}!`], label: r.s }), "nested.ts"],
+  c_list_struct: ["asListOfStructs", (r) => Array.from({ length: Number(r.id % 3n) }, (_, i) => ({ k: r.id + BigInt(i), v: i / 2 })), "nested.ts"],
+  c_date: ["asDate", (r) => Date.UTC(2020, 0, 1) + Number(r.id) * 86_400_000, "nested.ts"],
 };
 
 async function everyVersionReadable(t: TempDb): Promise<void> {
@@ -35,7 +38,7 @@ for (const mode of ["graft", "merge"] as const) {
       await using t = await tempDb();
       const table = await makeTable(t, 3, 200);
       await table.delete("id % 40 = 9 OR id = 0");
-      await addColumns(ref(t.dir), Object.fromEntries(Object.entries(TYPES).map(([c, [f]]) => [c, udfRef(f)])));
+      await addColumns(ref(t.dir), Object.fromEntries(Object.entries(TYPES).map(([c, [f, , file]]) => [c, udfRef(f, file)])));
       const layout = await fragmentLayout(t);
       const before = await readAll(t, ["id", "x", "s"]);
       for (const column of Object.keys(TYPES)) {
@@ -122,4 +125,21 @@ test("graft mode refuses fragments it cannot write (values already there) with a
   assert.equal(r.metrics.rowsCommitted, 10);
   for (const row of await readAll(t, ["x", "y"])) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
   void arrow;
+});
+
+test("the default commit mode grafts every output type, nested 64-bit fields included, with no fallback", async () => {
+  await using t = await tempDb();
+  const table = await makeTable(t, 2, 150);
+  await table.delete("id % 25 = 3");
+  await addColumns(ref(t.dir), Object.fromEntries(Object.entries(TYPES).map(([c, [f, , file]]) => [c, udfRef(f, file)])));
+  for (const column of Object.keys(TYPES)) {
+    const r = await backfill(ref(t.dir), column);
+    assert.deepEqual(r.events.filter((e) => e.type === "commit-fallback"), [], `${column} went through the graft`);
+  }
+  for (const row of await readAll(t, ["id", "x", "s", ...Object.keys(TYPES)])) {
+    for (const [column, [, f]] of Object.entries(TYPES)) {
+      const got = row[column] instanceof Uint8Array ? Array.from(row[column] as Uint8Array) : row[column];
+      assert.deepEqual(got, f(row as never), `${column} of id ${String(row.id)}`);
+    }
+  }
 });

@@ -1,5 +1,6 @@
-// Fault injection on the graft committer: the backfill process is killed at every step of a commit,
-// ten times each. Every version of the table must stay readable, and a re-run must finish the column.
+// Fault injection on the graft committer: the backfill process is killed (SIGKILL, through
+// LANCET_FAILPOINTS) at every step of a commit, ten times each. Every version of the table must stay
+// readable, and a re-run must finish the column.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -8,15 +9,15 @@ import { lancedb } from "../../src/arrow.ts";
 import { addColumns, backfill } from "../../src/index.ts";
 import { makeTable, readAll, REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
-const STEPS = ["after-move", "after-txn", "after-tmp-manifest", "after-link", "after-hint"];
+const STEPS = ["graft.after-move", "graft.before-publish", "graft.after-publish", "graft.after-hint", "commit.before-marker"];
 const RUNS = 10;
 
-function killedBackfill(t: TempDb, column: string, step: string): Promise<number | null> {
+function killedBackfill(t: TempDb, column: string, step: string): Promise<NodeJS.Signals | null> {
   const child = spawn(process.execPath, [path.join(REPO, "bin/lancet.mjs"), "backfill", "--db", t.dir, "--table", "t", "--column", column, "--commit-mode", "graft", "--concurrency", "1", "--commit-granularity", "1"], {
     stdio: "ignore",
-    env: { ...process.env, LANCET_GRAFT_CRASH_AT: step },
+    env: { ...process.env, LANCET_FAILPOINTS: `${step}:kill` },
   });
-  return new Promise((r) => child.on("exit", (code) => r(code)));
+  return new Promise((r) => child.on("exit", (_code, signal) => r(signal)));
 }
 
 async function everyVersionReadable(t: TempDb): Promise<number> {
@@ -39,7 +40,7 @@ for (const step of STEPS) {
     for (let i = 0; i < RUNS; i += 2) {
       // Two killed runs at a time (different columns of the same table).
       const codes = await Promise.all([killedBackfill(t, columns[i]!, step), killedBackfill(t, columns[i + 1]!, step)]);
-      assert.deepEqual(codes, [70, 70], "the process died at the injected step");
+      assert.deepEqual(codes, ["SIGKILL", "SIGKILL"], "the process died at the injected step");
       await everyVersionReadable(t);
     }
     // A kill after the link leaves the fragment committed but not marked done: the re-run (auto mode)
