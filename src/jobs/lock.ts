@@ -466,8 +466,3 @@ async function cleanUp(dir: string, token: number, host: string): Promise<void> 
     if (stale) await rm(path.join(dir, name), { force: true }).catch(() => undefined);
   }
 }
-
-/** Exported for tests: forgets what this process observed of lock leases. */
-export function forgetObservations(): void {
-  seen.clear();
-}
