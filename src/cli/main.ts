@@ -25,7 +25,7 @@ Usage:
   lancet jobs show    ID --db DIR [--json]
   lancet jobs cancel  ID --db DIR [--json]
   lancet jobs watch   ID --db DIR
-  lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--force] [--json]
+  lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--conflict-retries N] [--force] [--json]
   lancet errors       --db DIR [--job ID] [--table NAME] [--column COL] [--json]
   lancet worker       --redis URL [--queue NAME] [--concurrency N] [--resources cpu=4,gpu=1,memory=MiB]
                       [--metrics-port P] [--lock-duration-ms N] [--stalled-interval-ms N] [--max-stalled-count N]
@@ -174,13 +174,20 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return 0;
       }
       case "refragment": {
-        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, table: { type: "string" }, "max-rows-per-fragment": { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
+        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, table: { type: "string" }, "max-rows-per-fragment": { type: "string" }, "conflict-retries": { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
         json = values.json === true;
         const max = intOpt(values, "max-rows-per-fragment");
         if (max === undefined) throw new UsageError("--max-rows-per-fragment is required");
-        const r = await refragment({ db: opt(values, "db"), table: opt(values, "table") }, { maxRowsPerFragment: max, force: values.force === true });
+        const retries = intOpt(values, "conflict-retries");
+        const r = await refragment({ db: opt(values, "db"), table: opt(values, "table") }, { maxRowsPerFragment: max, force: values.force === true, ...(retries === undefined ? {} : { conflictRetries: retries }) });
         if (json) io.stdout.write(JSON.stringify({ status: "ok", ...r }) + "\n");
-        else io.stdout.write(`refragmented ${r.table}: ${fmt(r.rows)} rows, ${r.fragmentsBefore} → ${r.fragmentsAfter} fragments (version ${r.fromVersion} → ${r.toVersion})\n`);
+        else {
+          const notes = [r.resumed ? "resumed an interrupted run" : "", r.conflicts > 0 ? `restarted ${r.conflicts}× after other writers committed` : ""].filter(Boolean);
+          io.stdout.write(
+            `refragmented ${r.table}: ${fmt(r.rows)} rows, ${r.fragmentsBefore} → ${r.fragmentsAfter} fragments (version ${r.fromVersion} → ${r.swapVersion}` +
+              `${r.indexes.length > 0 ? `; ${r.indexes.length} index(es) rebuilt: ${r.indexes.join(", ")} → version ${r.toVersion}` : ""})${notes.length > 0 ? ` — ${notes.join("; ")}` : ""}\n`,
+          );
+        }
         return 0;
       }
       default:

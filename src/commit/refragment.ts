@@ -3,28 +3,67 @@
  * table whose UDF expands data (thumbnails, long generations) writes through one writer; splitting it
  * lets writers overlap each other and the UDF.
  *
- * LanceDB's Node SDK cannot set a file's row limit, so the rewrite is an overwrite with an empty table
- * of the same schema (field metadata — UDF bindings — included) followed by one append per fragment,
- * read from the version pinned at the start. Readers may see a partial table while it runs. The
- * starting version is recorded first (`DB/_lancet/NAME/refragment.json`): if the rewrite is
- * interrupted, the next `refragment` restores that version before starting again.
+ * The rewrite never touches the table until it is complete, and then lands as **one** commit:
+ *
+ * 1. **Pin** the latest version V and list the table's indexes (name, type, columns, details).
+ * 2. **Stage**: read V and write the rows, `maxRowsPerFragment` at a time, into a staging table in the
+ *    table's Lancet store (`DB/_lancet/NAME/refragment/stage-ID/`); LanceDB writes one fragment per
+ *    `add()`. A journal (`DB/_lancet/NAME/refragment/journal.json`) records V, the run and how many
+ *    rows are staged, after every fragment.
+ * 3. **Swap**: hard-link the staged data files into the table and publish version V+1 with a
+ *    hand-written `Overwrite` transaction (same schema and field ids, the new fragments, no indexes).
+ *    Publication is a compare-and-swap: `link()` of the manifest fails with EEXIST when any other
+ *    writer committed V+1 first. If another writer committed since V, nothing is published, the
+ *    staging is dropped and the rewrite starts again from the new latest version (`conflictRetries`
+ *    times), then gives up with `COMMIT_CONFLICT`: every other writer's commit stays as it was.
+ *    The new version is read back from a fresh connection before anything else happens.
+ * 4. **Indexes**: every index listed in step 1 is created again under its name, type and column.
+ *
+ * An interrupted run rolls forward, never back: a re-run reads the journal and resumes the staging
+ * (when the table is still at V), finishes the index rebuild (when the swap was published), or —
+ * when another writer committed meanwhile — drops the staging and starts from the new latest version.
+ * No version of the table is ever restored or discarded.
+ *
+ * Local and POSIX filesystems only (the swap rests on `link`), like the graft committer. Readers see
+ * either the old layout or the new one; queries run without an index between the swap and the end of
+ * step 4.
  */
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, rm, writeFile, mkdir } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { arrow } from "../arrow.ts";
-import type { ArrowNs } from "../arrow.ts";
-import { ConfigError } from "../errors.ts";
+import { arrow, lancedb } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { BackfillError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
-import { readManifest } from "../read/manifest.ts";
-import { openLanceTable, resolveTable, type TableRef } from "../table.ts";
+import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
+import { bytesField, concat, decodeMessage, intField, packedField, str, type RawField } from "../read/protobuf.ts";
+import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { readBinding } from "../udf/binding.ts";
+
+export interface RefragmentProgress {
+  /** `staging`: a new fragment was written to the staging table; `published`: the new layout is the table's latest version; `indexed`: an index was created again. */
+  readonly phase: "staging" | "published" | "indexed";
+  readonly table: string;
+  /** The version being rewritten. */
+  readonly fromVersion: number;
+  readonly rowsStaged: number;
+  readonly rowsTotal: number;
+  readonly fragmentsStaged: number;
+  /** 0 for the first try; counts restarts after another writer committed. */
+  readonly attempt: number;
+}
 
 export interface RefragmentOptions {
   /** Rows per fragment at most. */
   readonly maxRowsPerFragment: number;
   /** Discard uncommitted checkpoints of UDF columns instead of refusing. @default false */
   readonly force?: boolean;
+  /** How many times to start the rewrite again when another writer commits during it, before failing with `COMMIT_CONFLICT`. @default 2 */
+  readonly conflictRetries?: number;
+  /** Called (and awaited) after each staged fragment, after the swap and after each index. */
+  readonly onProgress?: (p: RefragmentProgress) => void | Promise<void>;
 }
 
 export interface RefragmentResult {
@@ -32,16 +71,63 @@ export interface RefragmentResult {
   readonly rows: number;
   readonly fragmentsBefore: number;
   readonly fragmentsAfter: number;
+  /** The version whose rows were rewritten. */
   readonly fromVersion: number;
+  /** The latest version afterwards (the swap, plus one version per recreated index). */
   readonly toVersion: number;
+  /** The version that swapped in the new layout. */
+  readonly swapVersion: number;
+  /** Indexes created again, by name. */
+  readonly indexes: readonly string[];
+  /** True when this call finished a rewrite that an earlier, interrupted call had started. */
+  readonly resumed: boolean;
+  /** Restarts after another writer committed during the rewrite. */
+  readonly conflicts: number;
 }
+
+/** An index as it was before the rewrite: enough to create it again. */
+interface IndexRecipe {
+  readonly name: string;
+  readonly indexType: string;
+  readonly columns: string[];
+  readonly details?: unknown;
+  readonly distanceType?: string;
+}
+
+interface Journal {
+  readonly format: 2;
+  readonly runId: string;
+  readonly fromVersion: number;
+  readonly maxRowsPerFragment: number;
+  readonly rowsTotal: number;
+  readonly fragmentsBefore: number;
+  readonly indexes: IndexRecipe[];
+  readonly startedAt: string;
+  phase: "staging" | "publishing" | "published";
+  rowsStaged: number;
+  fragmentsStaged: number;
+  /** Set once publication starts: the version it takes, its transaction id and the data files linked into the table. */
+  publish?: { version: number; txnId: string; files: string[] };
+  conflicts: number;
+}
+
+/** Another writer committed since the pinned version: start again (internal). */
+class Conflict extends Error {
+  readonly latest: number;
+  constructor(latest: number) {
+    super(`the table moved to version ${latest}`);
+    this.latest = latest;
+  }
+}
+
+const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
+const STABLE_ROW_IDS = 2n;
 
 /** Uncommitted checkpoint batches per column in the table's Lancet store. */
 async function pendingCheckpoints(storeDir: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const root = path.join(storeDir, "ckp", "batches");
   if (!existsSync(root)) return out;
-  const { readdir } = await import("node:fs/promises");
   for (const column of await readdir(root)) {
     let n = 0;
     for (const frag of await readdir(path.join(root, column))) n += (await readdir(path.join(root, column, frag))).filter((f) => f.endsWith(".arrow")).length;
@@ -50,30 +136,252 @@ async function pendingCheckpoints(storeDir: string): Promise<Map<string, number>
   return out;
 }
 
+const latestVersion = async (t: ResolvedTable): Promise<number> => Math.max(...(await listManifestFiles(t.tableDir)).keys());
+
+/** The LanceDB index config that builds `r` again; undefined for a type refragment cannot rebuild. */
+function indexConfig(r: IndexRecipe): LanceNs.Index | undefined {
+  const I = lancedb.Index;
+  const d = (r.details ?? {}) as Record<string, unknown>;
+  const dist = r.distanceType === undefined ? {} : { distanceType: r.distanceType as "l2" };
+  switch (r.indexType.toLowerCase()) {
+    case "btree":
+      return I.btree();
+    case "bitmap":
+      return I.bitmap();
+    case "labellist":
+      return I.labelList();
+    case "fts":
+    case "inverted": {
+      const pick = <T>(k: string): Record<string, T> => (d[k] === undefined || d[k] === null ? {} : { [camel(k)]: d[k] as T });
+      return I.fts({
+        ...pick("with_position"), ...pick("base_tokenizer"), ...pick("language"), ...pick("max_token_length"), ...pick("lower_case"), ...pick("stem"),
+        ...pick("remove_stop_words"), ...pick("custom_stop_words"), ...pick("ascii_folding"), ...pick("prefix_only"),
+        ...(typeof d.min_ngram_length === "number" ? { ngramMinLength: d.min_ngram_length } : {}),
+        ...(typeof d.max_ngram_length === "number" ? { ngramMaxLength: d.max_ngram_length } : {}),
+      } as never);
+    }
+    case "ivfflat":
+    case "ivf_flat":
+      return I.ivfFlat(dist);
+    case "ivfpq":
+    case "ivf_pq":
+      return I.ivfPq(dist);
+    case "ivfrq":
+    case "ivf_rq":
+      return I.ivfRq(dist);
+    case "ivfhnswsq":
+    case "ivf_hnsw_sq":
+      return I.hnswSq(dist);
+    case "ivfhnswpq":
+    case "ivf_hnsw_pq":
+      return I.hnswPq(dist);
+    default:
+      return undefined;
+  }
+}
+const camel = (k: string): string => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+async function listRecipes(t: ResolvedTable, table: LanceNs.Table): Promise<IndexRecipe[]> {
+  const out: IndexRecipe[] = [];
+  for (const ix of await table.listIndices()) {
+    const stats = await table.indexStats(ix.name).catch(() => undefined);
+    const r: IndexRecipe = {
+      name: ix.name,
+      indexType: ix.indexType,
+      columns: [...ix.columns],
+      ...(ix.indexDetails === undefined ? {} : { details: ix.indexDetails }),
+      ...(stats?.distanceType === undefined ? {} : { distanceType: stats.distanceType }),
+    };
+    if (ix.columns.length !== 1 || indexConfig(r) === undefined) {
+      throw new ConfigError(
+        "TABLE_UNSUPPORTED",
+        `table ${t.name} has index ${ix.name} (${ix.indexType} on ${ix.columns.join(", ")}), which refragment cannot create again; drop it (table.dropIndex("${ix.name}")), refragment, then create it again`,
+        { table: t.name },
+      );
+    }
+    out.push(r);
+  }
+  return out;
+}
+
+// ---- journal ----------------------------------------------------------------------------------
+
+function paths(t: ResolvedTable): { dir: string; journal: string; stage: (runId: string) => string; legacy: string } {
+  const dir = path.join(t.storeDir, "refragment");
+  return { dir, journal: path.join(dir, "journal.json"), stage: (id) => path.join(dir, `stage-${id}`), legacy: path.join(t.storeDir, "refragment.json") };
+}
+
+async function readJournal(file: string): Promise<Journal | undefined> {
+  if (!existsSync(file)) return undefined;
+  const j = JSON.parse(await readFile(file, "utf8")) as Journal;
+  return j.format === 2 ? j : undefined;
+}
+
+async function saveJournal(file: string, j: Journal): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify({ ...j, updatedAt: new Date().toISOString() }, null, 1));
+  await rename(tmp, file);
+}
+
+// ---- manifests --------------------------------------------------------------------------------
+
+interface RawManifest {
+  readonly version: number;
+  readonly v2Names: boolean;
+  readonly fields: RawField[];
+  readonly footerMajor: number;
+  readonly footerMinor: number;
+}
+
+async function readRaw(tableDir: string, version?: number): Promise<RawManifest> {
+  const { name, buf, fields } = await readManifestFile(tableDir, version);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return { version: intOf(fields, 3), v2Names: name.length === 29, fields, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
+}
+
+const fieldDefs = (fields: RawField[]): FieldInfo[] => fields.filter((f) => f.no === 1).map((f) => parseField(f.bytes));
+
+function formatVersionOf(m: RawManifest): string {
+  const df = decodeMessage(m.fields.find((x) => x.no === 15)?.bytes ?? new Uint8Array());
+  const v = df.find((x) => x.no === 2);
+  return v ? str(v) : "2.0";
+}
+
+const u32 = (n: number): Uint8Array => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+
+/** Assembles a manifest file: transaction section, manifest, footer (no index section). */
+function manifestFile(base: RawManifest, txn: Uint8Array, manifestParts: (txnAt: number) => Uint8Array[]): Uint8Array {
+  const txnAt = 0;
+  const manifest = concat(manifestParts(txnAt));
+  const footer = new Uint8Array(16);
+  const dv = new DataView(footer.buffer);
+  dv.setBigInt64(0, BigInt(4 + txn.length), true);
+  dv.setInt16(8, base.footerMajor, true);
+  dv.setInt16(10, base.footerMinor, true);
+  footer.set(new TextEncoder().encode("LANC"), 12);
+  return concat([u32(txn.length), txn, u32(manifest.length), manifest, footer]);
+}
+
+const timestampField = (): Uint8Array => {
+  const now = Date.now();
+  return bytesField(7, concat([intField(1, Math.floor(now / 1000)), intField(2, (now % 1000) * 1_000_000)]));
+};
+
+/** `RowDatasetVersionSequence` with one run: rows [0, n) at `version`. */
+function runsAt(n: number, version: number): Uint8Array {
+  const segment = bytesField(1, bytesField(1, concat([intField(1, 0), intField(2, n)])));
+  return bytesField(1, concat([segment, intField(2, version)]));
+}
+
+/** Writes `.txn` and the manifest of `version`, then links it into place; false when another writer took the version. */
+async function linkVersion(t: ResolvedTable, base: RawManifest, version: number, txnName: string, txn: Uint8Array, bytes: Uint8Array): Promise<boolean> {
+  await mkdir(path.join(t.tableDir, "_transactions"), { recursive: true });
+  await writeFile(path.join(t.tableDir, "_transactions", txnName), txn);
+  const finalName = manifestName(version, base.v2Names);
+  const tmp = path.join(t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
+  await writeFile(tmp, bytes);
+  try {
+    await link(tmp, path.join(t.tableDir, "_versions", finalName));
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw e;
+  }
+  await unlink(tmp).catch(() => {});
+  await writeFile(path.join(t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
+  return true;
+}
+
+// ---- the rewrite ------------------------------------------------------------------------------
+
 /**
- * Rewrites `ref` into fragments of at most `maxRowsPerFragment` rows, keeping every column, value and
- * field's metadata. Refuses while a backfill of the table runs, and when UDF columns have checkpointed
- * work not yet committed (it would be lost: fragment ids change), unless `force`.
+ * Rewrites `ref` into fragments of at most `maxRowsPerFragment` rows, keeping every column, value,
+ * field's metadata and index, in one commit that fails rather than overwrite another writer's (see
+ * the module comment). Refuses while a backfill of the table runs, and when UDF columns have
+ * checkpointed work not yet committed (it would be lost: fragment ids change), unless `force`.
+ *
+ * @throws ConfigError `CONFIG_INVALID` (options), `TABLE_BUSY` (a backfill runs, uncommitted checkpoints), `TABLE_UNSUPPORTED` (an index it cannot rebuild, a newer manifest format)
+ * @throws CommitError `COMMIT_CONFLICT` (retryable) when other writers kept committing through every try; the table keeps their commits and its old layout
+ * @throws BackfillError with the table's state in the message when the rewrite stops part-way; run it again to roll forward
  */
 export async function refragment(ref: TableRef, options: RefragmentOptions): Promise<RefragmentResult> {
   const n = options?.maxRowsPerFragment;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
     throw new ConfigError("CONFIG_INVALID", `options.maxRowsPerFragment must be a positive integer (got ${JSON.stringify(n)})`);
   }
-  const t = resolveTable(ref);
-  const { db, table } = await openLanceTable(t);
-  const marker = path.join(t.storeDir, "refragment.json");
-  if (existsSync(marker)) {
-    // An earlier rewrite was interrupted: go back to where it started.
-    const { fromVersion } = JSON.parse(await readFile(marker, "utf8")) as { fromVersion: number };
-    await table.checkout(fromVersion);
-    await table.restore();
-    await table.checkoutLatest();
+  const retries = options.conflictRetries ?? 2;
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new ConfigError("CONFIG_INVALID", `options.conflictRetries must be a non-negative integer (got ${JSON.stringify(options.conflictRetries)})`);
   }
-  const running = (await listJobs(t.dbDir, { table: t.name })).filter((j) => j.status === "running" || j.status === "pending");
+  const t = resolveTable(ref);
+  const p = paths(t);
+  if (existsSync(p.legacy)) {
+    const { fromVersion } = JSON.parse(await readFile(p.legacy, "utf8")) as { fromVersion: number };
+    throw new ConfigError(
+      "TABLE_BUSY",
+      `table ${t.name} has an interrupted refragment from an older Lancet (${p.legacy}, started at version ${fromVersion}); it overwrote the table before appending the rows again, so the latest versions may be partial. Check the table (restore version ${fromVersion} with LanceDB if rows are missing), then delete ${p.legacy} and run refragment again`,
+      { table: t.name },
+    );
+  }
+  const { table } = await openLanceTable(t);
+  let j = await readJournal(p.journal);
+  let resumed = false;
+  if (j !== undefined) {
+    resumed = true;
+    if (j.phase === "publishing") {
+      if (await wasPublished(t, j)) {
+        j.phase = "published";
+      } else {
+        // The swap never landed: the files it linked into the table are referenced by no manifest.
+        for (const f of j.publish?.files ?? []) await rm(path.join(t.tableDir, "data", f), { force: true });
+        j.phase = "staging";
+        delete j.publish;
+      }
+      await saveJournal(p.journal, j);
+    }
+    if (j.phase === "published") return finish(t, table, j, options, true);
+    const latest = await latestVersion(t);
+    if (latest !== j.fromVersion || j.maxRowsPerFragment !== n) {
+      // Staged from a version that is no longer the latest (or for another size): drop the staging only.
+      await rm(p.stage(j.runId), { recursive: true, force: true });
+      j = undefined;
+    }
+  }
+  let conflicts = j?.conflicts ?? 0;
+  for (;;) {
+    if (j === undefined) j = await begin(t, table, n, options, conflicts);
+    try {
+      await stage(t, j, options);
+      await publish(t, j);
+      return await finish(t, table, j, options, resumed);
+    } catch (e) {
+      if (!(e instanceof Conflict)) throw describe(t, j, e);
+      await rm(p.stage(j.runId), { recursive: true, force: true });
+      await rm(p.journal, { force: true });
+      conflicts++;
+      if (conflicts > retries) {
+        throw new CommitError(
+          "COMMIT_CONFLICT",
+          `refragment of table ${t.name} stopped: another writer committed while it rewrote version ${j.fromVersion} (the table is now at version ${e.latest}), ${conflicts} time(s). Nothing of the refragment was committed; the table keeps every other writer's commits and its old layout. Run refragment again when the table is quiet, or raise conflictRetries`,
+          { table: t.name, retryable: true },
+        );
+      }
+      j = undefined;
+    }
+  }
+}
+
+/** Checks the table is free, pins its latest version, lists its indexes and writes the journal. */
+async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options: RefragmentOptions, conflicts: number): Promise<Journal> {
+  const running = (await listJobs(t.dbDir, { table: t.name })).filter((x) => x.status === "running" || x.status === "pending");
   if (running.length > 0) {
     throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill (job ${running[0]!.id}, column ${running[0]!.column}); wait for it or cancel it (lancet jobs cancel ${running[0]!.id}) before refragmenting`, { table: t.name });
   }
+  await table.checkoutLatest();
   const schema = await table.schema();
   const pending = await pendingCheckpoints(t.storeDir);
   const udfColumns = schema.fields.filter((f) => readBinding(f.metadata, t.name, f.name) !== undefined).map((f) => f.name);
@@ -85,25 +393,72 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
       { table: t.name },
     );
   }
-  const manifest = await readManifest(t.tableDir);
-  const fromVersion = manifest.version;
-  const total = await table.countRows();
-  await mkdir(t.storeDir, { recursive: true });
-  await writeFile(marker, JSON.stringify({ fromVersion, startedAt: new Date().toISOString() }));
+  const base = await readRaw(t.tableDir);
+  const unknown = base.fields.find((f) => !MANIFEST_FIELDS.has(f.no));
+  if (unknown) throw new ConfigError("TABLE_UNSUPPORTED", `table ${t.name}'s manifest has field ${unknown.no}, unknown to this version of Lancet; refragment cannot rewrite it safely`, { table: t.name });
+  const pinned = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: base.version } as never);
+  const indexes = await listRecipes(t, pinned);
+  const j: Journal = {
+    format: 2,
+    runId: randomUUID(),
+    fromVersion: base.version,
+    maxRowsPerFragment: n,
+    rowsTotal: await pinned.countRows(),
+    fragmentsBefore: base.fields.filter((f) => f.no === 2).length,
+    indexes,
+    startedAt: new Date().toISOString(),
+    phase: "staging",
+    rowsStaged: 0,
+    fragmentsStaged: 0,
+    conflicts,
+  };
+  const p = paths(t);
+  await mkdir(p.dir, { recursive: true });
+  await saveJournal(p.journal, j);
+  return j;
+}
 
-  const source = await db.openTable(t.name, undefined, { version: fromVersion } as never);
-  await db.createEmptyTable(t.name, schema, { mode: "overwrite" } as never);
-  const target = await db.openTable(t.name);
+/** Writes (or resumes writing) the staging table from the pinned version, one fragment per `add()`. */
+async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): Promise<void> {
+  const p = paths(t);
+  const dir = p.stage(j.runId);
+  await mkdir(dir, { recursive: true });
+  const sdb = await lancedb.connect(dir);
+  let staged: LanceNs.Table | undefined = (await sdb.tableNames()).includes("t") ? await sdb.openTable("t") : undefined;
+  // The staging table is the truth: a crash may fall between an add() and the journal update.
+  const done = staged === undefined ? 0 : await staged.countRows();
+  if (done !== j.rowsStaged) {
+    j.rowsStaged = done;
+    j.fragmentsStaged = (await readRaw(path.join(dir, "t.lance"))).fields.filter((f) => f.no === 2).length;
+    await saveJournal(p.journal, j);
+  }
+  if (j.rowsStaged >= j.rowsTotal) return;
+  const base = await readRaw(t.tableDir, j.fromVersion);
+  const format = formatVersionOf(base);
+  const source = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: j.fromVersion } as never);
+  const schema = await source.schema();
+  const names = schema.fields.map((f) => f.name);
+  const n = j.maxRowsPerFragment;
   let buffered: ArrowNs.RecordBatch[] = [];
   let rows = 0;
   const flush = async (): Promise<void> => {
     if (rows === 0) return;
-    await target.add(new arrow.Table(schema, buffered.map((b) => new arrow.RecordBatch(schema, b.data))) as never);
+    const data = new arrow.Table(schema, buffered.map((b) => new arrow.RecordBatch(schema, b.data)));
+    if (staged === undefined) staged = await sdb.createTable("t", data as never, { storageOptions: { new_table_data_storage_version: format } } as never);
+    else await staged.add(data as never);
+    j.rowsStaged += rows;
+    j.fragmentsStaged++;
     buffered = [];
     rows = 0;
+    await saveJournal(p.journal, j);
+    await options.onProgress?.({ phase: "staging", table: t.name, fromVersion: j.fromVersion, rowsStaged: j.rowsStaged, rowsTotal: j.rowsTotal, fragmentsStaged: j.fragmentsStaged, attempt: j.conflicts });
+    const latest = await latestVersion(t);
+    if (latest !== j.fromVersion) throw new Conflict(latest);
+    failpoint("refragment.mid-rewrite");
   };
-  const names = schema.fields.map((f) => f.name);
-  for await (const batch of source.query().select(names) as AsyncIterable<ArrowNs.RecordBatch>) {
+  let query = source.query().select(names);
+  if (j.rowsStaged > 0) query = query.offset(j.rowsStaged);
+  for await (const batch of query as AsyncIterable<ArrowNs.RecordBatch>) {
     for (let off = 0; off < batch.numRows; ) {
       const take = Math.min(n - rows, batch.numRows - off);
       buffered.push(batch.slice(off, off + take));
@@ -113,14 +468,241 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
     }
   }
   await flush();
-  const after = await readManifest(t.tableDir);
-  const count = await target.countRows();
-  if (count !== total) {
-    throw new ConfigError("INTERNAL", `refragment of table ${t.name} wrote ${count} rows, expected ${total}; run it again to restore version ${fromVersion} and retry`, { table: t.name });
+  if (j.rowsStaged !== j.rowsTotal) {
+    throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name} staged ${j.rowsStaged} rows of version ${j.fromVersion}, which has ${j.rowsTotal}`, { table: t.name });
+  }
+}
+
+/** Publishes the staged fragments as the table's next version, only if that is version V+1. */
+async function publish(t: ResolvedTable, j: Journal): Promise<void> {
+  const p = paths(t);
+  const base = await readRaw(t.tableDir);
+  if (base.version !== j.fromVersion) throw new Conflict(base.version);
+  const stageDir = path.join(p.stage(j.runId), "t.lance");
+  const tm = j.rowsTotal === 0 ? undefined : await readRaw(stageDir);
+  // Field ids: the staged table numbered its fields afresh; keep the table's own, column by column.
+  const targetDefs = fieldDefs(base.fields);
+  const idMap = new Map<number, number>();
+  if (tm) {
+    const stagedDefs = fieldDefs(tm.fields);
+    for (const top of targetDefs.filter((f) => f.parentId === -1)) {
+      const want = columnFields(targetDefs, top.name);
+      const got = columnFields(stagedDefs, top.name);
+      if (got.length !== want.length || got.some((g, i) => g.logicalType !== want[i]!.logicalType)) {
+        throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: the staged column ${top.name} has types (${got.map((g) => g.logicalType).join(", ")}), the table's are (${want.map((w) => w.logicalType).join(", ")})`, { table: t.name });
+      }
+      got.forEach((g, i) => idMap.set(g.id, want[i]!.id));
+    }
+  }
+  const format = formatVersionOf(base);
+  const [major, minor] = format.split(".").map(Number);
+  const stable = (BigInt(intOf(base.fields, 9)) & STABLE_ROW_IDS) !== 0n;
+  const version = base.version + 1;
+  const maxBefore = base.fields.some((f) => f.no === 11) ? intOf(base.fields, 11) : Math.max(-1, ...base.fields.filter((f) => f.no === 2).map((f) => intOf(decodeMessage(f.bytes), 1)));
+  let nextRowId = intOf(base.fields, 14);
+  const txnId = randomUUID();
+  j.phase = "publishing";
+  j.publish = { version, txnId, files: [] };
+  await saveJournal(p.journal, j);
+  const frags: Uint8Array[] = [];
+  for (const [i, f] of (tm?.fields.filter((x) => x.no === 2) ?? []).entries()) {
+    const fr = decodeMessage(f.bytes);
+    const odd = fr.find((x) => ![1, 2, 4].includes(x.no));
+    if (odd) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged fragment has field ${odd.no}, which refragment does not carry`, { table: t.name });
+    const physicalRows = intOf(fr, 4);
+    const files: Uint8Array[] = [];
+    for (const raw of fr.filter((x) => x.no === 2)) {
+      const d = parseDataFile(raw.bytes);
+      if (d.fileMajor !== major || d.fileMinor !== minor) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged data file has version ${d.fileMajor}.${d.fileMinor}, the table ${format}`, { table: t.name });
+      if (d.fields.some((x) => x >= 0 && !idMap.has(x))) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged data file lists fields ${d.fields.join(", ")} the table does not have`, { table: t.name });
+      const name = `${randomUUID().replace(/-/g, "")}-refragment.lance`;
+      const target = path.join(t.tableDir, "data", name);
+      // A hard link keeps the staging table whole until the swap is published (a resume needs it).
+      await link(path.join(stageDir, "data", d.path), target);
+      j.publish.files.push(name);
+      const size = (await stat(target)).size;
+      files.push(bytesField(2, concat([bytesField(1, name), packedField(2, d.fields.map((x) => (x >= 0 ? idMap.get(x)! : x))), packedField(3, d.columnIndices), intField(4, d.fileMajor), intField(5, d.fileMinor), intField(6, size)])));
+    }
+    const parts = [intField(1, maxBefore + 1 + i), ...files, intField(4, physicalRows)];
+    if (stable) {
+      // As Lance's own Overwrite does: row ids continue from the table's next id, and every row is
+      // created and last updated at this version.
+      parts.push(bytesField(5, bytesField(1, bytesField(1, concat([intField(1, nextRowId), intField(2, nextRowId + physicalRows)])))));
+      parts.push(bytesField(7, runsAt(physicalRows, version)), bytesField(9, runsAt(physicalRows, version)));
+      nextRowId += physicalRows;
+    }
+    frags.push(concat(parts));
+  }
+  await saveJournal(p.journal, j);
+  const txnName = `${base.version}-${txnId}.txn`;
+  const schemaMetadata = base.fields.filter((f) => f.no === 5).map((f) => bytesField(3, f.bytes));
+  const overwrite = concat([...frags.map((f) => bytesField(1, f)), ...base.fields.filter((f) => f.no === 1).map((f) => bytesField(2, f.bytes)), ...schemaMetadata]);
+  const txn = concat([intField(1, base.version), bytesField(2, txnId), bytesField(102, overwrite)]);
+  const maxAfter = Math.max(maxBefore, maxBefore + frags.length);
+  const bytes = manifestFile(base, txn, (txnAt) => {
+    const parts: Uint8Array[] = [];
+    let placed = false;
+    const place = (): void => {
+      if (placed) return;
+      placed = true;
+      for (const f of frags) parts.push(bytesField(2, f));
+    };
+    for (const f of base.fields) {
+      switch (f.no) {
+        case 1:
+          parts.push(f.raw);
+          break;
+        case 2:
+          place();
+          break;
+        case 3:
+          place();
+          parts.push(intField(3, version));
+          break;
+        case 4:
+        case 6:
+        case 8:
+        case 11:
+        case 12:
+        case 14:
+        case 21:
+          break; // rewritten below, or not inherited (version aux data, tag, index section)
+        case 7:
+          parts.push(timestampField());
+          break;
+        default:
+          parts.push(f.raw);
+      }
+    }
+    place();
+    if (maxAfter >= 0) parts.push(intField(11, maxAfter));
+    parts.push(bytesField(12, txnName));
+    if (stable || base.fields.some((f) => f.no === 14)) parts.push(intField(14, nextRowId));
+    parts.push(intField(21, txnAt));
+    return parts;
+  });
+  if (!(await linkVersion(t, base, version, txnName, txn, bytes))) {
+    for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
+    throw new Conflict(await latestVersion(t));
+  }
+  await verify(t, j, version, base);
+  j.phase = "published";
+  await saveJournal(p.journal, j);
+}
+
+/** Whether the journal's swap was published (its version's manifest names the swap's transaction). */
+async function wasPublished(t: ResolvedTable, j: Journal): Promise<boolean> {
+  if (j.publish === undefined) return false;
+  if (!(await listManifestFiles(t.tableDir)).has(j.publish.version)) return false;
+  const m = await readRaw(t.tableDir, j.publish.version);
+  const txn = m.fields.find((f) => f.no === 12);
+  return txn !== undefined && str(txn).includes(j.publish.txnId);
+}
+
+/** Reads the swapped-in version back from a fresh connection; undoes it at once if it does not read. */
+async function verify(t: ResolvedTable, j: Journal, version: number, base: RawManifest): Promise<void> {
+  try {
+    const table = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version } as never);
+    const count = await table.countRows();
+    if (count !== j.rowsTotal) throw new Error(`it counts ${count} rows, version ${j.fromVersion} had ${j.rowsTotal}`);
+    const names = (await table.schema()).fields.map((f) => f.name);
+    // The first and last row of each new fragment: every file is opened and decoded.
+    for (let at = 0; at < count; at += j.maxRowsPerFragment) {
+      for (const off of [at, Math.min(count, at + j.maxRowsPerFragment) - 1]) {
+        const got = await table.query().select(names).offset(off).limit(1).toArrow();
+        if (got.numRows !== 1) throw new Error(`row ${off} does not read back`);
+      }
+    }
+  } catch (e) {
+    // Only our own version is undone: publish a copy of version V after it, if nobody committed since.
+    const latest = await latestVersion(t);
+    let undone = false;
+    if (latest === version) {
+      const prev = await readRaw(t.tableDir, base.version);
+      const txnId = randomUUID();
+      const txnName = `${version}-${txnId}.txn`;
+      const txn = concat([intField(1, version), bytesField(2, txnId), bytesField(106, intField(1, base.version))]);
+      const idx = prev.fields.find((f) => f.no === 6);
+      if (idx === undefined) {
+        const bytes = manifestFile(prev, txn, (txnAt) => [
+          ...prev.fields.filter((f) => ![3, 4, 7, 8, 12, 21].includes(f.no)).map((f) => f.raw),
+          intField(3, version + 1),
+          timestampField(),
+          bytesField(12, txnName),
+          intField(21, txnAt),
+        ]);
+        undone = await linkVersion(t, prev, version + 1, txnName, txn, bytes);
+      } else {
+        // A table with indexes: LanceDB's own restore copies the index section correctly.
+        const h = await (await lancedb.connect(t.dbDir)).openTable(t.name);
+        await h.checkout(base.version);
+        await h.restore().then(() => (undone = true)).catch(() => {});
+      }
+    }
+    await rm(paths(t).journal, { force: true });
+    throw new CommitError(
+      "COMMIT_FAILED",
+      `refragment of table ${t.name} published version ${version} but it did not read back (${(e as Error).message}); ${undone ? `version ${base.version} was published again after it, so the table reads as before the refragment` : `restore version ${base.version} with LanceDB (table.checkout(${base.version}); table.restore())`}. Please report this`,
+      { table: t.name, cause: e },
+    );
+  }
+}
+
+/** After the swap: creates the indexes again, drops the staging, the journal and stale checkpoints. */
+async function finish(t: ResolvedTable, table: LanceNs.Table, j: Journal, options: RefragmentOptions, resumed: boolean): Promise<RefragmentResult> {
+  const p = paths(t);
+  const swapVersion = j.publish?.version ?? j.fromVersion;
+  const created: string[] = [];
+  try {
+    await table.checkoutLatest();
+    const have = new Set((await table.listIndices()).map((x) => x.name));
+    for (const r of j.indexes) {
+      if (have.has(r.name)) continue;
+      await table.createIndex(r.columns[0]!, { config: indexConfig(r)!, name: r.name, replace: true });
+      created.push(r.name);
+      await options.onProgress?.({ phase: "indexed", table: t.name, fromVersion: j.fromVersion, rowsStaged: j.rowsStaged, rowsTotal: j.rowsTotal, fragmentsStaged: j.fragmentsStaged, attempt: j.conflicts });
+    }
+  } catch (e) {
+    throw new BackfillError(
+      isBackfillError(e) ? e.code : "COMMIT_FAILED",
+      `refragment of table ${t.name} committed its new layout as version ${swapVersion} (all rows are there), but creating index ${j.indexes.find((r) => !created.includes(r.name))?.name ?? "?"} again failed (${(e as Error).message}); run refragment again to create the missing indexes (${p.journal} records them)`,
+      { table: t.name, cause: e, retryable: true },
+    );
   }
   // The old fragments are gone: their checkpoints can never be used again.
   await rm(path.join(t.storeDir, "ckp"), { recursive: true, force: true });
-  await rm(marker, { force: true });
-  return { table: t.name, rows: total, fragmentsBefore: manifest.fragments.length, fragmentsAfter: after.fragments.length, fromVersion, toVersion: after.version };
+  await rm(p.stage(j.runId), { recursive: true, force: true });
+  await rm(p.journal, { force: true });
+  await table.checkoutLatest();
+  const after = await readRaw(t.tableDir);
+  return {
+    table: t.name,
+    rows: j.rowsTotal,
+    fragmentsBefore: j.fragmentsBefore,
+    fragmentsAfter: after.fields.filter((f) => f.no === 2).length,
+    fromVersion: j.fromVersion,
+    toVersion: after.version,
+    swapVersion,
+    indexes: j.indexes.map((r) => r.name),
+    resumed,
+    conflicts: j.conflicts,
+  };
 }
 
+/** The error of a rewrite that stopped part-way, saying what state the table is in and how to go on. */
+function describe(t: ResolvedTable, j: Journal, e: unknown): unknown {
+  if (isBackfillError(e) && (e.code === "TABLE_BUSY" || e.code === "TABLE_UNSUPPORTED" || e.code === "CONFIG_INVALID")) return e;
+  if (isBackfillError(e) && e.context.table === t.name && /^refragment of table/.test(e.message)) return e;
+  const why = (e as Error)?.message ?? String(e);
+  const state =
+    j.phase === "published"
+      ? `the new layout is committed (version ${j.publish?.version}); its indexes may be missing`
+      : j.phase === "publishing"
+        ? `the swap to the new layout may or may not have been published (version ${j.publish?.version})`
+        : `the table is unchanged at version ${j.fromVersion} (nothing was committed to it); ${j.fragmentsStaged} new fragment(s) with ${j.rowsStaged} of ${j.rowsTotal} rows are staged in ${paths(t).stage(j.runId)}`;
+  return new BackfillError(isBackfillError(e) ? e.code : "COMMIT_FAILED", `refragment of table ${t.name} stopped (${why}): ${state}. Run refragment again to finish it (it resumes from ${paths(t).journal}; if the table changed meanwhile it starts over from the latest version)`, {
+    table: t.name,
+    cause: e,
+    retryable: true,
+  });
+}
