@@ -12,7 +12,7 @@ export { refragment } from "./commit/refragment.ts";
 export { listErrors } from "./jobs/errors-table.ts";
 export type { ErrorRecord } from "./jobs/errors-table.ts";
 export type { ErrorPolicySpec, PolicyRule } from "./udf/policy.ts";
-export type { RefragmentOptions, RefragmentResult } from "./commit/refragment.ts";
+export type { RefragmentOptions, RefragmentProgress, RefragmentResult } from "./commit/refragment.ts";
 export type { JobRecord, JobStatus, JobMetrics, JobEvent, Diagnosis, Stage, PlanSummary } from "./jobs/record.ts";
 export type { BackfillOptions, BackfillProgress, QueueExecutorSpec } from "./options.ts";
 export { LancetWorker } from "./exec/bullmq/worker.ts";
