@@ -102,13 +102,15 @@ export class MergeInsertCommitter implements Committer {
     const keyIds = fieldIdsOf(manifest, KEY_COLUMN);
     const hasKey = schema.fields.some((f) => f.name === KEY_COLUMN);
     const keyless = manifest.fragments.filter((f) => f.liveRows > 0 && !f.files.some((d) => d.fields.some((id) => keyIds.includes(id))));
-    if (hasKey && keyless.length > 0) {
+    // Compaction can merge keyless appended rows into a fragment that has a key file: count those too.
+    const nullKeys = hasKey && keyless.length === 0 ? await table.countRows(`${KEY_COLUMN} IS NULL`) : 0;
+    if (hasKey && (keyless.length > 0 || nullKeys > 0)) {
       // Regenerating the key changes every row's key, which would break another job's commits.
       const other = await this.options.otherJobsRunning();
       if (other !== undefined) {
-        this.options.logger.warn(`${keyless.length} fragment(s) of ${this.t.name} have no ${KEY_COLUMN} yet and job ${other} is running: they are left for the next run`);
+        this.options.logger.warn(`${keyless.length} fragment(s) and ${nullKeys} row(s) of ${this.t.name} have no ${KEY_COLUMN} yet and job ${other} is running: they are left for the next run`);
       } else {
-        this.options.logger.info(`regenerating ${KEY_COLUMN}: ${keyless.length} fragment(s) were added without keys`);
+        this.options.logger.info(`regenerating ${KEY_COLUMN}: ${keyless.length} fragment(s) and ${nullKeys} compacted row(s) were added without keys`);
         await table.dropColumns([KEY_COLUMN]);
         await table.addColumns([{ name: KEY_COLUMN, valueSql: "uuid()" }]);
         await this.rebuildIndex();
@@ -202,7 +204,7 @@ export class MergeInsertCommitter implements Committer {
       if (i >= addrs.length || addrs[i] !== want[j]) continue; // deleted since the plan
       const k = keyVec.get(i) as string | null;
       if (k === null) {
-        throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} has rows without a ${KEY_COLUMN} (added while another backfill of the table was running); the next run fills them`, where);
+        throw new CommitError("COMMIT_FAILED", `fragment ${f.fragmentId} of table ${this.t.name} has rows without a ${KEY_COLUMN} (added by another writer since this job prepared its keys, or while another backfill of the table was running); the next run regenerates the keys and fills them`, where);
       }
       keys.push(k);
       keep.push(j);

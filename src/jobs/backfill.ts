@@ -32,7 +32,7 @@ import { diagnose } from "./diagnose.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
-import { ColumnLock } from "./lock.ts";
+import { ColumnLock, mayBeAlive } from "./lock.ts";
 import { ErrorsWriter, type ErrorRecord } from "./errors-table.ts";
 
 async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
@@ -212,7 +212,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     };
     const committer: Committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
       logger: log,
-      otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending"))?.id,
+      // A job whose process on this host is gone is not running, whatever its record says yet.
+      otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending") && mayBeAlive(j.pid, j.host))?.id,
     });
     // One record per skipped row, streamed to the errors table; failing to record them fails the job.
     const errorsWriter = new ErrorsWriter(t.dbDir, { jobId: rec.id, table: t.name, column, onFailure: (e) => (failure ??= e) });

@@ -139,6 +139,11 @@ function resolveOptions(options: ColumnLockOptions): { leaseMs: number; renewEve
 
 // ---- processes on this host ------------------------------------------------------------------
 
+/** False only when `host` is this machine and process `pid` is gone (other hosts cannot be judged). */
+export function mayBeAlive(pid: number, host: string): boolean {
+  return host !== hostname() || alive(pid);
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
