@@ -1,6 +1,7 @@
 /**
  * A real redis-server for distributed-mode tests: started on a free loopback port in a temporary
- * directory, without persistence, stopped by its PID (never by name). Tests skip themselves when
+ * directory, without persistence, stopped by its PID (never by name), optionally with a password
+ * (`requirepass`). Tests skip themselves when
  * Debian's redis-server is not installed (`.ci/run` installs it).
  */
 import { execFileSync, spawn } from "node:child_process";
@@ -49,23 +50,31 @@ export async function freePort(): Promise<number> {
   });
 }
 
+export interface RedisServerOptions {
+  /** Clients must authenticate with this password (`--requirepass`); `url` carries it. */
+  readonly password?: string;
+}
+
 export class RedisServer {
   readonly port: number;
   readonly dir: string;
+  readonly password: string | undefined;
   private pid: number | undefined;
 
-  private constructor(port: number, dir: string) {
+  private constructor(port: number, dir: string, password: string | undefined) {
     this.port = port;
     this.dir = dir;
+    this.password = password;
   }
 
+  /** `redis://127.0.0.1:PORT`, or `redis://:PASSWORD@127.0.0.1:PORT` with a password. */
   get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
+    return this.password === undefined ? `redis://127.0.0.1:${this.port}` : `redis://:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}`;
   }
 
   /** Starts a server on a free port (or `port`, to restart on the same one). */
-  static async start(port?: number): Promise<RedisServer> {
-    const s = new RedisServer(port ?? (await freePort()), mkdtempSync(path.join(tmpdir(), "lancet-redis-")));
+  static async start(port?: number, options: RedisServerOptions = {}): Promise<RedisServer> {
+    const s = new RedisServer(port ?? (await freePort()), mkdtempSync(path.join(tmpdir(), "lancet-redis-")), options.password);
     await s.launch();
     return s;
   }
@@ -75,11 +84,14 @@ export class RedisServer {
     rmSync(pidfile, { force: true });
     const child = spawn(
       "redis-server",
-      ["--bind", "127.0.0.1", "--port", String(this.port), "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", this.dir, "--daemonize", "yes", "--pidfile", pidfile],
+      [
+        "--bind", "127.0.0.1", "--port", String(this.port), "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", this.dir, "--daemonize", "yes", "--pidfile", pidfile,
+        ...(this.password === undefined ? [] : ["--requirepass", this.password]),
+      ],
       { stdio: "ignore" },
     );
     await new Promise((r) => child.once("exit", r));
-    const client = new Redis({ host: "127.0.0.1", port: this.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const client = new Redis({ host: "127.0.0.1", port: this.port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...(this.password === undefined ? {} : { password: this.password }) });
     client.on("error", () => {});
     const deadline = Date.now() + 10_000;
     for (;;) {

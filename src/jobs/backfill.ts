@@ -19,7 +19,7 @@ import { assembleFragment } from "../commit/writer.ts";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { LocalPool } from "../exec/pool.ts";
 import { liveSlots, QueueExecutor, stopQueuedJob } from "../exec/bullmq/executor.ts";
-import type { Resources } from "../exec/bullmq/queue.ts";
+import { redactRedisUrl, type Resources } from "../exec/bullmq/queue.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
@@ -69,6 +69,8 @@ function serializableOptions(o: ResolvedBackfillOptions): Record<string, unknown
   // Environment values may be secrets (API keys): the record keeps their names only.
   const out: Record<string, unknown> = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
   if (Object.keys(env).length > 0) out.env = Object.keys(env);
+  // Nor does it keep a Redis password.
+  if (rest.executor !== "local") out.executor = { ...rest.executor, redis: redactRedisUrl(rest.executor.redis) };
   return out;
 }
 
@@ -352,7 +354,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
             },
           });
           executor = q;
-          ctl.event("queue", `tasks go to queue ${q.queueName} on ${opts.executor.redis}, up to ${Math.min(concurrency, plan.tasks.length)} in flight${opts.concurrencyGiven ? "" : " (the live workers' slots, at least 8; set concurrency to change it)"}`);
+          ctl.event("queue", `tasks go to queue ${q.queueName} on ${redactRedisUrl(opts.executor.redis)}, up to ${Math.min(concurrency, plan.tasks.length)} in flight${opts.concurrencyGiven ? "" : " (the live workers' slots, at least 8; set concurrency to change it)"}`);
         }
         const ex = executor;
         const queue: PlannedTask[] = [...plan.tasks];

@@ -22,6 +22,8 @@ import {
   ERROR_PREFIX,
   formatResources,
   queueName,
+  redactRedisUrl,
+  redisFailure,
   satisfies,
   settleWithin,
   taskJobId,
@@ -84,7 +86,7 @@ function parseFailure(reason: string | undefined, d: TaskJobData): BackfillError
 
 /**
  * Runs `fn` on a one-shot connection: one attempt, no retries. Redis must answer now, or this throws
- * QUEUE_UNAVAILABLE naming the URL (the coordinator's start, `lancet workers`).
+ * QUEUE_UNAVAILABLE naming the URL, its password masked (the coordinator's start, `lancet workers`).
  */
 export async function withRedis<T>(url: string, where: ErrorContext, fn: (client: Redis) => Promise<T>): Promise<T> {
   const client = new Redis({ ...(connectionFor(url) as object), lazyConnect: true, connectTimeout: 5000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
@@ -93,8 +95,9 @@ export async function withRedis<T>(url: string, where: ErrorContext, fn: (client
   try {
     try {
       await client.connect();
+      await client.ping(); // a missing password shows here (NOAUTH), not at connect
     } catch (e) {
-      throw new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${url}: ${(last ?? (e as Error)).message}; start redis-server (or Valkey) there, or fix --redis`, where);
+      throw redisFailure(url, last ?? e, where);
     }
     return await fn(client);
   } finally {
@@ -232,7 +235,7 @@ export class QueueExecutor implements Executor {
       const limit = this.init.redisOutageMs ?? 300_000;
       if (Date.now() - this.outageSince > limit) {
         const c = this.init.config;
-        this.admission = new BackfillError("QUEUE_UNAVAILABLE", `lost Redis at ${this.init.redis} for more than ${(limit / 1000).toFixed(limit % 1000 === 0 ? 0 : 1)} s during the backfill of column ${c.column} (table ${c.table}); completed fragments are committed and checkpoints kept: run the backfill again once Redis is back`, { table: c.table, column: c.column, jobId: this.init.jobId, retryable: true });
+        this.admission = new BackfillError("QUEUE_UNAVAILABLE", `lost Redis at ${redactRedisUrl(this.init.redis)} for more than ${(limit / 1000).toFixed(limit % 1000 === 0 ? 0 : 1)} s during the backfill of column ${c.column} (table ${c.table}); completed fragments are committed and checkpoints kept: run the backfill again once Redis is back`, { table: c.table, column: c.column, jobId: this.init.jobId, retryable: true });
         for (const p of [...this.pending.values()]) {
           this.pending.delete(p.id);
           p.reject(this.admission);
@@ -258,7 +261,7 @@ export class QueueExecutor implements Executor {
             const c = this.init.config;
             this.admission = new BackfillError(
               "NO_WORKER",
-              `no live worker served queue ${this.queueName} for ${Math.round(limit / 1000)} s (table ${c.table}, column ${c.column}, UDF needs ${formatResources(this.init.needs)}); start one with lancet worker --redis ${this.init.redis} --queue ${this.base}${this.init.needs.gpu ? ` --resources gpu=${this.init.needs.gpu}` : ""}, or raise admissionTimeoutMs`,
+              `no live worker served queue ${this.queueName} for ${Math.round(limit / 1000)} s (table ${c.table}, column ${c.column}, UDF needs ${formatResources(this.init.needs)}); start one with lancet worker --redis ${redactRedisUrl(this.init.redis)} --queue ${this.base}${this.init.needs.gpu ? ` --resources gpu=${this.init.needs.gpu}` : ""}, or raise admissionTimeoutMs`,
               { table: c.table, column: c.column, jobId: this.init.jobId },
             );
             for (const p of [...this.pending.values()]) {

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ConnectionOptions } from "bullmq";
-import { ConfigError } from "../../errors.ts";
+import { BackfillError, ConfigError, type ErrorContext } from "../../errors.ts";
 import type { BatchReport, TaskSpec, WorkerConfig } from "../protocol.ts";
 
 /** Default base queue name; tasks go to `<queue>-cpu` or `<queue>-gpu`. */
@@ -120,27 +120,75 @@ export function taskJobId(config: WorkerConfig, task: TaskSpec): string {
   return `t-f${task.fragmentId}-o${first}-${h}`;
 }
 
-/** Redis connection options from a URL; `maxRetriesPerRequest: null` so commands wait out a Redis restart. */
+/**
+ * A Redis URL fit to print: its password replaced by `***` (`redis://user:***@host:6379`). Use it for
+ * every message, log line, event and record that names the URL; never print the URL itself.
+ */
+export function redactRedisUrl(url: string): string {
+  if (typeof url !== "string") return String(url);
+  try {
+    const u = new URL(url);
+    if (u.password) {
+      u.password = "***";
+      return u.toString().replace(/\/$/, url.endsWith("/") ? "/" : "");
+    }
+    return url;
+  } catch {
+    // Not a URL: mask whatever sits between "//…:" and "@" as a password would.
+    return url.replace(/(\/\/[^/@:]*:)[^@/]*@/, "$1***@");
+  }
+}
+
+/**
+ * Redis connection options from a URL: `redis://HOST:PORT/DB`, with `redis://:PASSWORD@…` or
+ * `redis://USER:PASSWORD@…` (ACL users; percent-encode special characters), and `rediss://` for
+ * TLS. `maxRetriesPerRequest: null` so commands wait out a Redis restart.
+ * @throws ConfigError CONFIG_INVALID naming the URL with its password masked
+ */
 export function connectionFor(url: string, where = "redis"): ConnectionOptions {
+  const bad = (why: string): never => {
+    throw new ConfigError("CONFIG_INVALID", `${where} ${JSON.stringify(redactRedisUrl(url))} ${why}; write redis://HOST:PORT, redis://:PASSWORD@HOST:PORT or redis://USER:PASSWORD@HOST:PORT (rediss:// for TLS)`);
+  };
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    throw new ConfigError("CONFIG_INVALID", `${where} ${JSON.stringify(url)} is not a Redis URL; write redis://HOST:PORT (or rediss:// for TLS)`);
+    return bad("is not a Redis URL");
   }
-  if (u.protocol !== "redis:" && u.protocol !== "rediss:") {
-    throw new ConfigError("CONFIG_INVALID", `${where} ${JSON.stringify(url)} is not a Redis URL; write redis://HOST:PORT (or rediss:// for TLS)`);
+  if (u.protocol !== "redis:" && u.protocol !== "rediss:") bad("is not a Redis URL");
+  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : undefined;
+  if (db !== undefined && (!Number.isInteger(db) || db < 0)) bad(`names database ${JSON.stringify(u.pathname.slice(1))}, not a number`);
+  let username: string;
+  let password: string;
+  try {
+    username = decodeURIComponent(u.username);
+    password = decodeURIComponent(u.password);
+  } catch {
+    return bad("has a user name or password that is not percent-encoded correctly");
   }
   return {
-    host: u.hostname || "127.0.0.1",
+    host: u.hostname.replace(/^\[(.*)\]$/, "$1") || "127.0.0.1",
     port: u.port ? Number(u.port) : 6379,
-    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
-    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
-    ...(u.pathname.length > 1 ? { db: Number(u.pathname.slice(1)) } : {}),
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    ...(db !== undefined ? { db } : {}),
     ...(u.protocol === "rediss:" ? { tls: {} } : {}),
     maxRetriesPerRequest: null,
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
   };
+}
+
+/**
+ * A clear error for a Redis that refused us: wrong or missing password (WRONGPASS/NOAUTH), or an
+ * unreachable server, naming the URL with its password masked.
+ */
+export function redisFailure(url: string, e: unknown, where: ErrorContext = {}): BackfillError {
+  const msg = ((e as Error)?.message ?? String(e)).split("\n")[0]!.replace(/\.$/, "");
+  const shown = redactRedisUrl(url);
+  if (/WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(msg)) {
+    return new BackfillError("QUEUE_UNAVAILABLE", `Redis at ${shown} did not accept the credentials: ${msg}; put the right password in the URL (redis://:PASSWORD@HOST:PORT, or redis://USER:PASSWORD@HOST:PORT for an ACL user)`, { ...where, cause: e });
+  }
+  return new BackfillError("QUEUE_UNAVAILABLE", `cannot reach Redis at ${shown}: ${msg}; start redis-server (or Valkey) there, or fix --redis`, { ...where, cause: e });
 }
 
 /** Waits for `p` (ignoring its failure) at most `ms`: for steps that need a Redis that may be gone. */
