@@ -4,6 +4,8 @@
  */
 import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
+import { redactRedisUrl } from "./exec/bullmq/queue.ts";
+import { checkUdfEnv } from "./exec/env.ts";
 import type { Logger } from "./log.ts";
 import type { Diagnosis, JobMetrics, JobStatus } from "./jobs/record.ts";
 import { resolveErrorPolicy, type ErrorPolicy, type ErrorPolicySpec } from "./udf/policy.ts";
@@ -53,7 +55,13 @@ export interface BackfillOptions {
    * served by `lancet worker` processes on any number of machines. @default "local"
    */
   executor?: "local" | QueueExecutorSpec;
-  /** Environment variables for the UDF's worker processes (added to the worker's own environment; the coordinator's environment is never passed). */
+  /**
+   * Environment variables for the UDF's processes. Locally they are added to this process's environment;
+   * on `lancet worker`s they are all the UDF gets besides PATH, HOME, TMPDIR, the locale and what the
+   * worker's operator passes (`--pass-env`); the coordinator's environment is never passed. Names that
+   * change how Node or the loader starts (`NODE_*`, `LD_*`, `DYLD_*`, `OPENSSL_*`, `GCONV_PATH`,
+   * `BASH_ENV`) are refused with CONFIG_INVALID.
+   */
   env?: Record<string, string>;
   /** Called with progress snapshots as the job runs. */
   onProgress?: (p: BackfillProgress) => void;
@@ -63,7 +71,7 @@ export interface BackfillOptions {
 
 /** Distributed execution: tasks go to a BullMQ queue on Redis. */
 export interface QueueExecutorSpec {
-  /** Redis URL, e.g. "redis://10.0.0.5:6379". */
+  /** Redis URL, e.g. "redis://10.0.0.5:6379", "redis://:PASSWORD@10.0.0.5:6379" or "rediss://USER:PASSWORD@host:6380" (TLS); the password is never printed or recorded. */
   redis: string;
   /** Base queue name (tasks go to `<queue>-cpu` or `<queue>-gpu`). @default "lancet" */
   queue?: string;
@@ -127,21 +135,16 @@ function executorOption(v: unknown): "local" | QueueExecutorSpec {
   if (typeof v !== "object" || v === null) return bad(`must be "local" or an object (got ${JSON.stringify(v)})`);
   const e = v as Record<string, unknown>;
   for (const k of Object.keys(e)) if (!["redis", "queue", "admissionTimeoutMs", "redisOutageMs"].includes(k)) bad(`has an unknown key ${k}`);
-  if (typeof e.redis !== "string" || !/^rediss?:\/\/./.test(e.redis)) bad(`.redis must be a Redis URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(e.redis)})`);
+  if (typeof e.redis !== "string" || !/^rediss?:\/\/./.test(e.redis)) bad(`.redis must be a Redis URL such as redis://127.0.0.1:6379 or redis://:PASSWORD@HOST:6379 (got ${JSON.stringify(typeof e.redis === "string" ? redactRedisUrl(e.redis) : e.redis)})`);
   if (e.queue !== undefined && (typeof e.queue !== "string" || !/^[A-Za-z0-9_.-]{1,100}$/.test(e.queue))) bad(`.queue must be letters, digits, '.', '_' or '-' (got ${JSON.stringify(e.queue)})`);
   if (e.admissionTimeoutMs !== undefined && (typeof e.admissionTimeoutMs !== "number" || !Number.isInteger(e.admissionTimeoutMs) || e.admissionTimeoutMs < 0)) bad(`.admissionTimeoutMs must be an integer >= 0 (got ${JSON.stringify(e.admissionTimeoutMs)})`);
   if (e.redisOutageMs !== undefined && (typeof e.redisOutageMs !== "number" || !Number.isInteger(e.redisOutageMs) || e.redisOutageMs < 1)) bad(`.redisOutageMs must be a positive integer (got ${JSON.stringify(e.redisOutageMs)})`);
   return Object.freeze({ ...(e as unknown as QueueExecutorSpec) });
 }
 
-function envOption(v: unknown): Record<string, string> {
-  if (v === undefined) return {};
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ConfigError("CONFIG_INVALID", `options.env must map variable names to strings (got ${JSON.stringify(v)})`);
-  for (const [k, x] of Object.entries(v)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new ConfigError("CONFIG_INVALID", `options.env: ${JSON.stringify(k)} is not an environment variable name`);
-    if (typeof x !== "string") throw new ConfigError("CONFIG_INVALID", `options.env.${k} must be a string (got ${JSON.stringify(x)})`);
-  }
-  return Object.freeze({ ...(v as Record<string, string>) });
+function envOption(v: unknown): Readonly<Record<string, string>> {
+  // Names that change how Node or the loader starts (NODE_OPTIONS, LD_PRELOAD, …) are refused: see exec/env.ts.
+  return checkUdfEnv(v, "options.env");
 }
 
 /** Validates options and applies defaults. @throws ConfigError naming the option and the value. */

@@ -29,7 +29,7 @@ Usage:
   lancet errors       --db DIR [--job ID] [--table NAME] [--column COL] [--json]
   lancet worker       --redis URL [--queue NAME] [--concurrency N] [--resources cpu=4,gpu=1,memory=MiB]
                       [--metrics-port P] [--lock-duration-ms N] [--stalled-interval-ms N] [--max-stalled-count N]
-                      [--exit-when-idle-ms N]
+                      [--exit-when-idle-ms N] [--allow-db DIR]... [--pass-env NAME[,NAME]]...
   lancet workers      --redis URL [--queue NAME] [--json]
 
 Backfill options:

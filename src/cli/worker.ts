@@ -1,4 +1,5 @@
 /** `lancet worker` (a long-running queue worker) and `lancet workers` (the live ones). */
+import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { connectionFor, DEFAULT_QUEUE, checkQueueBase, formatResources, parseResources } from "../exec/bullmq/queue.ts";
 import { withRedis } from "../exec/bullmq/executor.ts";
@@ -11,6 +12,12 @@ function redisUrl(values: Record<string, unknown>): string {
   const url = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
   if (!url) throw new UsageError("--redis URL is required (or set LANCET_REDIS_URL)");
   return url;
+}
+
+/** A repeatable flag's values, each split on `sep`, else the environment variable's; undefined when neither is set. */
+function listOpt(flag: unknown, env: string | undefined, sep: string): string[] | undefined {
+  const raw = Array.isArray(flag) && flag.length > 0 ? (flag as string[]) : env ? [env] : undefined;
+  return raw?.flatMap((v) => v.split(sep)).map((v) => v.trim()).filter(Boolean);
 }
 
 function queueOpt(values: Record<string, unknown>): string {
@@ -32,6 +39,8 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
         "stalled-interval-ms": { type: "string" },
         "max-stalled-count": { type: "string" },
         "exit-when-idle-ms": { type: "string" },
+        "allow-db": { type: "string", multiple: true },
+        "pass-env": { type: "string", multiple: true },
         verbose: { type: "boolean" },
       },
       strict: true,
@@ -51,6 +60,11 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     const concurrency = positive("concurrency");
     const exitWhenIdleMs = positive("exit-when-idle-ms");
     const port = intOpt(values, "metrics-port");
+    // --allow-db DIR (repeatable, or LANCET_ALLOW_DB=DIR:DIR): databases this worker serves.
+    const allowDb = listOpt(values["allow-db"], process.env.LANCET_ALLOW_DB, path.delimiter);
+    // --pass-env NAME[,NAME] (repeatable): variables of this worker's environment its UDFs get too.
+    const passEnv = listOpt(values["pass-env"], undefined, ",");
+    for (const n of passEnv ?? []) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) throw new UsageError(`--pass-env: ${JSON.stringify(n)} is not an environment variable name`);
     const worker = await LancetWorker.start({
       redis: redisUrl(values),
       queue: queueOpt(values),
@@ -58,6 +72,8 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
       ...(typeof values.resources === "string" ? { resources: parseResources(values.resources, "--resources") } : {}),
       ...(port !== undefined ? { metricsPort: port } : {}),
       ...(exitWhenIdleMs !== undefined ? { exitWhenIdleMs } : {}),
+      ...(allowDb ? { allowedDbDirs: allowDb } : {}),
+      ...(passEnv ? { passEnv } : {}),
       stall,
       logger: stderrLogger(values.verbose === true ? "debug" : "info"),
     });

@@ -8,6 +8,7 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { deserializeError, WorkerCrashedError, type BackfillError } from "../errors.ts";
+import { checkUdfEnv } from "./env.ts";
 import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "./protocol.ts";
 
 // ".ts" when running from source (type stripping), ".js" when running the built package.
@@ -27,8 +28,17 @@ export interface LocalPoolOptions {
   /** Worker processes at most. */
   readonly size: number;
   readonly config: WorkerConfig;
-  /** Extra environment for workers (added to this process's). */
-  readonly env?: Record<string, string>;
+  /**
+   * The job's declared environment for the UDF (added to `baseEnv`). Names that change how Node or
+   * the loader starts (`NODE_OPTIONS`, `LD_PRELOAD`, … see exec/env.ts) are refused with CONFIG_INVALID.
+   */
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * The environment worker processes start from. `lancet worker` passes a minimal one (PATH, HOME,
+   * TMPDIR, locale and its `--pass-env` names), so nothing else of its environment reaches a UDF.
+   * @default this process's environment (the embedded executor: the user's own)
+   */
+  readonly baseEnv?: Readonly<Record<string, string | undefined>>;
   /** JavaScript heap limit of each worker, in MiB (`--max-old-space-size`). */
   readonly memoryMb?: number;
   /** A task that reports no batch for this long is declared hung: its worker is killed and the task fails (retryable). */
@@ -51,8 +61,13 @@ export class LocalPool implements Executor {
     this.options = options;
   }
 
-  /** Creates the pool and starts its first worker, so a UDF that cannot load fails fast. */
+  /**
+   * Creates the pool and starts its first worker, so a UDF that cannot load fails fast.
+   * @throws ConfigError CONFIG_INVALID for a reserved name in `options.env`
+   */
   static async create(options: LocalPoolOptions): Promise<LocalPool> {
+    const c = options.config;
+    checkUdfEnv(options.env, `the environment of column ${c.column}'s UDF (table ${c.table})`, { table: c.table, column: c.column });
     const pool = new LocalPool(options);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -78,7 +93,7 @@ export class LocalPool implements Executor {
         execArgv: memoryMb ? [`--max-old-space-size=${memoryMb}`] : [],
         serialization: "advanced",
         stdio: ["ignore", "pipe", "pipe", "ipc"],
-        env: { ...process.env, ...this.options.env, ...this.options.slotEnv?.(index) },
+        env: { ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) },
       });
       // UDF output goes to stderr so it never mixes with a command's machine-readable stdout; the
       // tail of stderr is kept to tell an out-of-memory death from other crashes.

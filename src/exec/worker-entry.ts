@@ -2,10 +2,15 @@
  * The worker process entry, shared by every executor. Handshake: the parent sends `init`; the worker
  * loads the bound UDF bundle, runs `setup()` and answers `ready` (or `initFailed`, after which the
  * parent never reuses it). Then it runs one task at a time. It exits when its parent goes away.
+ *
+ * Defence in depth: whoever starts it (an embedded pool, a `lancet worker` running a task from Redis)
+ * has checked the bundle already; it checks again that the bundle is a content-addressed bundle of the
+ * table's own Lancet store before importing it, and fails its handshake otherwise.
  */
 import { serializeError } from "../errors.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import { TaskRunner } from "./apply.ts";
+import { verifyStoredBundle } from "../udf/bundle.ts";
 
 function send(m: FromWorker): void {
   process.send?.(m);
@@ -19,13 +24,19 @@ process.on("message", (raw) => {
   const m = raw as ToWorker;
   switch (m.type) {
     case "init":
-      TaskRunner.create(m.config).then(
-        (r) => {
-          runner = r;
-          send({ type: "ready" });
-        },
-        (e: unknown) => send({ type: "initFailed", error: serializeError(e) }),
-      );
+      Promise.resolve()
+        .then(() => {
+          const c = m.config;
+          verifyStoredBundle(c, { subject: `the worker process for column ${c.column} (table ${c.table})`, context: { table: c.table, column: c.column } });
+          return TaskRunner.create(c);
+        })
+        .then(
+          (r) => {
+            runner = r;
+            send({ type: "ready" });
+          },
+          (e: unknown) => send({ type: "initFailed", error: serializeError(e) }),
+        );
       break;
     case "task": {
       const r = runner;

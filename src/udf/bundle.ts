@@ -5,11 +5,11 @@
  * load it. Backfills run the stored bundle, never the module file.
  */
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, type ErrorContext } from "../errors.ts";
 import { isSqlUdf, validateUdfSpec, type SqlUdfSpec, type UdfSpec } from "./udf.ts";
 
 const PUBLIC_ENTRY = fileURLToPath(new URL(`./public${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
@@ -74,6 +74,101 @@ export async function bundleModule(module: string): Promise<{ code: string; hash
 /** Path of a stored bundle. */
 export function bundlePath(storeDir: string, hash: string): string {
   return path.join(storeDir, "udfs", `${hash}.mjs`);
+}
+
+/** Where a bundle claims to come from: the table's database and name, the bundle file and the checkpoint folder. */
+export interface BundleClaim {
+  readonly dbDir: string;
+  readonly table: string;
+  readonly bundlePath: string;
+  /** Checked when given: it must be the table's own store's `ckp` folder. */
+  readonly checkpointRoot?: string;
+}
+
+/** Options of {@link verifyStoredBundle}. */
+export interface VerifyBundleOptions {
+  /** What asks, for messages, e.g. "task t-f0-o0-… of column y (table t)". */
+  readonly subject: string;
+  readonly context?: ErrorContext;
+  /** When given, the database must lie inside one of these directories (`lancet worker --allow-db`). */
+  readonly allowedDbDirs?: readonly string[];
+  /** Checks only the paths' shape, without touching the filesystem (no real paths, no hash). @default false */
+  readonly shapeOnly?: boolean;
+}
+
+const HASHED_NAME = /^([0-9a-f]{64})\.mjs$/;
+
+function isInside(dir: string, p: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+}
+
+/**
+ * Checks that `claim.bundlePath` is a content-addressed bundle of the table's own Lancet store, so a
+ * worker runs only code that binding the column stored there: an absolute path with no `..`, directly
+ * in `DB/_lancet/TABLE/udfs/`, named `<sha256>.mjs`; a plain file (not a symlink) whose real path is
+ * in the real store folder (no symlinked folder leading elsewhere); whose content hashes to its name.
+ * The checkpoint folder, when given, must be the store's `ckp`. Synchronous: it runs once per pool.
+ * @throws ConfigError CONFIG_INVALID naming the subject and the offending path
+ */
+export function verifyStoredBundle(claim: BundleClaim, options: VerifyBundleOptions): void {
+  const { subject, context = {} } = options;
+  const refuse = (what: string, p: unknown, why: string): never => {
+    throw new ConfigError(
+      "CONFIG_INVALID",
+      `${subject} names ${what} ${JSON.stringify(p)}, which ${why}; refused: workers run only the content-addressed UDF bundles that binding the column stored in the table's own Lancet store (DB/_lancet/TABLE/udfs/<sha256>.mjs). Rebind the column (lancet alter-column) if its bundle was lost, and check who can write to the queue's Redis`,
+      context,
+    );
+  };
+  if (typeof claim !== "object" || claim === null) return refuse("worker configuration", claim, "is not an object");
+  const { dbDir, table, bundlePath: file, checkpointRoot } = claim;
+  if (typeof table !== "string" || !/^[A-Za-z0-9_.-]+$/.test(table) || table === "." || table === "..") refuse("table", table, "is not a table name");
+  if (typeof dbDir !== "string" || !path.isAbsolute(dbDir) || dbDir.split(/[\\/]/).includes("..")) refuse("database directory", dbDir, "is not an absolute path without '..'");
+  if (typeof file !== "string" || !path.isAbsolute(file) || file.split(/[\\/]/).includes("..")) refuse("UDF bundle", file, "is not an absolute path without '..'");
+  const storeDir = path.join(dbDir, "_lancet", table);
+  const folder = path.join(storeDir, "udfs");
+  const name = HASHED_NAME.exec(path.basename(file));
+  if (path.dirname(path.normalize(file)) !== folder || !name) refuse("UDF bundle", file, `is not a content-addressed bundle of table ${table}'s store (${folder}/<sha256>.mjs)`);
+  if (checkpointRoot !== undefined && (typeof checkpointRoot !== "string" || path.normalize(checkpointRoot).replace(/[\\/]+$/, "") !== path.join(storeDir, "ckp"))) {
+    refuse("checkpoint folder", checkpointRoot, `is not table ${table}'s own (${path.join(storeDir, "ckp")})`);
+  }
+  if (options.shapeOnly) return;
+  let realDb: string;
+  try {
+    realDb = realpathSync(dbDir);
+  } catch {
+    return refuse("database directory", dbDir, "does not exist");
+  }
+  if (options.allowedDbDirs !== undefined) {
+    const allowed = options.allowedDbDirs.flatMap((d) => {
+      try {
+        return [realpathSync(d)];
+      } catch {
+        return [];
+      }
+    });
+    if (!allowed.some((d) => isInside(d, realDb))) refuse("database directory", dbDir, `is not inside the directories this worker may use (--allow-db ${options.allowedDbDirs.join(", ")})`);
+  }
+  let stat;
+  let realFile: string;
+  let realFolder: string;
+  try {
+    stat = lstatSync(file);
+    realFile = realpathSync(file);
+    realFolder = realpathSync(folder);
+  } catch {
+    return refuse("UDF bundle", file, "does not exist");
+  }
+  if (!stat.isFile()) refuse("UDF bundle", file, "is a symbolic link or not a regular file");
+  if (realFolder !== path.join(realDb, "_lancet", table, "udfs")) refuse("UDF bundle folder", folder, `resolves to ${realFolder}, outside the database ${realDb}`);
+  if (path.dirname(realFile) !== realFolder) refuse("UDF bundle", file, `resolves to ${realFile}, outside ${realFolder}`);
+  const ckp = path.join(storeDir, "ckp");
+  if (checkpointRoot !== undefined && existsSync(ckp)) {
+    const realCkp = realpathSync(ckp);
+    if (realCkp !== path.join(realDb, "_lancet", table, "ckp")) refuse("checkpoint folder", checkpointRoot, `resolves to ${realCkp}, outside the database ${realDb}`);
+  }
+  const actual = createHash("sha256").update(readFileSync(file)).digest("hex");
+  if (actual !== name![1]) refuse("UDF bundle", file, `does not match its content-addressed name (its content hashes to ${actual.slice(0, 16)}…: it was changed after binding)`);
 }
 
 /** Stores a bundle atomically (content-addressed: an existing file is left alone). */

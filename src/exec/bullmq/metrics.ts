@@ -21,7 +21,7 @@ export class WorkerMetrics {
     this.rows = new Counter({ name: "lancet_worker_rows_total", help: "Rows computed and checkpointed.", labelNames: ["queue"], registers });
     this.rowsSkipped = new Counter({ name: "lancet_worker_rows_skipped_total", help: "Rows the error policy skipped (left null).", labelNames: ["queue"], registers });
     this.udfSeconds = new Counter({ name: "lancet_worker_udf_seconds_total", help: "Wall time spent in UDF calls.", labelNames: ["queue"], registers });
-    this.failures = new Counter({ name: "lancet_worker_task_failures_total", help: "Failed tasks by kind (udf, crash, oom, hang, storage, resources, setup).", labelNames: ["queue", "kind"], registers });
+    this.failures = new Counter({ name: "lancet_worker_task_failures_total", help: "Failed tasks by kind (udf, crash, oom, hang, storage, resources, setup, refused: a task naming a bundle or environment it may not use).", labelNames: ["queue", "kind"], registers });
     this.active = new Gauge({ name: "lancet_worker_active_tasks", help: "Tasks running now.", labelNames: ["queue"], registers });
     this.slots = new Gauge({ name: "lancet_worker_slots", help: "Tasks this worker runs at once.", labelNames: ["queue"], registers });
   }

@@ -4,6 +4,12 @@
  * process's event loop, so it keeps renewing its task locks however long a UDF blocks its own process.
  * It refreshes a record of itself in Redis (for the coordinator's admission check), polls for
  * cancels, and serves Prometheus metrics.
+ *
+ * Anyone who can write to its Redis can enqueue a task, so a task is trusted for nothing: the worker
+ * runs only a content-addressed UDF bundle of the named table's own Lancet store whose content matches
+ * its name (optionally only in databases under `allowedDbDirs`), passes the UDF only the job's declared
+ * environment (never a name that changes how Node or the loader starts) plus a minimal base, and
+ * refuses any other task with CONFIG_INVALID, never retried.
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -17,7 +23,9 @@ import { FileCheckpointStore } from "../../checkpoint/store.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
+import { checkUdfEnv, udfBaseEnv } from "../env.ts";
 import { LocalPool } from "../pool.ts";
+import { verifyStoredBundle } from "../../udf/bundle.ts";
 import type { BatchReport } from "../protocol.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { cancelKey, putWorker, removeWorker, WORKER_REFRESH_MS, type WorkerInfo } from "./registry.ts";
@@ -30,6 +38,7 @@ import {
   ERROR_PREFIX,
   formatResources,
   queueName,
+  redisFailure,
   satisfies,
   settleWithin,
   type Resources,
@@ -56,6 +65,17 @@ export interface LancetWorkerOptions {
   readonly exitWhenIdleMs?: number;
   /** Close idle pools of worker processes after this long. @default 60000 */
   readonly poolIdleMs?: number;
+  /**
+   * Databases this worker serves: a task naming a database outside these directories is refused
+   * (`lancet worker --allow-db DIR`). @default any database whose store holds the task's bundle
+   */
+  readonly allowedDbDirs?: readonly string[];
+  /**
+   * Names of this worker's own environment variables its UDF processes get too (`--pass-env`), e.g.
+   * `HF_TOKEN` or `NODE_EXTRA_CA_CERTS`. @default none: PATH, HOME, TMPDIR and the locale only, plus
+   * what each job declares
+   */
+  readonly passEnv?: readonly string[];
   readonly logger?: Logger;
 }
 
@@ -80,6 +100,9 @@ export class LancetWorker {
   /** Running tasks by queue job id. */
   private readonly running = new Map<string, AbortController>();
   private readonly storageChecked = new Set<string>();
+  private readonly allowedDbDirs: readonly string[] | undefined;
+  /** The environment UDF processes start from (see exec/env.ts). */
+  private readonly baseEnv: Readonly<Record<string, string>>;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly startedAt = new Date().toISOString();
   private server: Server | undefined;
@@ -134,6 +157,8 @@ export class LancetWorker {
       this.gpuSlots = Array.from({ length: Math.min(concurrency, Math.max(1, Math.floor(ids.length / per))) }, (_, i) => ids.slice(i * per, i * per + per).join(","));
     }
     this.metricsPort = options.metricsPort;
+    this.allowedDbDirs = options.allowedDbDirs?.map((d) => path.resolve(d));
+    this.baseEnv = udfBaseEnv(process.env, options.passEnv ?? []);
   }
 
   private readonly poolIdleMs: number;
@@ -148,7 +173,10 @@ export class LancetWorker {
   static async start(options: LancetWorkerOptions): Promise<LancetWorker> {
     const w = new LancetWorker(options);
     try {
-      await w.redis.ping();
+      // A wrong or missing password fails here, with the URL named and its password masked.
+      await w.redis.ping().catch((e: unknown) => {
+        throw redisFailure(options.redis, e);
+      });
       await w.register();
       if (w.metricsPort !== undefined) {
         w.server = await w.metrics.serve(w.metricsPort, () => w.bullQueue.exportPrometheusMetrics(), () => w.closing === undefined);
@@ -219,6 +247,26 @@ export class LancetWorker {
     throw kind === "udf" || kind === "crash" || kind === "oom" || kind === "hang" ? new Error(text) : new UnrecoverableError(text);
   }
 
+  /**
+   * What a task from Redis may ask for, checked before anything is touched: its declared environment
+   * (no reserved names) and the shape of its paths (a bundle of the table's own store). Refused tasks
+   * fail with CONFIG_INVALID and are never retried.
+   */
+  private checkTask(d: TaskJobData, id: string | undefined): void {
+    const c = d.config;
+    const where = { table: c?.table, column: c?.column, jobId: d.jobId };
+    const subject = `task ${id} of column ${String(c?.column)} (table ${String(c?.table)})`;
+    checkUdfEnv(d.pool?.env, `${subject}: env`, where);
+    verifyStoredBundle(c, { subject, context: where, shapeOnly: true });
+  }
+
+  /** Refuses a task: logged as a warning (someone may be forging tasks), failed for good. */
+  private refuse(e: unknown, id: string | undefined): never {
+    this.log.warn(`refused task ${id}: ${(e as Error).message}`);
+    return this.fail(e, "refused");
+  }
+
+  /** The storage a task names must be reachable (checked once per database and bundle). */
   private checkStorage(d: TaskJobData): void {
     const c = d.config;
     const k = `${c.dbDir}\n${c.bundlePath}\n${c.checkpointRoot}`;
@@ -237,6 +285,20 @@ export class LancetWorker {
     this.storageChecked.add(k);
   }
 
+  /**
+   * The task's bundle must be one of its table's store (in an allowed database) whose content matches
+   * its name: checked for every task, so a file changed since the last one is caught before a process
+   * of its pool starts again (the worker entry checks once more before importing it).
+   */
+  private checkBundle(d: TaskJobData, id: string | undefined): void {
+    const c = d.config;
+    verifyStoredBundle(c, {
+      subject: `task ${id} of column ${c.column} (table ${c.table})`,
+      context: { table: c.table, column: c.column, jobId: d.jobId },
+      ...(this.allowedDbDirs ? { allowedDbDirs: this.allowedDbDirs } : {}),
+    });
+  }
+
   private poolFor(d: TaskJobData): PoolEntry {
     const key = JSON.stringify([d.config, d.pool]);
     let entry = this.pools.get(key);
@@ -246,6 +308,7 @@ export class LancetWorker {
         ...(this.gpuSlots ? { slotEnv: (i: number) => ({ CUDA_VISIBLE_DEVICES: this.gpuSlots![i % this.gpuSlots!.length]! }) } : {}),
         config: d.config,
         taskTimeoutMs: d.pool.taskTimeoutMs,
+        baseEnv: this.baseEnv,
         env: { ...d.pool.env },
         ...(d.pool.memoryMb !== undefined ? { memoryMb: d.pool.memoryMb } : {}),
       });
@@ -302,6 +365,11 @@ export class LancetWorker {
   private async run(job: Job<TaskJobData, TaskJobResult>, token: string | undefined, signal: AbortSignal | undefined): Promise<TaskJobResult> {
     const d = job.data;
     if (d?.format !== 1) this.fail(new ConfigError("CONFIG_INVALID", `task ${job.id} was enqueued by an incompatible version of Lancet (format ${String(d?.format)})`), "setup");
+    try {
+      this.checkTask(d, job.id);
+    } catch (e) {
+      this.refuse(e, job.id);
+    }
     // Fetched while closing: leave it to the other workers.
     if (this.closing) return this.handBack(job, token, "this worker is shutting down");
     const cancel = cancelKey(this.queue, d.jobId);
@@ -316,6 +384,11 @@ export class LancetWorker {
       this.checkStorage(d);
     } catch (e) {
       this.fail(e, "storage");
+    }
+    try {
+      this.checkBundle(d, job.id);
+    } catch (e) {
+      this.refuse(e, job.id);
     }
     const entry = this.poolFor(d);
     entry.active++;
