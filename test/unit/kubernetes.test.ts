@@ -16,7 +16,10 @@ import { PersistentVolumeClaim, type IPersistentVolumeClaim } from "kubernetes-m
 import { Service, type IService } from "kubernetes-models/v1/Service";
 import type { IContainer } from "kubernetes-models/v1/Container";
 import type { IPodSpec } from "kubernetes-models/v1/PodSpec";
+import { Secret, type ISecret } from "kubernetes-models/v1/Secret";
+import { NetworkPolicy, type INetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { ScaledObject, type IScaledObject } from "@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject";
+import { TriggerAuthentication, type ITriggerAuthentication } from "@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication";
 
 const DIR = fileURLToPath(new URL("../../deploy/kubernetes/", import.meta.url));
 const NAMESPACE = "lancet";
@@ -33,6 +36,9 @@ const MODELS = new Map<string, Make>([
   ["apps/v1/Deployment", (d) => new Deployment(d as ConstructorParameters<typeof Deployment>[0])],
   ["batch/v1/Job", (d) => new Job(d as ConstructorParameters<typeof Job>[0])],
   ["keda.sh/v1alpha1/ScaledObject", (d) => new ScaledObject(d as ConstructorParameters<typeof ScaledObject>[0])],
+  ["keda.sh/v1alpha1/TriggerAuthentication", (d) => new TriggerAuthentication(d as ConstructorParameters<typeof TriggerAuthentication>[0])],
+  ["v1/Secret", (d) => new Secret(d as ConstructorParameters<typeof Secret>[0])],
+  ["networking.k8s.io/v1/NetworkPolicy", (d) => new NetworkPolicy(d as ConstructorParameters<typeof NetworkPolicy>[0])],
 ]);
 
 interface Manifest {
@@ -160,10 +166,31 @@ const services = ofKind<IService>("v1/Service");
 const pvcs = ofKind<IPersistentVolumeClaim>("v1/PersistentVolumeClaim");
 const jobs = ofKind<IJob>("batch/v1/Job");
 const scaledObjects = ofKind<IScaledObject>("keda.sh/v1alpha1/ScaledObject");
+const triggerAuths = ofKind<ITriggerAuthentication>("keda.sh/v1alpha1/TriggerAuthentication");
+const secrets = ofKind<ISecret>("v1/Secret");
+const networkPolicies = ofKind<INetworkPolicy>("networking.k8s.io/v1/NetworkPolicy");
 const workers = deployments.filter((d) => podSpec(d).containers.some((c) => c.command?.[0] === LANCET_BIN && c.args?.[0] === "worker"));
 const isGpu = (d: IDeployment): boolean => quantity(lancetContainer(d).resources?.limits?.["nvidia.com/gpu"]) !== undefined;
 
-/** The environment a container sees from env and envFrom ConfigMaps. */
+/** The value of a key of a Secret defined here (stringData or base64 data). */
+function secretValue(name: string, key: string): string {
+  const secret = secrets.find((x) => x.metadata?.name === name);
+  assert.ok(secret, `Secret ${name} is not defined`);
+  const v = secret.stringData?.[key] ?? (secret.data?.[key] !== undefined ? Buffer.from(secret.data[key]!, "base64").toString() : undefined);
+  assert.ok(v !== undefined, `Secret ${name} has no key ${key}`);
+  return v;
+}
+
+/** Replaces $(VAR) the way the kubelet does it; unknown variables fail. */
+function expand(text: string, env: Map<string, string>, what: string): string {
+  return text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, v: string) => {
+    const value = env.get(v);
+    assert.ok(value !== undefined, `$(${v}) in ${what} is not defined by env or envFrom (before it)`);
+    return value;
+  });
+}
+
+/** The environment a container sees from envFrom ConfigMaps and env (values, Secret keys, $(VAR) of earlier entries). */
 function envOf(c: IContainer): Map<string, string> {
   const env = new Map<string, string>();
   for (const src of c.envFrom ?? []) {
@@ -173,20 +200,17 @@ function envOf(c: IContainer): Map<string, string> {
     assert.ok(cm, `envFrom names ConfigMap ${name}, which is not defined`);
     for (const [k, v] of Object.entries(cm.data ?? {})) env.set(k, v);
   }
-  for (const e of c.env ?? []) if (e.value !== undefined) env.set(e.name, e.value);
+  for (const e of c.env ?? []) {
+    if (e.value !== undefined) env.set(e.name, expand(e.value, env, `${c.name}'s env ${e.name}`));
+    else if (e.valueFrom?.secretKeyRef) env.set(e.name, secretValue(e.valueFrom.secretKeyRef.name!, e.valueFrom.secretKeyRef.key));
+  }
   return env;
 }
 
 /** command + args with $(VAR) expanded the way the kubelet does it; unknown variables fail. */
 function expandedArgs(c: IContainer): string[] {
   const env = envOf(c);
-  return [...(c.command ?? []), ...(c.args ?? [])].map((a) =>
-    a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_, v: string) => {
-      const value = env.get(v);
-      assert.ok(value !== undefined, `$(${v}) in ${c.name}'s arguments is not defined by env or envFrom`);
-      return value;
-    }),
-  );
+  return [...(c.command ?? []), ...(c.args ?? [])].map((a) => expand(a, env, `${c.name}'s arguments`));
 }
 
 test("every manifest is of a known kind and valid against its schema, with no unknown fields", () => {
@@ -237,6 +261,22 @@ test("the validation can fail: schema errors and unknown fields are reported", (
   const noTriggers = structuredClone(so.obj) as { spec: Record<string, unknown> };
   delete noTriggers.spec.triggers;
   assert.throws(() => MODELS.get("keda.sh/v1alpha1/ScaledObject")!(noTriggers).validate(), /spec must have required property triggers/);
+
+  const np = manifests.find((m) => kindKey(m.obj) === "networking.k8s.io/v1/NetworkPolicy");
+  assert.ok(np);
+  const badNp = structuredClone(np.obj) as { spec: Record<string, unknown> };
+  badNp.spec.policyTypes = "Ingress";
+  assert.throws(() => MODELS.get("networking.k8s.io/v1/NetworkPolicy")!(badNp).validate(), /policyTypes must be array/);
+  const secret = manifests.find((m) => kindKey(m.obj) === "v1/Secret");
+  assert.ok(secret);
+  const badSecret = structuredClone(secret.obj) as { stringData: Record<string, unknown> };
+  badSecret.stringData.password = 42;
+  assert.throws(() => MODELS.get("v1/Secret")!(badSecret).validate(), /password must be string/);
+  const ta = manifests.find((m) => kindKey(m.obj) === "keda.sh/v1alpha1/TriggerAuthentication");
+  assert.ok(ta);
+  const badTa = structuredClone(ta.obj) as { spec: { secretTargetRef: Record<string, unknown>[] } };
+  delete badTa.spec.secretTargetRef[0]!.key;
+  assert.throws(() => MODELS.get("keda.sh/v1alpha1/TriggerAuthentication")!(badTa).validate(), /must have required property key/);
 });
 
 test("kustomization.yaml lists every long-lived manifest; Jobs are created per backfill", () => {
@@ -251,10 +291,14 @@ test("kustomization.yaml lists every long-lived manifest; Jobs are created per b
   for (const r of resources) assert.ok(existsSync(path.join(DIR, r)), `kustomization.yaml lists ${r}, which does not exist`);
   assert.equal(new Set(resources).size, resources.length, "no duplicates");
   const jobFiles = new Set(manifests.filter((m) => m.obj.kind === "Job").map((m) => m.file));
+  // The Secret is created once by hand: re-applying the kustomization must not reset the password.
+  const secretFiles = new Set(manifests.filter((m) => m.obj.kind === "Secret").map((m) => m.file));
+  assert.deepEqual([...secretFiles], ["secret.yaml"]);
+  assert.ok(manifests.filter((m) => m.file === "secret.yaml").every((m) => m.obj.kind === "Secret"), "secret.yaml holds only the Secret");
   assert.deepEqual(
     [...resources].sort(),
-    yamlFiles().filter((f) => f !== "kustomization.yaml" && !jobFiles.has(f)),
-    "every manifest except the per-backfill Job is listed",
+    yamlFiles().filter((f) => f !== "kustomization.yaml" && !jobFiles.has(f) && !secretFiles.has(f)),
+    "every manifest except the per-backfill Job and the Secret is listed",
   );
   for (const f of jobFiles) {
     assert.ok(manifests.filter((m) => m.file === f).every((m) => m.obj.kind === "Job"), `${f} holds only Jobs, so leaving it out of kustomization.yaml leaves out nothing else`);
@@ -273,7 +317,7 @@ test("kubectl kustomize builds the kustomization (when kubectl is installed)", (
   }
   const out = execFileSync("kubectl", ["kustomize", DIR], { encoding: "utf8" });
   const built = parseAllDocuments(out).map((d) => d.toJS() as Record<string, unknown>);
-  const expected = manifests.filter((m) => m.obj.kind !== "Job").map((m) => `${m.obj.kind}/${(m.obj.metadata as { name: string }).name}`);
+  const expected = manifests.filter((m) => m.obj.kind !== "Job" && m.obj.kind !== "Secret").map((m) => `${m.obj.kind}/${(m.obj.metadata as { name: string }).name}`);
   assert.deepEqual(built.map((o) => `${String(o.kind)}/${(o.metadata as { name: string }).name}`).sort(), expected.sort());
 });
 
@@ -376,17 +420,31 @@ test("commands run the lancet bin directly (npx's sh -c wrapper would swallow SI
   }
 });
 
-test("Redis: the ConfigMap URL and the KEDA addresses point at the Redis Service", () => {
+test("Redis: every Lancet pod's URL and the KEDA addresses point at the Redis Service, with the Secret's password", () => {
   const redis = services.find((s) => s.metadata?.name === "lancet-redis");
   assert.ok(redis, "Service lancet-redis");
   const ports = (redis.spec?.ports ?? []).map((p) => p.port);
-  const url = new URL(configMaps.find((c) => c.metadata?.name === "lancet-config")!.data!.LANCET_REDIS_URL!);
+  assert.ok(!("LANCET_REDIS_URL" in (configMaps.find((c) => c.metadata?.name === "lancet-config")!.data ?? {})), "the URL carries the password: not in a ConfigMap");
+  const urls = [...workers, ...jobs].map((d) => envOf(lancetContainer(d)).get("LANCET_REDIS_URL"));
+  assert.equal(new Set(urls).size, 1, "workers and coordinator share the Redis URL");
+  assert.ok(urls[0], "LANCET_REDIS_URL is set on every Lancet pod");
+  const url = new URL(urls[0]);
   assert.equal(url.protocol, "redis:");
+  assert.equal(url.password, secretValue("lancet-redis", "password"), "the URL's password is the Secret's");
+  for (const d of [...workers, ...jobs]) {
+    const env = lancetContainer(d).env ?? [];
+    const pw = env.find((e) => e.valueFrom?.secretKeyRef?.name === "lancet-redis");
+    assert.ok(pw, `${d.metadata?.name} reads the password from the Secret, not from a literal`);
+    assert.ok(env.find((e) => e.name === "LANCET_REDIS_URL")?.value?.includes(`$(${pw.name})`), `${d.metadata?.name} builds LANCET_REDIS_URL from it`);
+  }
   assert.ok([redis.metadata?.name, `${redis.metadata?.name}.${NAMESPACE}.svc`, `${redis.metadata?.name}.${NAMESPACE}.svc.cluster.local`].includes(url.hostname), `LANCET_REDIS_URL host ${url.hostname} is the Service`);
   assert.ok(ports.includes(Number(url.port || 6379)));
   const valkey = onlyContainer(deployments.find((d) => d.metadata?.name === "lancet-redis"));
   assert.ok(valkey.args?.includes("noeviction"), "BullMQ needs maxmemory-policy noeviction");
   assert.equal(valkey.args?.[valkey.args.indexOf("--maxmemory-policy") + 1], "noeviction");
+  assert.equal(expandedArgs(valkey)[expandedArgs(valkey).indexOf("--requirepass") + 1], secretValue("lancet-redis", "password"), "Redis requires the Secret's password");
+  const probe = valkey.readinessProbe?.exec?.command?.join(" ") ?? "";
+  assert.ok(/-a "\$REDIS_PASSWORD"/.test(probe) && envOf(valkey).get("REDIS_PASSWORD") !== undefined, "the readiness probe authenticates");
   for (const so of scaledObjects) {
     for (const t of so.spec?.triggers ?? []) {
       if (t.type !== "redis") continue;
@@ -430,6 +488,14 @@ test("KEDA scales each worker Deployment on the wait list of the queue it serves
     assert.equal(triggers.length, 1);
     const t = triggers[0]!;
     assert.equal(t.type, "redis");
+    // Redis requires a password: the trigger authenticates with a TriggerAuthentication reading the Secret.
+    const auth = triggerAuths.find((a) => a.metadata?.name === t.authenticationRef?.name);
+    assert.ok(auth, `${so.metadata?.name}: its redis trigger names a TriggerAuthentication defined here`);
+    assert.ok((t.authenticationRef?.kind ?? "TriggerAuthentication") === "TriggerAuthentication");
+    const pw = auth.spec?.secretTargetRef?.find((r) => r.parameter === "password");
+    assert.ok(pw, `${auth.metadata?.name} supplies the password parameter`);
+    secretValue(pw.name, pw.key);
+    assert.deepEqual([pw.name, pw.key], ["lancet-redis", "password"], "KEDA uses the same Secret key as Redis and the pods");
     // Trigger metadata is a free-form map in the CRD, so the schema cannot catch a misspelt key; KEDA would
     // reject it only when the ScaledObject is reconciled.
     for (const key of Object.keys(t.metadata ?? {})) assert.ok(REDIS_TRIGGER_KEYS.has(key), `${so.metadata?.name}: unknown redis trigger setting ${key}`);
@@ -453,10 +519,66 @@ test("the coordinator Job runs a resumable backfill against the same Redis, queu
   const cfg = configMaps.find((m) => m.metadata?.name === "lancet-config")!.data!;
   assert.equal(args[1], "backfill");
   assert.equal(flag(args, "--db"), cfg.LANCET_DB);
-  assert.equal(flag(args, "--redis"), cfg.LANCET_REDIS_URL);
-  assert.equal(flag(args, "--queue"), cfg.LANCET_QUEUE);
+  // backfill reads LANCET_REDIS_URL / LANCET_QUEUE when --redis / --queue are not given: the password stays off the command line.
+  assert.equal(flag(args, "--redis"), undefined);
+  assert.equal(flag(args, "--queue") ?? envOf(c).get("LANCET_QUEUE"), cfg.LANCET_QUEUE);
+  assert.ok(envOf(c).get("LANCET_REDIS_URL"));
   assert.ok(flag(args, "--table") && flag(args, "--column"));
   assert.ok(args.includes("--json"));
-  for (const d of workers) assert.equal(envOf(lancetContainer(d)).get("LANCET_REDIS_URL"), cfg.LANCET_REDIS_URL, "workers and coordinator share the Redis URL");
+  for (const d of workers) {
+    assert.equal(envOf(lancetContainer(d)).get("LANCET_REDIS_URL"), envOf(c).get("LANCET_REDIS_URL"), "workers and coordinator share the Redis URL");
+    assert.equal(flag(lancetContainer(d).args ?? [], "--allow-db"), "/data", `${d.metadata?.name} serves only databases on the shared volume`);
+  }
   assert.ok(c.image && workers.every((d) => lancetContainer(d).image === c.image), "coordinator and workers run the same image");
+});
+
+/** Whether a NetworkPolicy peer's selector matches these labels (matchLabels and In/NotIn/Exists/DoesNotExist expressions). */
+function selects(sel: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] } | undefined, labels: Record<string, string>): boolean {
+  if (!sel) return false;
+  const byLabels = Object.entries(sel.matchLabels ?? {}).every(([k, v]) => labels[k] === v);
+  const byExpr = (sel.matchExpressions ?? []).every((e) => {
+    const has = e.key in labels;
+    switch (e.operator) {
+      case "In":
+        return has && (e.values ?? []).includes(labels[e.key]!);
+      case "NotIn":
+        return !has || !(e.values ?? []).includes(labels[e.key]!);
+      case "Exists":
+        return has;
+      case "DoesNotExist":
+        return !has;
+      default:
+        assert.fail(`unknown selector operator ${e.operator}`);
+    }
+  });
+  return byLabels && byExpr;
+}
+
+test("NetworkPolicy: only Lancet's workers, coordinators and KEDA's operator reach Redis, on its port", () => {
+  const redisPods = deployments.find((d) => d.metadata?.name === "lancet-redis")!.spec!.template.metadata!.labels!;
+  const policies = networkPolicies.filter((p) => selects(p.spec?.podSelector, redisPods));
+  assert.equal(policies.length, 1, "one NetworkPolicy selects the Redis pods");
+  const np = policies[0]!;
+  assert.deepEqual(np.spec?.policyTypes, ["Ingress"]);
+  const rules = np.spec?.ingress ?? [];
+  assert.equal(rules.length, 1);
+  const rule = rules[0]!;
+  const redisPort = onlyContainer(deployments.find((d) => d.metadata?.name === "lancet-redis")).ports?.find((p) => p.name === "redis")?.containerPort;
+  assert.deepEqual(rule.ports?.map((p) => [p.protocol, p.port]), [["TCP", redisPort]], "only the Redis port");
+  const peers = rule.from ?? [];
+  assert.ok(peers.length > 0, "an empty from would allow everyone");
+  for (const p of peers) assert.ok(p.podSelector !== undefined && p.ipBlock === undefined, "every peer is selected by pod labels (no ipBlock, no whole namespace)");
+  // Same-namespace peers (no namespaceSelector) that match a pod template's labels.
+  const allowedHere = (labels: Record<string, string>): boolean => peers.some((p) => p.namespaceSelector === undefined && selects(p.podSelector, labels));
+  for (const d of [...workers, ...jobs]) {
+    const labels = (d.spec?.template.metadata?.labels ?? {}) as Record<string, string>;
+    assert.ok(allowedHere(labels), `${d.metadata?.name}'s pods may reach Redis`);
+  }
+  assert.ok(!allowedHere({ app: "something-else" }), "other pods of the namespace may not");
+  assert.ok(!allowedHere({ "app.kubernetes.io/name": "lancet" }), "a pod that only claims to be Lancet, without a Lancet component, may not");
+  const keda = peers.filter((p) => p.namespaceSelector !== undefined);
+  assert.equal(keda.length, 1, "one peer in another namespace: KEDA's operator");
+  assert.ok(selects(keda[0]!.namespaceSelector, { "kubernetes.io/metadata.name": "keda" }));
+  assert.ok(selects(keda[0]!.podSelector, { "app.kubernetes.io/name": "keda-operator" }));
+  assert.ok(!selects(keda[0]!.podSelector, { "app.kubernetes.io/name": "keda-admission-webhooks" }), "only the operator, not every KEDA pod");
 });
