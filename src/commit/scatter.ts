@@ -37,10 +37,34 @@ function runsOf(values: ArrowNs.Vector, positions: (i: number) => number): Run[]
   return runs;
 }
 
-function validity(runs: readonly Run[], length: number): { bitmap: Uint8Array; nulls: number } {
+/** Sets bits [from, from + n) of `bitmap`: whole bytes at once. */
+function setBits(bitmap: Uint8Array, from: number, n: number): void {
+  let i = from;
+  const end = from + n;
+  for (; i < end && (i & 7) !== 0; i++) bitmap[i >> 3]! |= 1 << (i & 7);
+  const fullEnd = end & ~7;
+  if (i < fullEnd) {
+    bitmap.fill(0xff, i >> 3, fullEnd >> 3);
+    i = fullEnd;
+  }
+  for (; i < end; i++) bitmap[i >> 3]! |= 1 << (i & 7);
+}
+
+/**
+ * The validity bitmap of the output: a run's rows copied (whole bytes when its source has no nulls),
+ * gap rows null. Without `gapsNull` (children of a list or struct, whose gap rows sit under a null
+ * parent and are never read) and no nulls in any source, no bitmap at all.
+ */
+function validity(runs: readonly Run[], length: number, gapsNull: boolean): { bitmap: Uint8Array | undefined; nulls: number } {
+  if (!gapsNull && runs.every((r) => r.src.nullCount === 0)) return { bitmap: undefined, nulls: 0 };
   const bitmap = new Uint8Array((length + 7) >> 3);
   let valid = 0;
   for (const r of runs) {
+    if (r.src.nullCount === 0) {
+      setBits(bitmap, r.to, r.count);
+      valid += r.count;
+      continue;
+    }
     for (let k = 0; k < r.count; k++) {
       if (r.src.getValid(r.from + k)) {
         const at = r.to + k;
@@ -73,11 +97,11 @@ function offsetsOf(runs: readonly Run[], length: number, large: boolean): { offs
 }
 
 /** The output Data, or undefined for a type this buffer-level path does not handle. */
-function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: number): Data | undefined {
+function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: number, gapsNull = true): Data | undefined {
   const T = arrow.Type;
   const id = type.typeId;
   const make = (buffers: { offsets?: unknown; values?: unknown }, children: Data[] = []): Data => {
-    const { bitmap, nulls } = validity(runs, length);
+    const { bitmap, nulls } = validity(runs, length, gapsNull);
     return new arrow.Data(type, 0, length, nulls, [buffers.offsets, buffers.values, bitmap, undefined] as never, children) as Data;
   };
   switch (id) {
@@ -125,6 +149,7 @@ function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: numbe
         (type as ArrowNs.List).children[0]!.type,
         spans.filter((s) => s.count > 0).map((s) => ({ ...s, src: s.src.children[0]! })),
         total,
+        false,
       );
       return child && make({ offsets }, [child]);
     }
@@ -134,13 +159,14 @@ function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: numbe
         (type as ArrowNs.FixedSizeList).children[0]!.type,
         runs.map((r) => ({ src: r.src.children[0]!, from: r.from * size, count: r.count * size, to: r.to * size })),
         length * size,
+        false,
       );
       return child && make({}, [child]);
     }
     case T.Struct: {
       const children: Data[] = [];
       for (const [j, f] of (type as ArrowNs.Struct).children.entries()) {
-        const child = scatterData(f.type, runs.map((r) => ({ ...r, src: r.src.children[j]! })), length);
+        const child = scatterData(f.type, runs.map((r) => ({ ...r, src: r.src.children[j]! })), length, false);
         if (!child) return undefined;
         children.push(child);
       }
@@ -151,14 +177,44 @@ function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: numbe
   }
 }
 
+/** About this many bytes of output are built between two yields to the event loop. */
+const WINDOW_BYTES = 8 * 1024 * 1024;
+
 /**
  * `values[i]` placed at row `positions(i)` of a vector of `length` rows, null elsewhere. Positions
- * ascend. Returns one contiguous vector (LanceDB writes it as one data file).
+ * ascend. Built a window of rows at a time (about {@link WINDOW_BYTES} each), yielding to the event
+ * loop between windows, so a large fragment never blocks the coordinator for long.
  */
-export async function scatterRows(values: ArrowNs.Vector, positions: (i: number) => number, length: number, type: ArrowNs.DataType): Promise<ArrowNs.Vector> {
-  const data = scatterData(type, runsOf(values, positions), length);
-  if (data) return arrow.makeVector(data) as ArrowNs.Vector;
-  // Slow path: JS values, a window at a time, yielding between windows.
+export async function scatterRows(values: ArrowNs.Vector, positions: (i: number) => number, length: number, type: ArrowNs.DataType, windowBytes = WINDOW_BYTES): Promise<ArrowNs.Vector> {
+  const runs = runsOf(values, positions);
+  const bytes = values.data.reduce((sum, d) => sum + d.byteLength, 0);
+  const window = Math.max(64, Math.floor((length * windowBytes) / Math.max(1, bytes)));
+  const parts: Data[] = [];
+  let next = 0;
+  for (let start = 0; start < length; start += window) {
+    const end = Math.min(length, start + window);
+    // The runs (or parts of runs) that land in [start, end), relative to start.
+    const inWindow: Run[] = [];
+    for (; next < runs.length && runs[next]!.to < end; next++) {
+      const r = runs[next]!;
+      const cut = Math.min(r.count, end - r.to);
+      inWindow.push({ src: r.src, from: r.from, count: cut, to: r.to - start });
+      if (cut < r.count) {
+        runs[next] = { src: r.src, from: r.from + cut, count: r.count - cut, to: r.to + cut };
+        break;
+      }
+    }
+    const data = scatterData(type, inWindow, end - start);
+    if (!data) return scatterSlowly(values, positions, length, type);
+    parts.push(data);
+    if (end < length) await yieldToLoop();
+  }
+  if (parts.length === 0) return valuesToVector([], type) as ArrowNs.Vector;
+  return arrow.makeVector(parts as never) as ArrowNs.Vector;
+}
+
+/** Types without a buffer-level path: JS values, a window at a time, yielding between windows. */
+async function scatterSlowly(values: ArrowNs.Vector, positions: (i: number) => number, length: number, type: ArrowNs.DataType): Promise<ArrowNs.Vector> {
   const out = new Array<unknown>(length).fill(null);
   const WINDOW = 1024;
   for (let from = 0; from < values.length; from += WINDOW) {
