@@ -1,14 +1,14 @@
 // Failpoints on the graft and commit paths, each hit while another process writes to the same table
 // (appends, updates, deletes, optimize), 10 rounds each. After every case: every committed write of
 // the other writer survived, every table version opens and reads, and a re-run fills every column
-// with correct values. The lock and refragment failpoints have their own tests (lock.test.ts,
-// refragment.test.ts).
+// with correct values. The same for the column lock (a backfill killed right after creating it) and
+// for refragment killed mid-rewrite. lock.test.ts and refragment.test.ts test those two in detail.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as path from "node:path";
 import { lancedb } from "../../src/arrow.ts";
-import { addColumns, backfill, listJobs } from "../../src/index.ts";
+import { addColumns, backfill, listJobs, refragment } from "../../src/index.ts";
 import { FIXTURES, makeTable, readAll, REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const ROUNDS = 10;
@@ -66,6 +66,7 @@ const CASES = [
   { failpoint: "graft.after-publish", mode: "graft", what: "a repair commit removes only the grafted files" },
   { failpoint: "graft.after-publish:kill", mode: "graft", what: "the process dies after the link; the version is whole" },
   { failpoint: "commit.before-marker:kill", mode: "auto", what: "the process dies before the done markers; the re-run adopts the values" },
+  { failpoint: "lock.after-create:kill", mode: "auto", what: "the process dies holding a fresh lock; the re-run takes it over" },
 ] as const;
 
 for (const c of CASES) {
@@ -112,3 +113,27 @@ for (const c of CASES) {
     await everyVersionReadable(t);
   });
 }
+
+test(`failpoint refragment.mid-rewrite:kill, ${ROUNDS} rounds with a concurrent writer: the next run rolls forward; nothing is lost`, async () => {
+  await using t = await tempDb();
+  await makeTable(t, 2, 120);
+  const ops: WriterOp[] = [];
+  let hits = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    const [job, writer] = await Promise.all([
+      run([path.join(REPO, "bin/lancet.mjs"), "refragment", "--db", t.dir, "--table", "t", "--max-rows-per-fragment", "30"], { LANCET_FAILPOINTS: "refragment.mid-rewrite:kill@2" }),
+      run([path.join(FIXTURES, "writer.ts"), t.dir, "t", String(r), ["append", "update", "delete", ...(r % 3 === 2 ? ["optimize"] : [])].join(",")]),
+    ]);
+    ops.push(...writer.stdout.trim().split("\n").map((l) => JSON.parse(l) as WriterOp));
+    if (job.signal === "SIGKILL") hits++;
+    else assert.notEqual(job.code, null, "ended by itself");
+    await (await t.open()).countRows();
+  }
+  assert.ok(hits >= ROUNDS / 2, `the failpoint was reached in ${hits} of ${ROUNDS} rounds`);
+  assertWritesSurvived(await readAll(t, ["id", "s"]), ops);
+  // A run without failpoints finishes the rewrite; every write survives it and every version reads.
+  const r = await refragment({ db: t.dir, table: "t" }, { maxRowsPerFragment: 30 });
+  assert.ok(r.fragmentsAfter >= Math.ceil(r.rows / 30));
+  assertWritesSurvived(await readAll(t, ["id", "s"]), ops);
+  await everyVersionReadable(t);
+});
