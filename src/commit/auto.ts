@@ -23,17 +23,20 @@ export type CommitMode = "auto" | "graft" | "merge";
 export interface CommitterOptions {
   readonly logger: Logger;
   readonly otherJobsRunning?: () => Promise<string | undefined>;
+  /** Called right before each publication (a graft's link, a merge); throws to stop it (the column lock's fencing check). */
+  readonly fence?: () => Promise<void>;
 }
 
 export function createCommitter(mode: CommitMode, t: ResolvedTable, column: string, dataType: string, options: CommitterOptions): Committer {
-  const merge = (): MergeInsertCommitter => new MergeInsertCommitter(t, column, options.otherJobsRunning ? { logger: options.logger, otherJobsRunning: options.otherJobsRunning } : { logger: options.logger });
+  const fence = options.fence ? { fence: options.fence } : {};
+  const merge = (): MergeInsertCommitter => new MergeInsertCommitter(t, column, { logger: options.logger, ...fence, ...(options.otherJobsRunning ? { otherJobsRunning: options.otherJobsRunning } : {}) });
   switch (mode) {
     case "merge":
       return merge();
     case "graft":
-      return new GraftCommitter(t, column, dataType, { logger: options.logger });
+      return new GraftCommitter(t, column, dataType, { logger: options.logger, ...fence });
     case "auto":
-      return new AutoCommitter(new GraftCommitter(t, column, dataType, { logger: options.logger }), merge, options.logger);
+      return new AutoCommitter(new GraftCommitter(t, column, dataType, { logger: options.logger, ...fence }), merge, options.logger);
   }
 }
 

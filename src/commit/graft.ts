@@ -25,7 +25,7 @@ import { copyFile, link, mkdir, readdir, rename, rm, stat, symlink, unlink, writ
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs } from "../arrow.ts";
-import { CommitError } from "../errors.ts";
+import { CommitError, isBackfillError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
 import { columnFields, intOf, manifestName, parseDataFile, parseField, parseFragment, readManifestFile, type DataFileInfo, type FieldInfo } from "../read/manifest.ts";
@@ -124,6 +124,8 @@ function probeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
 
 export interface GraftCommitterOptions {
   readonly logger: Logger;
+  /** Called right before the link that publishes a version; throws to stop it (nothing is published). */
+  readonly fence?: () => Promise<void>;
 }
 
 export class GraftCommitter implements Committer {
@@ -131,6 +133,7 @@ export class GraftCommitter implements Committer {
   private readonly column: string;
   private readonly type: ArrowNs.DataType;
   private readonly log: Logger;
+  private readonly fence: () => Promise<void>;
   /** Serialises publication within this process (other processes race through link/EEXIST). */
   private publishing: Promise<unknown> = Promise.resolve();
 
@@ -139,6 +142,7 @@ export class GraftCommitter implements Committer {
     this.column = column;
     this.type = parseDataType(dataType);
     this.log = options.logger;
+    this.fence = options.fence ?? (async () => {});
   }
 
   async prepare(): Promise<void> {}
@@ -351,6 +355,7 @@ export class GraftCommitter implements Committer {
         await writeFile(tmp, manifestBytes);
         try {
           failpoint("graft.before-publish");
+          await this.fence();
           await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
         } catch (e) {
           await unlink(tmp).catch(() => {});
@@ -368,7 +373,7 @@ export class GraftCommitter implements Committer {
     } catch (e) {
       if (!published) {
         await this.discard(staged);
-        if (e instanceof GraftUnsafe || e instanceof CommitError) throw e;
+        if (e instanceof GraftUnsafe || e instanceof CommitError || isBackfillError(e, "TABLE_BUSY")) throw e; // TABLE_BUSY: the fence
         const base = await readRawManifest(this.t.tableDir).catch(() => undefined);
         throw new CommitError("COMMIT_FAILED", `grafting fragment(s) ${staged.map((s) => s.fragmentId).join(", ")} of table ${this.t.name} failed before publishing (${(e as Error).message}); nothing was published: the table is unchanged${base ? ` (latest version ${base.version})` : ""}. Run the backfill again`, { table: this.t.name, column: this.column, fragmentId: staged[0]!.fragmentId, cause: e });
       }

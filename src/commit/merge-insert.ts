@@ -42,6 +42,8 @@ export interface MergeInsertCommitterOptions {
   readonly logger: Logger;
   /** Whether another backfill of the table is running (it holds back a key regeneration). @default none is */
   readonly otherJobsRunning?: () => Promise<string | undefined>;
+  /** Called right before each merge; throws to stop it (the column lock's fencing check). @default none */
+  readonly fence?: () => Promise<void>;
 }
 
 export class MergeInsertCommitter implements Committer {
@@ -62,7 +64,7 @@ export class MergeInsertCommitter implements Committer {
   constructor(t: ResolvedTable, column: string, options: MergeInsertCommitterOptions) {
     this.t = t;
     this.column = column;
-    this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, otherJobsRunning: async () => undefined, ...options };
+    this.options = { maxRowsPerMerge: 131072, rebuildEvery: 50, otherJobsRunning: async () => undefined, fence: async () => {}, ...options };
   }
 
   prepare(table: LanceNs.Table): Promise<void> {
@@ -261,6 +263,7 @@ export class MergeInsertCommitter implements Committer {
       );
 
       await this.admit();
+      await this.options.fence();
       const before = await readManifest(this.t.tableDir);
       const w0 = performance.now();
       const merge = table.mergeInsert(KEY_COLUMN).whenMatchedUpdateAll().execute(src);

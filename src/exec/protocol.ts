@@ -59,7 +59,7 @@ export interface BatchReport {
   readonly rowsComputed: number;
   /** Rows whose value is null because the error policy skipped them. */
   readonly rowsSkipped: number;
-  /** The skipped rows' errors (at most 1000 per batch). */
+  /** The skipped rows' errors: one per skipped row. */
   readonly errors: readonly RowError[];
   readonly readMs: number;
   readonly udfMs: number;

@@ -216,6 +216,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       logger: log,
       // A job whose process on this host is gone is not running, whatever its record says yet.
       otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending") && mayBeAlive(j.pid, j.host))?.id,
+      // Fencing right before each publication, not only before a group is assembled and staged.
+      fence: () => lock.assertHeld(),
     });
     // One record per skipped row, streamed to the errors table; failing to record them fails the job.
     const errorsWriter = new ErrorsWriter(t.dbDir, { jobId: rec.id, table: t.name, column, onFailure: (e) => (failure ??= e) });

@@ -124,3 +124,24 @@ test("a fragment that cannot be committed fails alone: the healthy fragments are
   const again = await backfill(ref(t.dir), "y");
   assert.equal(again.metrics.rowsComputed, 0);
 });
+
+test("a job whose column lock was taken over commits nothing more (fencing right before each publication)", async () => {
+  await using t = await tempDb();
+  await setup(t);
+  const job = backfillAsync(ref(t.dir), "y", { concurrency: 1, checkpointSize: 50, commitGranularity: 1, writerConcurrency: 1 });
+  const outcome = job.wait().then((r) => r, (e: unknown) => e);
+  await until("a first commit", () => job.record().metrics.fragmentsCommitted >= 1);
+  // Another job takes the lock over: a higher token appears beside the running job's lock.
+  const dir = path.join(t.dir, "_lancet", "t", "locks", "y");
+  const { readdirSync, readFileSync, writeFileSync } = await import("node:fs");
+  const mine = readdirSync(dir).filter((f) => f.endsWith(".lock")).sort((a, b) => parseInt(b) - parseInt(a))[0]!;
+  const body = JSON.parse(readFileSync(path.join(dir, mine), "utf8")) as Record<string, unknown>;
+  writeFileSync(path.join(dir, `${parseInt(mine) + 1}.lock`), JSON.stringify({ ...body, token: parseInt(mine) + 1, jobId: "intruder" }));
+  const versionAtTakeover = await (await t.open()).version();
+  const result = await outcome;
+  assert.ok(isBackfillError(result, "TABLE_BUSY") || isBackfillError(result, "COMMIT_FAILED"), String(result));
+  assert.match((result as Error).message, /was taken over/);
+  // At most the one publication already past its fence when the lock changed hands.
+  assert.ok((await (await t.open()).version()) <= versionAtTakeover + 1);
+  assert.ok(job.record().metrics.fragmentsCommitted < 6);
+});

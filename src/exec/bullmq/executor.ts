@@ -325,7 +325,8 @@ export class QueueExecutor implements Executor {
               start: g.start,
               end: g.end,
               rowsComputed: Math.round(r.rowsComputed * share),
-              rowsSkipped: Math.min(errors.length, Math.round(r.rowsSkipped * share)),
+              // Exact where the report carries a record per skipped row (a batch reused from checkpoints carries none).
+              rowsSkipped: r.errors.length === r.rowsSkipped ? errors.length : Math.round(r.rowsSkipped * share),
               errors,
               readMs: r.readMs * share,
               udfMs: r.udfMs * share,
