@@ -10,11 +10,12 @@
  * ```
  *
  * Each entry is `name[:fail|kill|exit][@n]`: the action (default `fail`) happens at the n-th time the
- * step is reached in this process (default: every time). Unknown names are refused when the module
- * loads, so a typo never tests nothing. When the variable is unset, {@link failpoint} is one
- * comparison against `undefined`.
+ * step is reached in this process (default: every time). An unknown name or action is refused with
+ * CONFIG_INVALID before a job starts ({@link checkFailpoints}, called by option validation) and by
+ * every failpoint, so a typo never tests nothing. When the variable is unset, {@link failpoint} is
+ * one comparison against `undefined`.
  */
-import { BackfillError } from "./errors.ts";
+import { BackfillError, ConfigError } from "./errors.ts";
 
 /** Every failpoint Lancet has, with the step it interrupts. */
 export const FAILPOINTS = {
@@ -54,18 +55,32 @@ export function parseFailpoints(spec: string | undefined): Map<FailpointName, Ar
   for (const entry of spec.split(",").map((s) => s.trim()).filter(Boolean)) {
     const m = /^([a-z.-]+)(?::(fail|kill|exit))?(?:@(\d+))?$/.exec(entry);
     if (!m || !(m[1]! in FAILPOINTS)) {
-      throw new Error(`LANCET_FAILPOINTS entry "${entry}" is not name[:fail|kill|exit][@n] with a known name (${Object.keys(FAILPOINTS).join(", ")})`);
+      throw new ConfigError("CONFIG_INVALID", `LANCET_FAILPOINTS entry "${entry}" is not name[:fail|kill|exit][@n] with a known name; use one of ${Object.keys(FAILPOINTS).join(", ")}, or unset LANCET_FAILPOINTS`);
     }
     out.set(m[1] as FailpointName, { action: (m[2] as Action | undefined) ?? "fail", at: m[3] === undefined ? undefined : Number(m[3]), hits: 0 });
   }
   return out;
 }
 
-const armed = parseFailpoints(process.env.LANCET_FAILPOINTS);
+let invalid: unknown;
+const armed = ((): Map<FailpointName, Armed> | undefined => {
+  try {
+    return parseFailpoints(process.env.LANCET_FAILPOINTS);
+  } catch (e) {
+    invalid = e;
+    return new Map();
+  }
+})();
+
+/** Throws CONFIG_INVALID when `LANCET_FAILPOINTS` is set but not valid. */
+export function checkFailpoints(): void {
+  if (invalid !== undefined) throw invalid;
+}
 
 /** Marks a step; does nothing unless `LANCET_FAILPOINTS` names it. */
 export function failpoint(name: FailpointName): void {
   if (armed === undefined) return;
+  checkFailpoints();
   const a = armed.get(name);
   if (a === undefined) return;
   a.hits++;

@@ -2,6 +2,7 @@
  * Backfill options: declared once, validated and defaulted once in {@link resolveBackfillOptions}, the
  * only place that throws for a bad option. Defaults follow Geneva's, scaled to this machine.
  */
+import { checkFailpoints } from "./failpoints.ts";
 import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
 import { redactRedisUrl } from "./exec/bullmq/queue.ts";
@@ -150,6 +151,7 @@ function envOption(v: unknown): Readonly<Record<string, string>> {
 /** Validates options and applies defaults. @throws ConfigError naming the option and the value. */
 export function resolveBackfillOptions(options: BackfillOptions = {}): ResolvedBackfillOptions {
   if (typeof options !== "object" || options === null) throw new ConfigError("CONFIG_INVALID", `options must be an object (got ${String(options)})`);
+  checkFailpoints();
   const o = options as Record<string, unknown>;
   for (const k of Object.keys(o)) {
     if (!KNOWN.has(k)) throw new ConfigError("CONFIG_INVALID", `options.${k} is not a backfill option; known options are ${[...KNOWN].join(", ")}`);

@@ -35,7 +35,7 @@ import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
-import { failpoint } from "../failpoints.ts";
+import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str, type RawField } from "../read/protobuf.ts";
@@ -309,6 +309,7 @@ async function linkVersion(t: ResolvedTable, base: RawManifest, version: number,
  * @throws BackfillError with the table's state in the message when the rewrite stops part-way; run it again to roll forward
  */
 export async function refragment(ref: TableRef, options: RefragmentOptions): Promise<RefragmentResult> {
+  checkFailpoints();
   const n = options?.maxRowsPerFragment;
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
     throw new ConfigError("CONFIG_INVALID", `options.maxRowsPerFragment must be a positive integer (got ${JSON.stringify(n)})`);
