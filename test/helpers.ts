@@ -81,6 +81,18 @@ export function plainValue(v: unknown): unknown {
   return v;
 }
 
+/** Opens and reads every version of a table from a fresh connection; returns how many there are. */
+export async function everyVersionReadable(t: TempDb, name = "t"): Promise<number> {
+  const db = await lancedb.connect(t.dir);
+  const versions = await (await db.openTable(name)).listVersions();
+  for (const v of versions) {
+    const pinned = await db.openTable(name, undefined, { version: v.version } as never);
+    await pinned.countRows();
+    await pinned.query().limit(5).toArray();
+  }
+  return versions.length;
+}
+
 /** Fragment ids and physical row counts, from the latest manifest. */
 export async function fragmentLayout(t: TempDb, name = "t"): Promise<{ id: number; physicalRows: number }[]> {
   const { readManifest } = await import("../src/read/manifest.ts");

@@ -21,7 +21,7 @@ import { LocalPool } from "../../src/exec/pool.ts";
 import type { TaskSpec, WorkerConfig } from "../../src/exec/protocol.ts";
 import type { SerializedError } from "../../src/errors.ts";
 import { makeTable, readAll, REPO, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
-import { RedisServer, skipRedis } from "../redis.ts";
+import { RedisServer, requireRedisServer } from "../redis.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 const LANCET = path.join(REPO, "bin/lancet.mjs");
@@ -114,7 +114,7 @@ function assertRefused(r: { state: string; attempts: number; error: SerializedEr
   assert.equal(existsSync(marker), false, "the forged task's code never ran");
 }
 
-describe("workers refuse forged tasks from Redis", { skip: skipRedis }, () => {
+describe("workers refuse forged tasks from Redis", { skip: requireRedisServer() }, () => {
   let redis: RedisServer;
   before(async () => {
     redis = await RedisServer.start();
@@ -205,7 +205,7 @@ describe("workers refuse forged tasks from Redis", { skip: skipRedis }, () => {
   });
 });
 
-describe("a Redis with a password", { skip: skipRedis }, () => {
+describe("a Redis with a password", { skip: requireRedisServer() }, () => {
   let redis: RedisServer;
   before(async () => {
     redis = await RedisServer.start(undefined, { password: PASSWORD });

@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { arrow, lancedb } from "../../src/arrow.ts";
 import { addColumns, backfill, backfillAsync } from "../../src/index.ts";
-import { fragmentLayout, makeTable, readAll, rows, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { fragmentLayout, everyVersionReadable, makeTable, readAll, rows, tempDb, udfRef } from "../helpers.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 
@@ -22,15 +22,6 @@ const TYPES: Record<string, [string, (r: { id: bigint; x: number | null; s: stri
   c_list_struct: ["asListOfStructs", (r) => Array.from({ length: Number(r.id % 3n) }, (_, i) => ({ k: r.id + BigInt(i), v: i / 2 })), "nested.ts"],
   c_date: ["asDate", (r) => Date.UTC(2020, 0, 1) + Number(r.id) * 86_400_000, "nested.ts"],
 };
-
-async function everyVersionReadable(t: TempDb): Promise<void> {
-  const table = await t.open();
-  for (const v of await table.listVersions()) {
-    const pinned = await (await lancedb.connect(t.dir)).openTable("t", undefined, { version: v.version } as never);
-    await pinned.countRows();
-    await pinned.query().limit(5).toArray();
-  }
-}
 
 for (const mode of ["graft", "merge"] as const) {
   describe(`Committer conformance: ${mode}`, () => {

@@ -7,9 +7,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as path from "node:path";
-import { lancedb } from "../../src/arrow.ts";
 import { addColumns, backfill, listJobs, refragment } from "../../src/index.ts";
-import { FIXTURES, makeTable, readAll, REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { FIXTURES, everyVersionReadable, makeTable, readAll, REPO, tempDb, udfRef } from "../helpers.ts";
 
 const ROUNDS = 10;
 
@@ -34,17 +33,6 @@ interface WriterOp {
   readonly ok: boolean;
   readonly ids?: number[];
   readonly value?: string;
-}
-
-async function everyVersionReadable(t: TempDb): Promise<number> {
-  const db = await lancedb.connect(t.dir);
-  const versions = await (await db.openTable("t")).listVersions();
-  for (const v of versions) {
-    const pinned = await db.openTable("t", undefined, { version: v.version } as never);
-    await pinned.countRows();
-    await pinned.query().limit(5).toArray();
-  }
-  return versions.length;
 }
 
 /** Checks that every write the other process reported committed is in the table. */

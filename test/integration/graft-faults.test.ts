@@ -5,9 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as path from "node:path";
-import { lancedb } from "../../src/arrow.ts";
 import { addColumns, backfill } from "../../src/index.ts";
-import { makeTable, readAll, REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { everyVersionReadable, makeTable, readAll, REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const STEPS = ["graft.after-move", "graft.before-publish", "graft.after-publish", "graft.after-hint", "commit.before-marker"];
 const RUNS = 10;
@@ -18,17 +17,6 @@ function killedBackfill(t: TempDb, column: string, step: string): Promise<NodeJS
     env: { ...process.env, LANCET_FAILPOINTS: `${step}:kill` },
   });
   return new Promise((r) => child.on("exit", (_code, signal) => r(signal)));
-}
-
-async function everyVersionReadable(t: TempDb): Promise<number> {
-  const db = await lancedb.connect(t.dir);
-  const versions = await (await db.openTable("t")).listVersions();
-  for (const v of versions) {
-    const pinned = await db.openTable("t", undefined, { version: v.version } as never);
-    await pinned.countRows();
-    await pinned.query().limit(3).toArray();
-  }
-  return versions.length;
 }
 
 for (const step of STEPS) {
