@@ -204,7 +204,8 @@ export class GraftCommitter implements Committer {
 
   /**
    * Stages every fragment the graft may write (one at a time: load, write natively, keep only the
-   * staged file's entry); the others come back in `refused` with the reason, nothing staged for them.
+   * staged file's entry); the others — refused by a guard, or whose staging failed — come back in
+   * `refused` with the reason, nothing staged for them.
    */
   async stageAll(sources: readonly FragmentSource[]): Promise<{ staged: StagedFile[]; refused: Map<number, string>; writeMs: number }> {
     const refused = await this.check(sources.map((f) => f.fragmentId));
@@ -212,16 +213,20 @@ export class GraftCommitter implements Committer {
     let writeMs = 0;
     for (const src of sources) {
       if (refused.has(src.fragmentId)) continue;
-      const values = await src.load();
+      let values: FragmentValues;
+      try {
+        values = await src.load();
+      } catch (e) {
+        await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
+        throw e;
+      }
       const w0 = performance.now();
       try {
         staged.push(await this.stage(values));
       } catch (e) {
-        if (!(e instanceof GraftUnsafe)) {
-          await this.discard(staged);
-          throw e;
-        }
-        refused.set(src.fragmentId, e.reason);
+        // Nothing of this fragment is in the table (stage removes its file on failure), so any
+        // failure here is a refusal: `auto` writes the fragment through mergeInsert instead.
+        refused.set(src.fragmentId, e instanceof GraftUnsafe ? e.reason : `staging its column file failed (${(e as Error).message})`);
       }
       writeMs += performance.now() - w0;
     }

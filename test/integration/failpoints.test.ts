@@ -6,8 +6,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import * as path from "node:path";
 import { addColumns, backfill, listJobs, refragment } from "../../src/index.ts";
+import { listManifestFiles, readManifest } from "../../src/read/manifest.ts";
 import { FIXTURES, everyVersionReadable, makeTable, readAll, REPO, tempDb, udfRef } from "../helpers.ts";
 
 const ROUNDS = 10;
@@ -48,6 +50,7 @@ function assertWritesSurvived(rows: Record<string, unknown>[], ops: WriterOp[]):
 }
 
 const CASES = [
+  { failpoint: "graft.after-move", mode: "auto", what: "a staging failure falls back to mergeInsert; the job finishes" },
   { failpoint: "graft.verify-fail", mode: "auto", what: "auto falls back to mergeInsert; the job finishes" },
   { failpoint: "graft.verify-fail", mode: "graft", what: "nothing is published; the error says the table is unchanged" },
   { failpoint: "graft.before-publish:kill", mode: "graft", what: "the process dies before the link; nothing is published" },
@@ -81,7 +84,7 @@ for (const c of CASES) {
         // Finished, or a fragment that the concurrent optimize rewrote is reported for the next run.
         assert.ok(job.code === 0 || /COMMIT_FAILED: \d+ fragment\(s\) of table t could not be committed/.test(job.stderr), `the job finished: ${job.stderr}`);
         const rec = (await listJobs(t.dir, { table: "t" })).find((j) => j.column === columns[r]);
-        if (rec?.events.some((e) => e.type === "commit-fallback" && /failpoint graft.verify-fail/.test(e.message))) hits++;
+        if (rec?.events.some((e) => e.type === "commit-fallback" && e.message.includes(`failpoint ${c.failpoint}`))) hits++;
       } else if (failedAtPoint) {
         hits++;
         if (c.failpoint === "graft.verify-fail") assert.match(job.stderr, /nothing was published: the table is unchanged at version \d+/);
@@ -124,4 +127,25 @@ test(`failpoint refragment.mid-rewrite:kill, ${ROUNDS} rounds with a concurrent 
   assert.ok(r.fragmentsAfter >= Math.ceil(r.rows / 30));
   assertWritesSurvived(await readAll(t, ["id", "s"]), ops);
   await everyVersionReadable(t);
+});
+
+test("a graft that fails while staging or verifying leaves no file behind: auto writes those fragments through mergeInsert", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 3, 50);
+  await addColumns({ db: t.dir, table: "t" }, { a: udfRef("doubled"), b: udfRef("doubled") });
+  const dataFiles = (): string[] => readdirSync(path.join(t.dir, "t.lance", "data")).sort();
+  for (const [column, fp] of [["a", "graft.after-move"], ["b", "graft.verify-fail"]] as const) {
+    const before = dataFiles();
+    const job = await run([path.join(REPO, "bin/lancet.mjs"), "backfill", "--db", t.dir, "--table", "t", "--column", column], { LANCET_FAILPOINTS: fp });
+    assert.equal(job.code, 0, job.stderr);
+    const rec = (await listJobs(t.dir, { table: "t" })).find((j) => j.column === column)!;
+    assert.deepEqual(rec.events.filter((e) => e.type === "commit-fallback").map((e) => e.message.match(/^fragment (\d+)/)![1]).sort(), ["0", "1", "2"], `${fp}: every fragment fell back, each recorded`);
+    // Every data file added belongs to some version (mergeInsert's own files); none of the graft's
+    // staged files was left behind.
+    const tableDir = path.join(t.dir, "t.lance");
+    const referenced = new Set<string>();
+    for (const v of (await listManifestFiles(tableDir)).keys()) for (const f of (await readManifest(tableDir, v)).fragments) for (const d of f.files) referenced.add(d.path);
+    for (const f of dataFiles()) if (!before.includes(f)) assert.ok(referenced.has(f), `${fp}: ${f} is referenced by a version`);
+  }
+  for (const row of await readAll(t, ["x", "a", "b"])) for (const c of ["a", "b"]) assert.equal(row[c], row.x === null ? null : (row.x as number) * 2);
 });
