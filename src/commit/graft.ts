@@ -24,7 +24,7 @@ import { existsSync } from "node:fs";
 import { copyFile, link, mkdir, readdir, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
-import type { ArrowNs } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { CommitError, isBackfillError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
@@ -32,7 +32,6 @@ import { columnFields, intOf, manifestName, parseDataFile, parseField, parseFrag
 import { bytesField, concat, decodeMessage, intField, packedField, packedInts, str, type RawField } from "../read/protobuf.ts";
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
-import { vectorToValues } from "../udf/values.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 import { scatterRows } from "./scatter.ts";
 
@@ -113,13 +112,18 @@ interface StagedFile {
   readonly rows: number;
 }
 
-/** Keeps copies of a column's first and last `n` values, for the read-back check, so the rest can be freed. */
+/**
+ * Keeps copies of a column's first and last `n` values, for the read-back check, so the rest can be
+ * freed. The copies stay Arrow (an IPC round trip copies just the slice's buffers); values become JS
+ * only when the read-back compares them, a few hundred rows at a time.
+ */
 function probeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
   const len = v.length;
-  const head = vectorToValues(v.slice(0, Math.min(len, n)));
+  const copy = (from: number, to: number): ArrowNs.Vector => arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v: v.slice(from, to) }))).getChild("v")!;
+  const head = copy(0, Math.min(len, n));
   const tailStart = Math.max(0, len - n);
-  const tail = vectorToValues(v.slice(tailStart, len));
-  return (row) => (row < head.length ? head[row] : row >= tailStart ? tail[row - tailStart] : undefined);
+  const tail = copy(tailStart, len);
+  return (row) => (row < head.length ? head.get(row) : row >= tailStart && row < len ? tail.get(row - tailStart) : undefined);
 }
 
 export interface GraftCommitterOptions {
@@ -275,10 +279,7 @@ export class GraftCommitter implements Committer {
     await mkdir(tmpDir, { recursive: true });
     try {
       const db = await lancedb.connect(tmpDir);
-      const schema = new arrow.Schema([new arrow.Field(this.column, this.type, true)]);
-      await db.createTable("v", new arrow.Table(schema, { [this.column]: full }) as never, {
-        storageOptions: { new_table_data_storage_version: formatVersion },
-      } as never);
+      await writeTempTable(db, this.column, this.type, full, formatVersion);
       const tm = await readRawManifest(path.join(tmpDir, "v.lance"));
       const tfrags = fragments(tm);
       if (tfrags.length !== 1 || tfrags[0]!.files.length !== 1) throw new GraftUnsafe(f.fragmentId, `the temporary table for fragment ${f.fragmentId} has ${tfrags.length} fragment(s); expected one file`);
@@ -575,6 +576,31 @@ export class GraftCommitter implements Committer {
     throw new Error("lost the race for a new version 50 times");
   }
 }
+/** Above this many bytes a column is handed to LanceDB in pieces (see {@link writeTempTable}). */
+const ONE_CALL_BYTES = 24 * 1024 * 1024;
+const PIECE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Writes `values` as the one-column table `v`, one fragment with one data file. LanceDB serialises
+ * what `createTable`/`add` get to Arrow IPC on the calling thread (≈ 100 ms for 150 MB), so a large
+ * column goes in pieces of about {@link PIECE_BYTES} — one fragment each — compacted natively, off
+ * the event loop, back into one fragment.
+ */
+async function writeTempTable(db: LanceNs.Connection, column: string, type: ArrowNs.DataType, values: ArrowNs.Vector, formatVersion: string): Promise<void> {
+  const schema = new arrow.Schema([new arrow.Field(column, type, true)]);
+  const piece = (from: number, to: number): ArrowNs.Table => new arrow.Table(schema, { [column]: values.slice(from, to) });
+  const options = { storageOptions: { new_table_data_storage_version: formatVersion } } as never;
+  const bytes = values.data.reduce((sum, d) => sum + d.byteLength, 0);
+  if (bytes <= ONE_CALL_BYTES) {
+    await db.createTable("v", new arrow.Table(schema, { [column]: values }) as never, options);
+    return;
+  }
+  const rows = Math.max(1, Math.floor((values.length * PIECE_BYTES) / bytes));
+  const table = await db.createTable("v", piece(0, rows) as never, options);
+  for (let from = rows; from < values.length; from += rows) await table.add(piece(from, Math.min(values.length, from + rows)) as never);
+  await table.optimize();
+}
+
 /** `RowLatestUpdateVersionSequence` with one run: rows [0, n) updated at `version`. */
 function runsAt(n: number, version: number): Uint8Array {
   const range = bytesField(1, concat([intField(1, 0), intField(2, n)]));

@@ -3,7 +3,9 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { arrow, lancedb } from "../../src/arrow.ts";
 import { addColumns, backfill, backfillAsync } from "../../src/index.ts";
-import { fragmentLayout, everyVersionReadable, makeTable, readAll, rows, tempDb, udfRef } from "../helpers.ts";
+import * as path from "node:path";
+import { readManifest } from "../../src/read/manifest.ts";
+import { fragmentLayout, everyVersionReadable, makeTable, readAll, REPO, rows, tempDb, udfRef } from "../helpers.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 
@@ -120,7 +122,8 @@ test("graft mode refuses fragments it cannot write (values already there) with a
 
 test("the default commit mode grafts every output type, nested 64-bit fields included, with no fallback", async () => {
   await using t = await tempDb();
-  const table = await makeTable(t, 2, 150);
+  // Fragments larger than the read-back's head and tail probes (1024 rows each), with deletions.
+  const table = await makeTable(t, 2, 2500);
   await table.delete("id % 25 = 3");
   await addColumns(ref(t.dir), Object.fromEntries(Object.entries(TYPES).map(([c, [f, , file]]) => [c, udfRef(f, file)])));
   for (const column of Object.keys(TYPES)) {
@@ -132,5 +135,26 @@ test("the default commit mode grafts every output type, nested 64-bit fields inc
       const got = row[column] instanceof Uint8Array ? Array.from(row[column] as Uint8Array) : row[column];
       assert.deepEqual(got, f(row as never), `${column} of id ${String(row.id)}`);
     }
+  }
+});
+
+test("a large column (over 24 MB, with deletions) is handed to LanceDB in pieces and still grafted as one file per fragment", async () => {
+  await using t = await tempDb();
+  const n = 20_000;
+  const table = await t.db.createTable("t", new arrow.Table({ id: arrow.vectorFromArray(BigInt64Array.from({ length: n }, (_, i) => BigInt(i))) }) as never);
+  await table.delete("id % 10 = 3");
+  await addColumns(ref(t.dir), { e: `${REPO}bench/udfs-embed.ts#embed384` });
+  const files = async (): Promise<number[]> => (await readManifest(path.join(t.dir, "t.lance"))).fragments.map((f) => f.files.length);
+  const before = await files();
+  const r = await backfill(ref(t.dir), "e");
+  assert.deepEqual(r.events.filter((e) => e.type === "commit-fallback"), []);
+  assert.deepEqual(await files(), before.map((k) => k + 1), "one new data file per fragment");
+  const rows = await (await t.open()).query().where("id IN (0, 1, 12, 19999)").select(["id", "e"]).toArray();
+  assert.equal(rows.length, 4);
+  for (const row of rows) {
+    const id = Number(row.id);
+    const e = Array.from(row.e.toArray() as Float32Array);
+    assert.equal(e.length, 384);
+    assert.equal(e[5], Math.fround(((id % 1000) + 5) / 1000), `id ${id}`);
   }
 });
