@@ -11,7 +11,7 @@ import { availableParallelism } from "node:os";
 import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
-import { checkInputs, RESERVED_COLUMNS } from "../columns.ts";
+import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../columns.ts";
 import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
 import { failpoint } from "../failpoints.ts";
@@ -44,7 +44,7 @@ async function checkColumn(t: ResolvedTable, column: string, where: string | und
   if (!field) throw new ConfigError("COLUMN_NOT_FOUND", `table ${t.name} has no column ${column}; its columns are ${userCols.join(", ")}. Add it with add-column`, { table: t.name, column });
   const binding = readBinding(field.metadata, t.name, column);
   if (!binding) {
-    throw new ConfigError("COLUMN_NOT_UDF", `column ${column} of table ${t.name} is not bound to a UDF, so there is nothing to backfill; bind it with alter-column --udf MODULE#EXPORT`, { table: t.name, column });
+    throw new ConfigError("COLUMN_NOT_UDF", `column ${column} of table ${t.name} is a data column, not bound to a UDF, so there is nothing to backfill; add a UDF column with add-column (alter-column --force would bind a UDF to ${column} and overwrite its values)`, { table: t.name, column });
   }
   checkInputs(t, column, binding, schema);
   const have = formatDataType(field.type);
@@ -58,7 +58,7 @@ async function checkColumn(t: ResolvedTable, column: string, where: string | und
     try {
       await table.query().where(where).select(["_rowaddr"]).limit(1).toArray();
     } catch (e) {
-      throw new ConfigError("WHERE_INVALID", `options.where ${JSON.stringify(where)} is not a valid filter on table ${t.name}: ${(e as Error).message.split("\n")[0]}`, { table: t.name, column, cause: e });
+      throw new ConfigError("WHERE_INVALID", `options.where ${JSON.stringify(where)} is not a valid filter on table ${t.name}: ${withoutReservedColumns((e as Error).message.split("\n")[0]!)}`, { table: t.name, column, cause: e });
     }
   }
   return { table, binding };
@@ -265,6 +265,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       m.fragmentsCommitted += group.length;
       m.commits += r.commits;
       m.commitRetries += r.retries;
+      rec.committedVersion = Math.max(rec.committedVersion ?? 0, r.version);
       if (r.retries > 0) ctl.event("retry", `commit of fragment(s) ${group.map((f) => f.id).join(", ")} retried ${r.retries} time(s) after conflicts`);
       ctl.event("commit", `committed fragment(s) ${group.map((f) => f.id).join(", ")} (${r.rowsWritten} rows) as version ${r.version}`);
       refresh(true);
@@ -533,6 +534,7 @@ async function runSqlRefresh(
     m.tasksDone = 1;
     m.fragmentsWritten = m.fragmentsCommitted = r.rowsFilled > 0 ? manifest.fragments.length : 0;
     m.commits = r.rowsFilled > 0 ? 1 : 0;
+    if (r.version > readVersion) rec.committedVersion = r.version;
     ctl.event("commit", `LanceDB refreshed ${r.rowsFilled} row(s) as version ${r.version}`);
     ctl.event("finished", `finished: ${r.rowsFilled} rows computed natively by LanceDB`);
     setPhase("finished");
