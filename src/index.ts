@@ -2,6 +2,7 @@
  * Lancet: computed columns for LanceDB tables. Bind a column to a TypeScript UDF, then backfill it —
  * planned per fragment, checkpointed, committed every few fragments, resumable.
  */
+import "../bin/node-version.mjs"; // first: fails fast, saying what to do, on a Node Lancet cannot run on
 export { addColumns, alterColumns, columnStatus } from "./columns.ts";
 export type { ColumnBindingResult, ColumnStatus } from "./columns.ts";
 export { backfill, backfillAsync } from "./jobs/backfill.ts";
