@@ -207,7 +207,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     ctl.setStatus("running");
 
     const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
-    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: opts.executor === "local" ? availableParallelism() : clusterSlots || concurrency };
+    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: opts.executor === "local" ? availableParallelism() : clusterSlots || concurrency, udf: { batch: binding.batch } };
     const refresh = (force = false): void => {
       rec.diagnosis = diagnose(m, diagContext);
       ctl.changed(force);
