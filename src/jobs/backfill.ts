@@ -23,7 +23,7 @@ import { redactRedisUrl, type Resources } from "../exec/bullmq/queue.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
-import { gapsOf, planBackfill, type PlanFragmentInput, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
+import { gapsOf, planBackfill, selectionFilter, type PlanFragmentInput, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { bindingBundlePath, readBinding, type Binding } from "../udf/binding.ts";
@@ -176,6 +176,9 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     commitGranularity: opts.commitGranularity,
     numFrags: opts.numFrags,
   });
+  // A selection (the where, or IS NULL) may match far fewer rows than the planned ranges: count them.
+  const selected = await countSelected(t, readVersion, plan.fragments);
+  const selectionText = opts.where ?? (versionChanged ? "all rows (the UDF version changed)" : "rows not yet computed");
   const summary: PlanSummary = {
     readVersion,
     fragmentsTotal: fragments.length,
@@ -183,11 +186,11 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     fragmentsDone: plan.fragmentsDone,
     fragmentsDeferred: plan.fragmentsDeferred,
     tasks: plan.tasks.length,
-    rowsPlanned: plan.rowsPlanned,
+    rowsPlanned: selected.total,
     taskSize: plan.taskSize,
     commitGranularity: plan.commitGranularity,
-    selection: opts.where ?? (versionChanged ? "all rows (the UDF version changed)" : "rows not yet computed"),
-    fragments: plan.fragments.map((f) => ({ id: f.id, liveRows: f.liveRows, rowsToCompute: f.rowsToCompute, tasks: f.tasks.length, selection: f.selection === "" ? "all" : f.selection })),
+    selection: opts.where !== undefined ? `${selectionText} (matches ${selected.total} of the ${plan.rowsPlanned} rows to scan)` : selectionText,
+    fragments: plan.fragments.map((f) => ({ id: f.id, liveRows: f.liveRows, rowsToCompute: selected.byFragment.get(f.id) ?? f.rowsToCompute, tasks: f.tasks.length, selection: f.selection === "" ? "all" : f.selection })),
   };
   rec.plan = summary;
   m.fragmentsPlanned = plan.fragments.length;
@@ -477,6 +480,37 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
 }
 
+
+/**
+ * Rows the planned fragments' selections match at the pinned version (at most each fragment's planned
+ * rows): counted per fragment up to 64 fragments, else one count per distinct selection.
+ */
+async function countSelected(t: ResolvedTable, version: number, fragments: readonly PlannedFragment[]): Promise<{ total: number; byFragment: Map<number, number> }> {
+  const byFragment = new Map<number, number>();
+  let total = 0;
+  const selective = new Map<string, PlannedFragment[]>();
+  for (const f of fragments) {
+    if (f.selection === "" || f.rowsToCompute === 0) total += f.rowsToCompute;
+    else selective.set(f.selection, [...(selective.get(f.selection) ?? []), f]);
+  }
+  if (selective.size === 0) return { total, byFragment };
+  const { table } = await openLanceTable(t);
+  await table.checkout(version);
+  const perFragment = fragments.length <= 64;
+  for (const [selection, group] of selective) {
+    if (perFragment) {
+      for (const f of group) {
+        const n = Math.min(f.rowsToCompute, await table.countRows(selectionFilter(selection, [f.id])));
+        byFragment.set(f.id, n);
+        total += n;
+      }
+    } else {
+      const upTo = group.reduce((s, f) => s + f.rowsToCompute, 0);
+      total += Math.min(upTo, await table.countRows(selectionFilter(selection, group.map((f) => f.id))));
+    }
+  }
+  return { total, byFragment };
+}
 
 /** Takes the column's lock and starts recording the job in the jobs table. */
 async function startJob(t: ResolvedTable, column: string, ctl: JobController, opened?: JobsTable): Promise<{ jobs: JobsTable; lock: ColumnLock }> {

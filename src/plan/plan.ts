@@ -44,7 +44,7 @@ export interface PlannedTask {
 
 export interface PlannedFragment extends PlanFragmentInput {
   readonly tasks: readonly PlannedTask[];
-  /** Rows of this fragment still to compute (upper bound: the selection may match fewer). */
+  /** Rows of this fragment still to compute (upper bound: the selection may match fewer; see {@link selectionFilter}). */
   readonly rowsToCompute: number;
 }
 
@@ -114,4 +114,14 @@ export function planBackfill(input: PlanInput): Plan {
     taskSize,
     commitGranularity,
   };
+}
+
+/**
+ * The filter that counts the rows `selection` matches in the given fragments (`countRows(filter)`), so
+ * a plan can report what a `where` or `IS NULL` selection actually selects rather than every row of
+ * its ranges. A fragment's id is the high 32 bits of its rows' `_rowaddr`.
+ */
+export function selectionFilter(selection: string, fragmentIds: readonly number[]): string {
+  if (selection === "") throw new RangeError("an empty selection selects every row; there is nothing to count");
+  return `(${selection}) AND (_rowaddr >> 32) IN (${fragmentIds.join(", ")})`;
 }
