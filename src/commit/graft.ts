@@ -21,7 +21,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, link, mkdir, readdir, rename, rm, stat, symlink, unlink, writeFile } from "node:fs/promises";
+import { copyFile, link, mkdir, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
@@ -34,6 +34,7 @@ import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 import { scatterRows } from "./scatter.ts";
+import { withShadowVersion } from "./shadow.ts";
 
 const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -393,23 +394,13 @@ export class GraftCommitter implements Committer {
    * {@link GraftUnsafe} when it does not read back; the table is never touched.
    */
   private async verifyShadow(base: RawManifest, finalName: string, manifestBytes: Uint8Array, version: number, staged: StagedFile[]): Promise<void> {
-    const shadowDb = path.join(this.t.storeDir, "tmp", `shadow-${randomUUID()}`);
-    const shadowTable = path.join(shadowDb, path.basename(this.t.tableDir));
     try {
       failpoint("graft.verify-fail");
-      await mkdir(path.join(shadowTable, "_versions"), { recursive: true });
-      for (const entry of await readdir(this.t.tableDir)) {
-        if (entry === "_versions" || entry === "latest_version_hint.json") continue;
-        await symlink(path.join(this.t.tableDir, entry), path.join(shadowTable, entry));
-      }
-      await writeFile(path.join(shadowTable, "_versions", finalName), manifestBytes);
-      await this.readBack(shadowDb, version, base, staged);
+      await withShadowVersion(this.t, finalName, manifestBytes, (shadowDb) => this.readBack(shadowDb, version, base, staged));
     } catch (e) {
       const ids = staged.map((s) => s.fragmentId);
       const why = `the staged version did not read back from a shadow copy (${(e as Error).message})`;
       throw new GraftUnsafe(ids, `grafting fragment(s) ${ids.join(", ")} of table ${this.t.name}: ${why}; nothing was published: the table is unchanged at version ${base.version}`, why);
-    } finally {
-      await rm(shadowDb, { recursive: true, force: true }).catch(() => {});
     }
   }
 

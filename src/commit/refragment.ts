@@ -16,13 +16,16 @@
  *    writer committed V+1 first. If another writer committed since V, nothing is published, the
  *    staging is dropped and the rewrite starts again from the new latest version (`conflictRetries`
  *    times), then gives up with `COMMIT_CONFLICT`: every other writer's commit stays as it was.
- *    The new version is read back from a fresh connection before anything else happens.
+ *    The new version is read back before it is published, from a shadow directory that shares the
+ *    table's files (`shadow.ts`): a version that does not read back is never published.
  * 4. **Indexes**: every index listed in step 1 is created again under its name, type and column.
  *
  * An interrupted run rolls forward, never back: a re-run reads the journal and resumes the staging
  * (when the table is still at V), finishes the index rebuild (when the swap was published), or —
  * when another writer committed meanwhile — drops the staging and starts from the new latest version.
- * No version of the table is ever restored or discarded.
+ * No version of the table is ever restored or discarded. One refragment of a table runs at a time,
+ * never beside a backfill of it: it holds the table's refragment lock (`jobs/lock.ts`) throughout,
+ * and backfills check that lock after taking their column's.
  *
  * Local and POSIX filesystems only (the swap rests on `link`), like the graft committer. Readers see
  * either the old layout or the new one; queries run without an index between the swap and the end of
@@ -37,6 +40,8 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
+import { ColumnLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
+import { withShadowVersion } from "./shadow.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str, type RawField } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
@@ -328,6 +333,40 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
       { table: t.name },
     );
   }
+  // One refragment of a table at a time, and none while a backfill of it runs (a backfill takes its
+  // column lock, then checks this one; refragment takes this one, then checks theirs: one of two
+  // racing starts always sees the other).
+  let lock: ColumnLock;
+  try {
+    lock = await ColumnLock.acquire(t.storeDir, t.name, REFRAGMENT_LOCK, `refragment-${randomUUID()}`, undefined);
+  } catch (e) {
+    if (!isBackfillError(e, "TABLE_BUSY")) throw e;
+    const h = await ColumnLock.holder(t.storeDir, REFRAGMENT_LOCK, undefined);
+    throw new ConfigError("TABLE_BUSY", `table ${t.name} is being refragmented by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table: t.name });
+  }
+  try {
+    await assertNoBackfill(t);
+    return await refragmentLocked(t, n, retries, options);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Refuses while a backfill of the table runs: a live column lock, or a running job record. */
+async function assertNoBackfill(t: ResolvedTable): Promise<void> {
+  for (const name of await ColumnLock.names(t.storeDir)) {
+    if (name === REFRAGMENT_LOCK) continue;
+    const h = await ColumnLock.holder(t.storeDir, name, undefined);
+    if (h) throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill of column ${name} (job ${h.jobId}, pid ${h.pid} on ${h.host}); wait for it or cancel it (lancet jobs cancel ${h.jobId}) before refragmenting`, { table: t.name, column: name });
+  }
+  const running = (await listJobs(t.dbDir, { table: t.name })).filter((x) => x.status === "running" || x.status === "pending");
+  if (running.length > 0) {
+    throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill (job ${running[0]!.id}, column ${running[0]!.column}); wait for it or cancel it (lancet jobs cancel ${running[0]!.id}) before refragmenting`, { table: t.name });
+  }
+}
+
+async function refragmentLocked(t: ResolvedTable, n: number, retries: number, options: RefragmentOptions): Promise<RefragmentResult> {
+  const p = paths(t);
   const { table } = await openLanceTable(t);
   let j = await readJournal(p.journal);
   let resumed = false;
@@ -378,10 +417,6 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
 
 /** Checks the table is free, pins its latest version, lists its indexes and writes the journal. */
 async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options: RefragmentOptions, conflicts: number): Promise<Journal> {
-  const running = (await listJobs(t.dbDir, { table: t.name })).filter((x) => x.status === "running" || x.status === "pending");
-  if (running.length > 0) {
-    throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill (job ${running[0]!.id}, column ${running[0]!.column}); wait for it or cancel it (lancet jobs cancel ${running[0]!.id}) before refragmenting`, { table: t.name });
-  }
   await table.checkoutLatest();
   const schema = await table.schema();
   const pending = await pendingCheckpoints(t.storeDir);
@@ -582,11 +617,20 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
     parts.push(intField(21, txnAt));
     return parts;
   });
+  // Verified before it is published: read back from a shadow directory that shares the table's files.
+  try {
+    await withShadowVersion(t, manifestName(version, base.v2Names), bytes, (shadowDb) => readBack(shadowDb, t.name, j, version));
+  } catch (e) {
+    for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
+    delete j.publish;
+    j.phase = "staging";
+    await saveJournal(p.journal, j);
+    throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: the rewritten version did not read back from a shadow copy (${(e as Error).message}); nothing was published: the table is unchanged at version ${base.version}. Please report this`, { table: t.name, cause: e });
+  }
   if (!(await linkVersion(t, base, version, txnName, txn, bytes))) {
     for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
     throw new Conflict(await latestVersion(t));
   }
-  await verify(t, j, version, base);
   j.phase = "published";
   await saveJournal(p.journal, j);
 }
@@ -600,52 +644,18 @@ async function wasPublished(t: ResolvedTable, j: Journal): Promise<boolean> {
   return txn !== undefined && str(txn).includes(j.publish.txnId);
 }
 
-/** Reads the swapped-in version back from a fresh connection; undoes it at once if it does not read. */
-async function verify(t: ResolvedTable, j: Journal, version: number, base: RawManifest): Promise<void> {
-  try {
-    const table = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version } as never);
-    const count = await table.countRows();
-    if (count !== j.rowsTotal) throw new Error(`it counts ${count} rows, version ${j.fromVersion} had ${j.rowsTotal}`);
-    const names = (await table.schema()).fields.map((f) => f.name);
-    // The first and last row of each new fragment: every file is opened and decoded.
-    for (let at = 0; at < count; at += j.maxRowsPerFragment) {
-      for (const off of [at, Math.min(count, at + j.maxRowsPerFragment) - 1]) {
-        const got = await table.query().select(names).offset(off).limit(1).toArrow();
-        if (got.numRows !== 1) throw new Error(`row ${off} does not read back`);
-      }
+/** Reads version `version` of the rewrite from `dbDir`: the row count, and the first and last row of every new fragment. */
+async function readBack(dbDir: string, name: string, j: Journal, version: number): Promise<void> {
+  const table = await (await lancedb.connect(dbDir)).openTable(name, undefined, { version } as never);
+  const count = await table.countRows();
+  if (count !== j.rowsTotal) throw new Error(`it counts ${count} rows, version ${j.fromVersion} had ${j.rowsTotal}`);
+  const names = (await table.schema()).fields.map((f) => f.name);
+  // The first and last row of each new fragment: every file is opened and decoded.
+  for (let at = 0; at < count; at += j.maxRowsPerFragment) {
+    for (const off of [at, Math.min(count, at + j.maxRowsPerFragment) - 1]) {
+      const got = await table.query().select(names).offset(off).limit(1).toArrow();
+      if (got.numRows !== 1) throw new Error(`row ${off} does not read back`);
     }
-  } catch (e) {
-    // Only our own version is undone: publish a copy of version V after it, if nobody committed since.
-    const latest = await latestVersion(t);
-    let undone = false;
-    if (latest === version) {
-      const prev = await readRaw(t.tableDir, base.version);
-      const txnId = randomUUID();
-      const txnName = `${version}-${txnId}.txn`;
-      const txn = concat([intField(1, version), bytesField(2, txnId), bytesField(106, intField(1, base.version))]);
-      const idx = prev.fields.find((f) => f.no === 6);
-      if (idx === undefined) {
-        const bytes = manifestFile(prev, txn, (txnAt) => [
-          ...prev.fields.filter((f) => ![3, 4, 7, 8, 12, 21].includes(f.no)).map((f) => f.raw),
-          intField(3, version + 1),
-          timestampField(),
-          bytesField(12, txnName),
-          intField(21, txnAt),
-        ]);
-        undone = await linkVersion(t, prev, version + 1, txnName, txn, bytes);
-      } else {
-        // A table with indexes: LanceDB's own restore copies the index section correctly.
-        const h = await (await lancedb.connect(t.dbDir)).openTable(t.name);
-        await h.checkout(base.version);
-        await h.restore().then(() => (undone = true)).catch(() => {});
-      }
-    }
-    await rm(paths(t).journal, { force: true });
-    throw new CommitError(
-      "COMMIT_FAILED",
-      `refragment of table ${t.name} published version ${version} but it did not read back (${(e as Error).message}); ${undone ? `version ${base.version} was published again after it, so the table reads as before the refragment` : `restore version ${base.version} with LanceDB (table.checkout(${base.version}); table.restore())`}. Please report this`,
-      { table: t.name, cause: e },
-    );
   }
 }
 

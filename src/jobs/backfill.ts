@@ -32,7 +32,7 @@ import { diagnose } from "./diagnose.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
-import { ColumnLock, mayBeAlive } from "./lock.ts";
+import { ColumnLock, mayBeAlive, REFRAGMENT_LOCK } from "./lock.ts";
 import { ErrorsWriter, type ErrorRecord } from "./errors-table.ts";
 
 async function checkColumn(t: ResolvedTable, column: string, where: string | undefined) {
@@ -516,6 +516,15 @@ async function countSelected(t: ResolvedTable, version: number, fragments: reado
 async function startJob(t: ResolvedTable, column: string, ctl: JobController, opened?: JobsTable): Promise<{ jobs: JobsTable; lock: ColumnLock }> {
   const jobs = opened ?? (await JobsTable.open(t.dbDir));
   const lock = await ColumnLock.acquire(t.storeDir, t.name, column, ctl.record.id, jobs);
+  // A refragment rewrites every fragment: never at the same time (it checks column locks after taking its own).
+  const refragmenting = await ColumnLock.holder(t.storeDir, REFRAGMENT_LOCK, undefined).catch(async (e: unknown) => {
+    await lock.release();
+    throw e;
+  });
+  if (refragmenting) {
+    await lock.release();
+    throw new ConfigError("TABLE_BUSY", `table ${t.name} is being refragmented (pid ${refragmenting.pid} on ${refragmenting.host}, since ${refragmenting.since}); run the backfill when it has finished`, { table: t.name, column });
+  }
   ctl.attach(jobs, t.dbDir);
   return { jobs, lock };
 }

@@ -83,6 +83,9 @@ export interface ColumnLockOptions {
 }
 
 /** The content of `<token>.lock`: written once, never changed. */
+/** The lock a `refragment` of the table holds: backfills and refragments exclude each other through it. */
+export const REFRAGMENT_LOCK = ".refragment";
+
 interface LockBody {
   readonly token: number;
   readonly jobId: string;
@@ -386,6 +389,38 @@ export class ColumnLock {
       const verdict = await judge(dir, cur, host, jobs);
       if (verdict === "changed") continue;
       return verdict === "gone" ? cur.body?.jobId : undefined;
+    }
+  }
+
+  /**
+   * Who holds the column's lock, while a live holder does (its process runs, or its lease is being
+   * renewed); undefined when it is free, released or its holder is gone. May watch the lease for up
+   * to about one renewal.
+   */
+  static async holder(storeDir: string, column: string, jobs: JobLookup | undefined, options: ColumnLockOptions = {}): Promise<{ readonly jobId: string; readonly pid: number; readonly host: string; readonly since: string } | undefined> {
+    const { host } = resolveOptions(options);
+    const dir = lockDir(storeDir, column);
+    for (;;) {
+      let cur: Current;
+      try {
+        cur = await current(dir);
+      } catch (e) {
+        if (code(e) === "ENOENT") return undefined;
+        throw e;
+      }
+      const verdict = await judge(dir, cur, host, jobs);
+      if (verdict === "changed") continue;
+      return verdict === "busy" && cur.body ? { jobId: cur.body.jobId, pid: cur.body.pid, host: cur.body.host, since: cur.body.since } : undefined;
+    }
+  }
+
+  /** The names of the locks kept in a table's store (columns, and {@link REFRAGMENT_LOCK}). */
+  static async names(storeDir: string): Promise<string[]> {
+    try {
+      return (await readdir(path.join(storeDir, "locks"), { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+    } catch (e) {
+      if (code(e) === "ENOENT") return [];
+      throw e;
     }
   }
 

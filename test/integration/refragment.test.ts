@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { arrow, lancedb } from "../../src/arrow.ts";
-import { addColumns, backfill, isBackfillError, refragment, type RefragmentOptions } from "../../src/index.ts";
+import { addColumns, backfill, backfillAsync, isBackfillError, refragment, type RefragmentOptions } from "../../src/index.ts";
 import { FIXTURES, REPO, fragmentLayout, readAll, rows, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const ref = (db: string) => ({ db, table: "t" });
@@ -287,4 +287,34 @@ test("options are validated", async () => {
   await plainTable(t, 100, 1);
   await assert.rejects(refragment(ref(t.dir), { maxRowsPerFragment: 0 }), /options\.maxRowsPerFragment must be a positive integer \(got 0\)/);
   await assert.rejects(refragment(ref(t.dir), { maxRowsPerFragment: 10, conflictRetries: -1 }), /options\.conflictRetries must be a non-negative integer \(got -1\)/);
+});
+
+test("refragment and backfills exclude each other: a second refragment, or a backfill, during a refragment is refused; a refragment during a backfill too", async () => {
+  await using t = await tempDb();
+  await t.db.createTable("t", rows(0, 3000));
+  await addColumns(ref(t.dir), { y: udfRef("slowBatch") });
+  let during: unknown[] = [];
+  await refragment(ref(t.dir), {
+    maxRowsPerFragment: 1000,
+    onProgress: async (p) => {
+      if (p.phase !== "staging" || p.fragmentsStaged !== 1) return;
+      during = await Promise.all([
+        refragment(ref(t.dir), { maxRowsPerFragment: 500 }).then(() => "ran", (e: unknown) => e),
+        backfill(ref(t.dir), "y").then(() => "ran", (e: unknown) => e),
+      ]);
+    },
+  });
+  assert.equal(during.length, 2);
+  assert.ok(isBackfillError(during[0], "TABLE_BUSY") && /is being refragmented by another process/.test((during[0] as Error).message), String(during[0]));
+  assert.ok(isBackfillError(during[1], "TABLE_BUSY") && /is being refragmented/.test((during[1] as Error).message), String(during[1]));
+  // And the other way round: a refragment while a backfill holds its column's lock.
+  await addColumns(ref(t.dir), { z: udfRef("slowBatch") });
+  const job = backfillAsync(ref(t.dir), "z", { concurrency: 1, checkpointSize: 50 });
+  for (let i = 0; i < 600 && job.record().status !== "running"; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(job.record().status, "running");
+  const refused = await refragment(ref(t.dir), { maxRowsPerFragment: 500 }).then(() => "ran", (e: unknown) => e);
+  assert.ok(isBackfillError(refused, "TABLE_BUSY") && /running backfill of column z/.test((refused as Error).message), String(refused));
+  await job.wait();
+  const r = await refragment(ref(t.dir), { maxRowsPerFragment: 500 });
+  assert.equal(r.fragmentsAfter, 6);
 });
