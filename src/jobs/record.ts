@@ -112,6 +112,8 @@ export interface JobRecord {
   readonly heartbeatIntervalMs: number;
   error: SerializedError | null;
   plan: PlanSummary | null;
+  /** The table version this job's last commit created (`plan.readVersion` is where it started); absent until it commits. */
+  committedVersion?: number;
   metrics: JobMetrics;
   events: JobEvent[];
   diagnosis: Diagnosis | null;
