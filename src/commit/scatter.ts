@@ -127,9 +127,10 @@ function scatterData(type: ArrowNs.DataType, runs: readonly Run[], length: numbe
     case T.Interval:
     case T.Decimal:
     case T.FixedSizeBinary: {
-      const first = runs[0]?.src;
-      const stride = first?.stride ?? 1;
-      const Ctor = (first?.values.constructor ?? (type as unknown as { ArrayType: new (n: number) => ArrayLike<number> }).ArrayType) as new (n: number) => Uint8Array;
+      // A window with no values still needs the type's stride (FixedSizeBinary, Decimal: several units a row).
+      const first = runs[0]?.src ?? (arrow.makeData({ type, length: 0 } as never) as Data);
+      const stride = first.stride;
+      const Ctor = ((type as unknown as { ArrayType: new (n: number) => ArrayLike<number> }).ArrayType ?? first.values.constructor) as new (n: number) => Uint8Array;
       const out = new Ctor(length * stride);
       for (const r of runs) out.set((r.src.values as Uint8Array).subarray(r.from * stride, (r.from + r.count) * stride), r.to * stride);
       return make({ values: out });

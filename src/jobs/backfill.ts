@@ -11,6 +11,7 @@ import { availableParallelism } from "node:os";
 import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
+import { sweepBatches } from "../checkpoint/sweep.ts";
 import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../columns.ts";
 import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
@@ -248,6 +249,9 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
           return v;
         },
       }));
+      // The skipped rows' records are written before their fragments commit: a crash between the two
+      // can then lose no record of a committed row (the done marker would hide the rows from a re-run).
+      await errorsWriter.flush();
       await committer.prepare(table);
       const r = await committer.commit(sources);
       for (const fb of r.fallbacks ?? []) ctl.event("commit-fallback", `fragment ${fb.fragmentId} was written through mergeInsert: the graft refused it (${fb.reason})`);
@@ -471,6 +475,15 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       const unfinished = plan.fragments.length - m.fragmentsCommitted;
       ctl.event("cancelled", `cancelled: ${m.fragmentsCommitted} fragment(s) committed, ${unfinished} left for the next run (their checkpoints are kept)`);
       throw new CancelledError(`job ${rec.id} was cancelled: ${m.fragmentsCommitted} of ${plan.fragments.length} fragment(s) committed; run the backfill again to finish (checkpointed batches are not recomputed)`, { jobId: rec.id, table: t.name, column });
+    }
+    if (opts.where === undefined) {
+      // Every fragment is now complete but deferred ones: batches under their other keys (a run killed
+      // after a commit, before deleting them) and those of fragments gone from the table are garbage.
+      const complete = new Set([...fragments.filter((f) => f.done).map((f) => f.id), ...plan.fragments.map((f) => f.id)]);
+      if (process.env.NOSWEEP) return; await sweepBatches(store, column, { complete, existing: new Set(manifest.fragments.map((f) => f.id)) }).then(
+        (keys) => keys.length > 0 && log.info(`removed ${keys.length} leftover checkpoint key(s) of column ${column}`),
+        (e: unknown) => log.warn(`could not remove leftover checkpoints of column ${column}: ${(e as Error).message}`),
+      );
     }
     ctl.event("finished", `finished: ${m.rowsComputed} rows computed, ${m.rowsCommitted} committed in ${m.commits} commit(s)`);
     setPhase("finished");
