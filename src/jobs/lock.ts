@@ -46,7 +46,7 @@
  * NFS with attribute caching can serve a stale counter, which makes a lease look expired early).
  */
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, readlinkSync } from "node:fs";
 import { link, mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import * as path from "node:path";
@@ -95,6 +95,8 @@ interface LockBody {
   readonly since: string;
   /** Linux: the holder's start time in /proc (tells a reused pid apart). */
   readonly procStart?: string;
+  /** Linux: the holder's pid namespace and boot (containers sharing a host name are told apart). */
+  readonly pidSpace?: string;
   readonly leaseMs: number;
   readonly renewEveryMs: number;
 }
@@ -171,6 +173,15 @@ function procStat(pid: number): { state: string; start: string } | undefined {
 const HAS_PROC = procStat(process.pid) !== undefined;
 
 /** A holder process on this host: dead (or its pid reused), running, or stopped / unknown (then its lease decides). */
+/** This process's pid namespace and boot id (Linux), or undefined: a pid means the same process only within both. */
+const PID_SPACE = ((): string | undefined => {
+  try {
+    return `${readlinkSync("/proc/self/ns/pid")} ${readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()}`;
+  } catch {
+    return undefined;
+  }
+})();
+
 function localProcess(pid: number, procStart: string | undefined): "dead" | "running" | "watch" {
   if (!alive(pid)) return "dead";
   if (!HAS_PROC) return "watch";
@@ -196,7 +207,8 @@ async function readJson(file: string): Promise<unknown> {
     return JSON.parse(await readFile(file, "utf8")) as unknown;
   } catch (e) {
     if (code(e) === "ENOENT") return undefined;
-    return null; // not JSON: not a file Lancet wrote whole
+    if (e instanceof SyntaxError) return null; // not JSON: not a file Lancet wrote whole
+    throw e; // unreadable (EIO, EACCES, EMFILE…): never judged as gone
   }
 }
 
@@ -261,7 +273,9 @@ async function judge(dir: string, cur: Current, me: string, jobs: JobLookup | un
   }
   const poll = Math.min(250, Math.max(10, body.renewEveryMs / 4));
   for (let now = cur; ; ) {
-    if (body.host === me) {
+    // Same host name and same pid namespace and boot: its pid can be checked here. (Containers that
+    // share a host name but not a pid namespace fall through to the lease.)
+    if (body.host === me && body.pidSpace === PID_SPACE) {
       const p = localProcess(body.pid, body.procStart);
       if (p === "dead") return "gone";
       if (p === "running") return "busy";
@@ -340,7 +354,7 @@ export class ColumnLock {
       if (verdict === "changed") continue;
       if (verdict === "busy") throw busyError(table, column, cur.body!);
       const token = cur.token + 1;
-      const body: LockBody = { token, jobId, pid: process.pid, host, since: new Date().toISOString(), ...(procStart !== undefined ? { procStart } : {}), leaseMs, renewEveryMs };
+      const body: LockBody = { token, jobId, pid: process.pid, host, since: new Date().toISOString(), ...(procStart !== undefined ? { procStart } : {}), ...(PID_SPACE !== undefined ? { pidSpace: PID_SPACE } : {}), leaseMs, renewEveryMs };
       const startedAt = performance.now();
       const tmp = await writeTemp(dir, host, JSON.stringify(body), true);
       try {

@@ -321,3 +321,13 @@ test("options are checked: leaseMs and renewEveryMs", async () => {
     await assert.rejects(ColumnLock.acquire(s.dir, "t", "y", "j", undefined, options), (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && re.test((e as Error).message));
   }
 });
+
+test("a holder with this host name in another pid namespace (a container sharing the host name) is judged by its lease, not by a pid lookup here", async () => {
+  using s = tempStore();
+  // A pid that does not exist here, but may well be alive in the other namespace.
+  writeLock(s, 1, { host: hostname(), pid: 2 ** 22 - 7, pidSpace: "pid:[1] another-boot", leaseMs: 400 });
+  const t0 = performance.now();
+  await using lock = await ColumnLock.acquire(s.dir, "t", "y", "new", undefined, { leaseMs: 400 });
+  assert.ok(performance.now() - t0 >= 400, "not taken over at once");
+  assert.equal(lock.token, 2);
+});
