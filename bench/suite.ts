@@ -510,10 +510,11 @@ async function cliBackfill(dir: string, column: string, udf: string, flags: stri
   const kids0 = childrenCpuMs();
   const run = await runCli(["backfill", "--db", dir, "--table", TABLE, "--column", column, ...flags, "--json"]);
   const cpuMs = childrenCpuMs() - kids0;
-  if (run.code !== 0 || run.json === undefined || run.json.rowsComputed !== rows || run.json.rowsCommitted !== rows) {
+  const metrics = run.json?.metrics as { rowsComputed?: number; rowsCommitted?: number; elapsedMs?: number } | undefined;
+  if (run.code !== 0 || run.json === undefined || metrics?.rowsComputed !== rows || metrics.rowsCommitted !== rows) {
     throw new Error(`CLI backfill of ${rows} rows exited ${run.code} (${run.signal}); last JSON ${JSON.stringify(run.json)?.slice(0, 500)}; stderr: ${run.stderrTail}`);
   }
-  return { jobMs: Number(run.json.elapsedMs), wallMs: run.wallMs, json: run.json, coordHwmKb: run.sampler.rootHwmKb, workerHwmKb: run.sampler.workerHwmKb, cpuMs };
+  return { jobMs: Number(metrics.elapsedMs), wallMs: run.wallMs, json: run.json, coordHwmKb: run.sampler.rootHwmKb, workerHwmKb: run.sampler.workerHwmKb, cpuMs };
 }
 
 /** Least-squares slope of ln t on ln n. */
@@ -557,7 +558,7 @@ async function benchScaling(): Promise<void> {
     const t = median(rs.map((x) => x.jobMs));
     pts.push({ n, t });
     ptsWall.push({ n, t: median(rs.map((x) => x.wallMs)) });
-    const mj = (k: string): string => fmt(median(rs.map((x) => Number(x.json[k]))));
+    const mj = (k: string): string => fmt(median(rs.map((x) => Number((x.json.metrics as Record<string, unknown>)[k]))));
     say(`| ${fmt(n)} | ${n / FRAG} | **${fmt(t)}** | ${rs.map((x) => fmt(x.jobMs)).join(", ")} | ${fmt(median(rs.map((x) => x.wallMs)))} | ${((t * 1000) / n).toFixed(3)} | ${fmt(median(rs.map((x) => x.cpuMs)) / 1000, 1)} | ${mj("udfMs")} | ${mj("readMs")} | ${mj("checkpointMs")} | ${mj("writeMs")} | ${mj("commitMs")} | ${mj("commits")} | ${fmt(median(rs.map((x) => mib(x.coordHwmKb))))} | ${fmt(median(rs.map((x) => mib(x.workerHwmKb))))} |`);
   }
   const b = exponent(pts);
@@ -963,7 +964,7 @@ async function benchP5(): Promise<void> {
     const before = dirBytes(path.join(dir, `${TABLE}.lance`));
     const extra = granularity !== undefined ? ["--commit-granularity", String(granularity)] : [];
     const run = await runCli(["backfill", "--db", dir, "--table", TABLE, "--column", "blob", "--commit-mode", "graft", ...extra, "--json"]);
-    if (run.code !== 0 || run.json === undefined || run.json.rowsComputed !== rows) {
+    if (run.code !== 0 || run.json === undefined || (run.json.metrics as { rowsComputed?: number } | undefined)?.rowsComputed !== rows) {
       throw new Error(`P5 ${rows}: CLI exited ${run.code} (${run.signal}); last JSON ${JSON.stringify(run.json)}; stderr: ${run.stderrTail}`);
     }
     const grown = dirBytes(path.join(dir, `${TABLE}.lance`)) - before;

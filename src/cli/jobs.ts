@@ -1,19 +1,57 @@
 /** `lancet jobs …`: list, show, cancel and watch jobs from any process. */
-import { parseArgs } from "node:util";
 import { cancelJob, getJob, listJobs } from "../index.ts";
 import type { JobRecord, JobStatus } from "../index.ts";
 import { formatShares } from "../jobs/diagnose.ts";
 import { FINAL_STATUSES } from "../jobs/record.ts";
-import { opt, report, UsageError, type CliIo } from "./shared.ts";
+import { DB, flagText, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 
 const STATUSES: JobStatus[] = ["pending", "running", "finished", "failed", "cancelled"];
 
-/** A record as one flat JSON object: the metrics at the top level (`rowsComputed`, …), `id` and `jobId` both set. */
-export function recordJson(r: JobRecord): Record<string, unknown> {
-  const { metrics, plan, events: _e, ...rest } = r;
-  return { ...rest, jobId: r.id, ...metrics, plan: plan ? { ...plan, fragments: undefined } : null };
-}
+const SHOW: CommandSpec = {
+  name: "jobs show",
+  summary: "print one job: status, options, plan, metrics, diagnosis, error and events",
+  synopsis: "ID --db DIR [--json]",
+  positionals: ["ID"],
+  flags: [DB, { ...JSON_FLAG, help: "print the job record as getJob() returns it" }],
+  example: "jobs show 3f1c… --db ./data",
+};
+
+const CANCEL: CommandSpec = {
+  name: "jobs cancel",
+  summary: "ask a running job (in any process) to stop, and wait until it has; exit 0 when it ended cancelled",
+  synopsis: "ID --db DIR [--timeout-ms N] [--json]",
+  positionals: ["ID"],
+  flags: [DB, { name: "timeout-ms", type: "string", value: "N", integer: true, option: "timeoutMs", help: "how long to wait for the job to stop", default: "60000" }, { ...JSON_FLAG, help: "print the job record once it has stopped" }],
+  example: "jobs cancel 3f1c… --db ./data",
+};
+
+const WATCH: CommandSpec = {
+  name: "jobs watch",
+  summary: "follow a job's progress live until it ends; exit 0 when it finished",
+  synopsis: "ID --db DIR",
+  positionals: ["ID"],
+  flags: [DB],
+  example: "jobs watch 3f1c… --db ./data",
+};
+
+/** `jobs show`, `jobs cancel`, `jobs watch`. */
+export const JOBS_SUBCOMMANDS: readonly CommandSpec[] = [SHOW, CANCEL, WATCH];
+
+/** `jobs` (also `jobs list`): the job list; its help lists the subcommands too. */
+export const JOBS: CommandSpec = {
+  name: "jobs",
+  summary: "list jobs, newest first",
+  synopsis: "--db DIR [--table NAME] [--status S] [--json]",
+  flags: [
+    DB,
+    { ...TABLE, required: false, help: "only this table's jobs" },
+    { name: "status", type: "string", value: "S", help: `only jobs in this state: ${STATUSES.join(" | ")}` },
+    { ...JSON_FLAG, help: "print a JSON array of job records, as listJobs() returns them" },
+  ],
+  subcommands: JOBS_SUBCOMMANDS,
+  example: "jobs --db ./data --status running",
+};
 
 function fmtMs(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
@@ -39,7 +77,7 @@ export function formatJob(r: JobRecord): string {
     `  time: udf ${fmtMs(m.udfMs)} (cpu ${fmtMs(m.udfCpuMs)}), read ${fmtMs(m.readMs)}, checkpoint ${fmtMs(m.checkpointMs)} [summed over workers]; write ${fmtMs(m.writeMs)}, commit ${fmtMs(m.commitMs)}; elapsed ${fmtMs(m.elapsedMs)}`,
   );
   if (r.diagnosis) {
-    lines.push(`  diagnosis: ${r.diagnosis.summary}${r.diagnosis.hint ? ` — ${r.diagnosis.hint}` : ""}`);
+    lines.push(`  diagnosis: ${flagText(r.diagnosis.summary)}${r.diagnosis.hint ? ` — ${flagText(r.diagnosis.hint)}` : ""}`);
     lines.push(`  critical path: ${formatShares(r.diagnosis)}`);
   }
   if (r.error) lines.push(`  error ${r.error.code ?? r.error.name}: ${r.error.message}`);
@@ -49,26 +87,36 @@ export function formatJob(r: JobRecord): string {
 }
 
 export async function jobsCommand(args: readonly string[], io: CliIo): Promise<number> {
-  let json = false;
+  const json = args.includes("--json");
+  let spec: CommandSpec = JOBS;
   try {
-    const sub = args[0] !== undefined && !args[0].startsWith("-") ? args[0] : "list";
-    const rest = sub === "list" && (args[0] === undefined || args[0].startsWith("-")) ? args : args.slice(1);
-    const { values, positionals } = parseArgs({
-      args: [...rest],
-      options: { db: { type: "string" }, table: { type: "string" }, status: { type: "string" }, json: { type: "boolean" }, "timeout-ms": { type: "string" } },
-      allowPositionals: true,
-      strict: true,
-    });
-    const v = values as Record<string, unknown>;
-    json = v.json === true;
-    const db = opt(v, "db");
-    switch (sub) {
-      case "list": {
+    const first = args[0];
+    let rest = args;
+    if (first !== undefined && !first.startsWith("-")) {
+      const sub = JOBS_SUBCOMMANDS.find((s) => s.name === `jobs ${first}`);
+      if (sub) spec = sub;
+      else if (first !== "list") {
+        const near = suggest(first, ["list", ...JOBS_SUBCOMMANDS.map((s) => s.name.slice("jobs ".length))]);
+        throw new UsageError(`unknown jobs command ${JSON.stringify(first)}${near ? `; did you mean ${near}?` : "; use list, show, cancel or watch"}`, "jobs");
+      }
+      rest = args.slice(1);
+    }
+    const { values: v, positionals, help } = parseFlags(spec, rest);
+    if (help) {
+      io.stdout.write(formatHelp(spec));
+      return 0;
+    }
+    const db = v.db as string;
+    switch (spec) {
+      case JOBS: {
         const status = v.status as string | undefined;
-        if (status !== undefined && !STATUSES.includes(status as JobStatus)) throw new UsageError(`--status must be one of ${STATUSES.join(", ")} (got ${JSON.stringify(status)})`);
+        if (status !== undefined && !STATUSES.includes(status as JobStatus)) {
+          const near = suggest(status, STATUSES);
+          throw new UsageError(`--status must be one of ${STATUSES.join(", ")} (got ${JSON.stringify(status)})${near ? `; did you mean ${near}?` : ""}`, "jobs");
+        }
         const jobs = await listJobs(db, { ...(typeof v.table === "string" ? { table: v.table } : {}), ...(status ? { status: status as JobStatus } : {}) });
-        if (json) {
-          io.stdout.write(JSON.stringify(jobs.map(recordJson)) + "\n");
+        if (v.json === true) {
+          io.stdout.write(JSON.stringify(jobs) + "\n");
           return 0;
         }
         if (jobs.length === 0) io.stdout.write("no jobs\n");
@@ -77,25 +125,21 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
         }
         return 0;
       }
-      case "show": {
-        const id = positionals[0];
-        if (!id) throw new UsageError("jobs show needs a job id");
-        const r = await getJob(db, id);
-        io.stdout.write(json ? JSON.stringify({ ...recordJson(r), events: r.events }) + "\n" : formatJob(r));
+      case SHOW: {
+        const r = await getJob(db, positionals[0]!);
+        io.stdout.write(v.json === true ? JSON.stringify(r) + "\n" : formatJob(r));
         return 0;
       }
-      case "cancel": {
-        const id = positionals[0];
-        if (!id) throw new UsageError("jobs cancel needs a job id");
-        const timeout = v["timeout-ms"] === undefined ? undefined : Number(v["timeout-ms"]);
+      case CANCEL: {
+        const id = positionals[0]!;
+        const timeout = intOpt(v, "timeout-ms", CANCEL.name);
         const r = await cancelJob(db, id, timeout === undefined ? {} : { timeoutMs: timeout });
-        if (json) io.stdout.write(JSON.stringify(recordJson(r)) + "\n");
+        if (v.json === true) io.stdout.write(JSON.stringify(r) + "\n");
         else io.stdout.write(`job ${id}: ${statusText(r)} (${r.metrics.fragmentsCommitted} fragment(s) committed; a later backfill resumes the rest)\n`);
         return r.status === "cancelled" ? 0 : 1;
       }
-      case "watch": {
-        const id = positionals[0];
-        if (!id) throw new UsageError("jobs watch needs a job id");
+      default: {
+        const id = positionals[0]!;
         const view = new ProgressView(io, io.isTTY ? "bar" : "lines");
         for (;;) {
           const r = await getJob(db, id);
@@ -108,10 +152,8 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
           await new Promise((res) => setTimeout(res, 1000));
         }
       }
-      default:
-        throw new UsageError(`unknown jobs command ${JSON.stringify(sub)}; use list, show, cancel or watch`);
     }
   } catch (e) {
-    return report(e, io, json);
+    return report(e, io, { json, spec });
   }
 }

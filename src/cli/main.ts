@@ -1,160 +1,161 @@
 /**
  * The `lancet` CLI. Commands take injected I/O and return an exit code, so they are testable as
- * functions; this is the only module that prints.
+ * functions; this is the only module that prints. Each command declares its flags once (a
+ * {@link CommandSpec}); parsing, `--help`, typo suggestions and the translation of library option
+ * names into flags in messages all read that table.
+ *
+ * Exit codes: 0 done; 1 a runtime error (`lancet: error CODE: message`); 2 a usage error (unknown
+ * command or flag, missing or bad flag value), with a "did you mean" where one is close and a pointer
+ * to `lancet COMMAND --help`.
  */
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { readFileSync } from "node:fs";
-import { addColumns, alterColumns, backfill, columnStatus, isBackfillError, listErrors, refragment, stderrLogger } from "../index.ts";
-import type { BackfillOptions, BackfillProgress, JobRecord } from "../index.ts";
-import { jobsCommand, recordJson } from "./jobs.ts";
-import { flagOrEnv, fmt, intOpt, opt, report, UsageError, type CliIo } from "./shared.ts";
+import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, listErrors, refragment, stderrLogger } from "../index.ts";
+import type { BackfillJob, BackfillOptions, JobRecord } from "../index.ts";
+import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
+import { BACKFILL, COLUMN, DB, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
+import { ProgressView } from "./progress.ts";
+import { WORKER, WORKERS, workerCommand, workersCommand } from "./worker.ts";
 
 export type { CliIo } from "./shared.ts";
-import { ProgressView } from "./progress.ts";
-import { workerCommand, workersCommand } from "./worker.ts";
 
-
-const USAGE = `lancet — computed columns for LanceDB tables
-
-Usage:
-  lancet add-column   --db DIR --table NAME --column COL (--udf MODULE#EXPORT | --sql EXPR)
-  lancet alter-column --db DIR --table NAME --column COL --udf MODULE#EXPORT
-  lancet backfill     --db DIR --table NAME --column COL [options]
-  lancet status       --db DIR --table NAME [--json]
-  lancet jobs         --db DIR [--table NAME] [--status S] [--json]
-  lancet jobs show    ID --db DIR [--json]
-  lancet jobs cancel  ID --db DIR [--json]
-  lancet jobs watch   ID --db DIR
-  lancet refragment   --db DIR --table NAME --max-rows-per-fragment N [--conflict-retries N] [--force] [--json]
-  lancet errors       --db DIR [--job ID] [--table NAME] [--column COL] [--json]
-  lancet worker       --redis URL [--queue NAME] [--concurrency N] [--resources cpu=4,gpu=1,memory=MiB]
-                      [--metrics-port P] [--lock-duration-ms N] [--stalled-interval-ms N] [--max-stalled-count N]
-                      [--exit-when-idle-ms N] [--allow-db DIR]... [--pass-env NAME[,NAME]]...
-  lancet workers      --redis URL [--queue NAME] [--json]
-
-Backfill options:
-  --concurrency N                 worker processes (default: min(8, cores))
-  --intra-applier-concurrency N   UDF calls in flight per worker (async UDFs; default 1)
-  --checkpoint-size N             rows per checkpoint batch (default max(100, 8 × intra), growing adaptively)
-  --max-checkpoint-size N         upper bound of adaptive checkpoint batches (default 65536)
-  --task-size N                   rows per task (default: rows / (concurrency × 2))
-  --commit-granularity N          fragments per commit (default min(64, max(1, fragments / 20)))
-  --writer-concurrency N          fragment writers at once (default min(4, concurrency))
-  --status-interval-ms N          how often the job record is saved / heartbeats (default 2000)
-  --error-policy P                fail | skip | retry:N (overrides the UDF's errorPolicy)
-  --commit-mode M                 auto | graft | merge (default auto: graft where safe)
-  --task-timeout-ms N             kill a worker that finishes no batch for N ms (default 1800000)
-  --worker-memory-mb N            heap limit of each worker process (default: the UDF's memory hint)
-  --where SQL                     recompute rows matching SQL; other rows keep their values
-  --num-frags N                   only the first N fragments (a pilot run)
-  --max-task-attempts N           attempts per task when its worker dies (default 3)
-  --env KEY=VALUE                 environment variable for the UDF's worker processes (repeatable)
-  --redis URL                     run tasks on \`lancet worker\`s through a BullMQ queue on Redis
-  --queue NAME                    base queue name with --redis (default lancet; tasks go to NAME-cpu / NAME-gpu)
-  --admission-timeout-ms N        with --redis: wait this long for a live worker that can run the UDF (default 600000)
-  --plan                          print the plan and run nothing
-  --json                          machine-readable output: the last stdout line is a JSON object
-  --verbose                       log to stderr
-
---redis and --queue default to the environment variables LANCET_REDIS_URL and LANCET_QUEUE.
-
-Other:
-  lancet --help | --version
-`;
-
-
-
-
-const COMMON: ParseArgsConfig["options"] = {
-  sql: { type: "string" },
-  db: { type: "string" },
-  table: { type: "string" },
-  column: { type: "string" },
-  udf: { type: "string" },
-  json: { type: "boolean" },
-  verbose: { type: "boolean" },
+const ADD_COLUMN: CommandSpec = {
+  name: "add-column",
+  summary: "add a column computed by a UDF (or by LanceDB from a SQL expression); its values start null",
+  synopsis: "--db DIR --table NAME --column COL (--udf MODULE#EXPORT | --sql EXPR) [--json]",
+  flags: [
+    DB,
+    TABLE,
+    { ...COLUMN, help: "name of the new column" },
+    { name: "udf", type: "string", value: "MODULE#EXPORT", help: "the UDF: a module path and the name of its export" },
+    { name: "sql", type: "string", value: "EXPR", help: "a SQL expression LanceDB computes instead of a UDF" },
+    JSON_FLAG,
+  ],
+  notes: "Run `lancet backfill` afterwards to compute the values.",
+  example: "add-column --db ./data --table docs --column word_count --udf ./udfs.ts#wordCount",
 };
 
-const BACKFILL: ParseArgsConfig["options"] = {
-  ...COMMON,
-  concurrency: { type: "string" },
-  "intra-applier-concurrency": { type: "string" },
-  "checkpoint-size": { type: "string" },
-  "max-checkpoint-size": { type: "string" },
-  "task-size": { type: "string" },
-  "commit-granularity": { type: "string" },
-  where: { type: "string" },
-  "num-frags": { type: "string" },
-  "writer-concurrency": { type: "string" },
-  "status-interval-ms": { type: "string" },
-  "error-policy": { type: "string" },
-  "commit-mode": { type: "string" },
-  "task-timeout-ms": { type: "string" },
-  "worker-memory-mb": { type: "string" },
-  "max-task-attempts": { type: "string" },
-  env: { type: "string", multiple: true },
-  redis: { type: "string" },
-  queue: { type: "string" },
-  "admission-timeout-ms": { type: "string" },
-  plan: { type: "boolean" },
+const ALTER_COLUMN: CommandSpec = {
+  name: "alter-column",
+  summary: "rebind a UDF column to another UDF, export or version; values are kept until the next backfill",
+  synopsis: "--db DIR --table NAME --column COL --udf MODULE#EXPORT [--force] [--json]",
+  flags: [
+    DB,
+    TABLE,
+    COLUMN,
+    { name: "udf", type: "string", value: "MODULE#EXPORT", help: "the UDF: a module path and the name of its export", required: true },
+    { name: "force", type: "boolean", option: "force", help: "also bind a plain data column (not yet a UDF column): the next backfill overwrites its values" },
+    JSON_FLAG,
+  ],
+  notes: "The UDF must return the column's type. A data column (one no UDF computes, such as a primary key) is refused unless --force.",
+  example: "alter-column --db ./data --table docs --column word_count --udf ./udfs.ts#wordCountV2",
 };
+
+const STATUS: CommandSpec = {
+  name: "status",
+  summary: "list a table's UDF columns: binding, version, filled rows, module state",
+  synopsis: "--db DIR --table NAME [--json]",
+  flags: [DB, TABLE, JSON_FLAG],
+  example: "status --db ./data --table docs",
+};
+
+const REFRAGMENT: CommandSpec = {
+  name: "refragment",
+  summary: "rewrite a table into fragments of at most N rows (more fragments, more parallel writers)",
+  synopsis: "--db DIR --table NAME --max-rows-per-fragment N [--conflict-retries N] [--force] [--json]",
+  flags: [
+    DB,
+    TABLE,
+    { name: "max-rows-per-fragment", type: "string", value: "N", integer: true, required: true, option: "maxRowsPerFragment", help: "rows per fragment at most" },
+    { name: "conflict-retries", type: "string", value: "N", integer: true, option: "conflictRetries", help: "restarts after another writer commits meanwhile", default: "2" },
+    { name: "force", type: "boolean", option: "force", help: "go ahead even when uncommitted checkpoints of a UDF column would be lost" },
+    JSON_FLAG,
+  ],
+  example: "refragment --db ./data --table docs --max-rows-per-fragment 50000",
+};
+
+const ERRORS: CommandSpec = {
+  name: "errors",
+  summary: "list the rows an error policy skipped (left null), with the UDF's error",
+  synopsis: "--db DIR [--job ID] [--table NAME] [--column COL] [--json]",
+  flags: [
+    DB,
+    { name: "job", type: "string", value: "ID", help: "only this job's errors (JOB_NOT_FOUND when there is no such job)" },
+    { ...TABLE, required: false, help: "only this table's errors" },
+    { ...COLUMN, required: false, help: "only this column's errors" },
+    JSON_FLAG,
+  ],
+  example: "errors --db ./data --job 3f1c…",
+};
+
+const HELP_CMD: CommandSpec = {
+  name: "help",
+  summary: "show the overview, or a command's flags, defaults and an example",
+  synopsis: "[COMMAND [SUBCOMMAND]]",
+  flags: [],
+  positionals: [],
+  example: "help backfill",
+};
+
+/** Every command, in the order the overview lists them. */
+export const COMMANDS: readonly CommandSpec[] = [ADD_COLUMN, ALTER_COLUMN, BACKFILL, STATUS, JOBS, ...JOBS_SUBCOMMANDS, REFRAGMENT, ERRORS, WORKER, WORKERS, HELP_CMD];
+
+/** Top-level commands (what a typo of the first word is compared with). */
+const TOP = COMMANDS.filter((c) => !c.name.includes(" "));
+
+function overview(): string {
+  const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 1;
+  return (
+    "lancet — computed columns for LanceDB tables\n\nUsage:\n" +
+    COMMANDS.map((c) => `  lancet ${c.name.padEnd(w)}${c.synopsis}\n`).join("") +
+    "  lancet --help | --version\n\nCommands:\n" +
+    TOP.map((c) => `  ${c.name.padEnd(w + 7)}${c.summary}\n`).join("") +
+    "\nRun `lancet COMMAND --help` (or `lancet help COMMAND`) for a command's flags, their defaults and an example.\n" +
+    "--redis and --queue default to the environment variables LANCET_REDIS_URL and LANCET_QUEUE.\n"
+  );
+}
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
   return pkg.version;
 }
 
+/** The spec `lancet help WORDS…` asks about; a UsageError with a suggestion when there is none. */
+function specFor(words: readonly string[]): CommandSpec {
+  const [first, second] = words;
+  const top = TOP.find((c) => c.name === first);
+  if (!top) {
+    const near = suggest(first ?? "", TOP.map((c) => c.name));
+    throw new UsageError(`unknown command ${JSON.stringify(first)}${near ? `; did you mean ${near}?` : ""}`);
+  }
+  if (second === undefined || !top.subcommands) return top;
+  const sub = top.subcommands.find((s) => s.name === `${top.name} ${second}`);
+  if (sub) return sub;
+  if (second === "list") return top;
+  const near = suggest(second, top.subcommands.map((s) => s.name.split(" ")[1]!));
+  throw new UsageError(`unknown ${top.name} command ${JSON.stringify(second)}${near ? `; did you mean ${near}?` : ""}`, top.name);
+}
 
 /** Runs the CLI; returns the process exit code (0 ok, 1 failed, 2 usage). */
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
+  exitQuietlyOnEpipe(io);
   const [command, ...rest] = argv;
-  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
-    io.stdout.write(USAGE);
+  if (command === undefined || command === "--help" || command === "-h") {
+    io.stdout.write(overview());
     return command === undefined ? 2 : 0;
   }
   if (command === "--version" || command === "-v") {
     io.stdout.write(`${version()}\n`);
     return 0;
   }
-  let json = false;
+  let spec: CommandSpec | undefined;
+  const json = rest.includes("--json");
   try {
+    if (command === "help") {
+      const words = rest.filter((a) => a !== "--help" && a !== "-h");
+      io.stdout.write(words.length === 0 ? (rest.length === 0 ? overview() : formatHelp(HELP_CMD)) : formatHelp(specFor(words)));
+      return 0;
+    }
     switch (command) {
-      case "add-column":
-      case "alter-column": {
-        const values = parseArgs({ args: [...rest], options: COMMON, strict: true }).values as Record<string, unknown>;
-        json = values.json === true;
-        const ref = { db: opt(values, "db"), table: opt(values, "table") };
-        const column = opt(values, "column");
-        if (typeof values.sql === "string" && command === "add-column") {
-          const out = await addColumns(ref, { [column]: { sql: values.sql } });
-          for (const { binding } of out) io.stdout.write(json ? JSON.stringify({ status: "ok", column, binding }) + "\n" : `added SQL column ${column} = ${binding.sql} (${binding.dataType}), computed by LanceDB\n`);
-          return 0;
-        }
-        const cols = { [column]: opt(values, "udf") };
-        const out = command === "add-column" ? await addColumns(ref, cols) : await alterColumns(ref, cols);
-        for (const { column, binding } of out) {
-          if (json) io.stdout.write(JSON.stringify({ status: "ok", column, binding }) + "\n");
-          else io.stdout.write(`${command === "add-column" ? "added" : "rebound"} column ${column} → ${binding.module}#${binding.exportName} (${binding.dataType}, version ${binding.version})\n`);
-        }
-        return 0;
-      }
-      case "status": {
-        const values = parseArgs({ args: [...rest], options: COMMON, strict: true }).values as Record<string, unknown>;
-        json = values.json === true;
-        const cols = await columnStatus({ db: opt(values, "db"), table: opt(values, "table") });
-        if (json) {
-          io.stdout.write(JSON.stringify(cols) + "\n");
-          return 0;
-        }
-        if (cols.length === 0) io.stdout.write(`table ${String(values.table)} has no UDF columns\n`);
-        for (const c of cols) {
-          const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]", sql: `  [SQL: ${c.binding.sql}, computed by LanceDB]` }[c.moduleState];
-          io.stdout.write(
-            `${c.column}  ${c.binding.dataType}  ${c.binding.module}#${c.binding.exportName}  version ${c.binding.version}  filled ${fmt(c.filledRows)} / ${fmt(c.totalRows)}${note}\n`,
-          );
-        }
-        return 0;
-      }
       case "backfill":
         return await backfillCommand(rest, io);
       case "jobs":
@@ -163,74 +164,132 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return await workerCommand(rest, io);
       case "workers":
         return await workersCommand(rest, io);
+      case "add-column":
+      case "alter-column": {
+        spec = command === "add-column" ? ADD_COLUMN : ALTER_COLUMN;
+        const { values, help } = parseFlags(spec, rest);
+        if (help) return printHelp(spec, io);
+        return await columnCommand(command, values, io);
+      }
+      case "status": {
+        spec = STATUS;
+        const { values, help } = parseFlags(spec, rest);
+        if (help) return printHelp(spec, io);
+        return await statusCommand(values, io);
+      }
       case "errors": {
-        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, job: { type: "string" }, table: { type: "string" }, column: { type: "string" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
-        json = values.json === true;
-        const filter = { ...(typeof values.job === "string" ? { jobId: values.job } : {}), ...(typeof values.table === "string" ? { table: values.table } : {}), ...(typeof values.column === "string" ? { column: values.column } : {}) };
-        const errs = await listErrors(opt(values, "db"), filter);
-        if (json) io.stdout.write(JSON.stringify(errs) + "\n");
-        else if (errs.length === 0) io.stdout.write("no errors\n");
-        else for (const e of errs) io.stdout.write(`${e.at}  job ${e.jobId}  ${e.table}.${e.column}  fragment ${e.fragment} row ${e.rowOffset} (address ${e.rowAddress})  attempt ${e.attempt}  ${e.name}: ${e.message}\n`);
-        return 0;
+        spec = ERRORS;
+        const { values, help } = parseFlags(spec, rest);
+        if (help) return printHelp(spec, io);
+        return await errorsCommand(values, io);
       }
       case "refragment": {
-        const values = parseArgs({ args: [...rest], options: { db: { type: "string" }, table: { type: "string" }, "max-rows-per-fragment": { type: "string" }, "conflict-retries": { type: "string" }, force: { type: "boolean" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
-        json = values.json === true;
-        const max = intOpt(values, "max-rows-per-fragment");
-        if (max === undefined) throw new UsageError("--max-rows-per-fragment is required");
-        const retries = intOpt(values, "conflict-retries");
-        const r = await refragment({ db: opt(values, "db"), table: opt(values, "table") }, { maxRowsPerFragment: max, force: values.force === true, ...(retries === undefined ? {} : { conflictRetries: retries }) });
-        if (json) io.stdout.write(JSON.stringify({ status: "ok", ...r }) + "\n");
-        else {
-          const notes = [r.resumed ? "resumed an interrupted run" : "", r.conflicts > 0 ? `restarted ${r.conflicts}× after other writers committed` : ""].filter(Boolean);
-          io.stdout.write(
-            `refragmented ${r.table}: ${fmt(r.rows)} rows, ${r.fragmentsBefore} → ${r.fragmentsAfter} fragments (version ${r.fromVersion} → ${r.swapVersion}` +
-              `${r.indexes.length > 0 ? `; ${r.indexes.length} index(es) rebuilt: ${r.indexes.join(", ")} → version ${r.toVersion}` : ""})${notes.length > 0 ? ` — ${notes.join("; ")}` : ""}\n`,
-          );
-        }
-        return 0;
+        spec = REFRAGMENT;
+        const { values, help } = parseFlags(spec, rest);
+        if (help) return printHelp(spec, io);
+        return await refragmentCommand(values, io);
       }
-      default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      default: {
+        if (command.startsWith("-")) {
+          const near = suggest(command.replace(/^-+/, ""), ["help", "version"]);
+          throw new UsageError(`unknown flag ${command}${near ? `; did you mean --${near}?` : ""}; a command comes first, e.g. \`lancet backfill --help\``);
+        }
+        const near = suggest(command, TOP.map((c) => c.name));
+        throw new UsageError(`unknown command ${JSON.stringify(command)}${near ? `; did you mean ${near}?` : ""}`);
+      }
     }
   } catch (e) {
-    return report(e, io, json);
+    return report(e, io, { json, spec });
   }
 }
 
+/** Prints a command's help to stdout; exit 0. */
+export function printHelp(spec: CommandSpec, io: CliIo): number {
+  io.stdout.write(formatHelp(spec));
+  return 0;
+}
+
+async function columnCommand(command: "add-column" | "alter-column", values: FlagValues, io: CliIo): Promise<number> {
+  const json = values.json === true;
+  const ref = { db: values.db as string, table: values.table as string };
+  const column = values.column as string;
+  if (command === "add-column") {
+    if (typeof values.sql === "string" && typeof values.udf === "string") throw new UsageError("pass one of --udf MODULE#EXPORT and --sql EXPR, not both", command);
+    if (typeof values.sql === "string") {
+      const out = await addColumns(ref, { [column]: { sql: values.sql } });
+      for (const { binding } of out) io.stdout.write(json ? JSON.stringify({ status: "ok", column, binding }) + "\n" : `added SQL column ${column} = ${binding.sql} (${binding.dataType}), computed by LanceDB\n`);
+      return 0;
+    }
+    if (typeof values.udf !== "string" || values.udf === "") throw new UsageError("--udf MODULE#EXPORT or --sql EXPR is required", command);
+  }
+  const cols = { [column]: values.udf as string };
+  const out = command === "add-column" ? await addColumns(ref, cols) : await alterColumns(ref, cols, { force: values.force === true });
+  for (const { column, binding } of out) {
+    if (json) io.stdout.write(JSON.stringify({ status: "ok", column, binding }) + "\n");
+    else io.stdout.write(`${command === "add-column" ? "added" : "rebound"} column ${column} → ${binding.module}#${binding.exportName} (${binding.dataType}, version ${binding.version})\n`);
+  }
+  return 0;
+}
+
+async function statusCommand(values: FlagValues, io: CliIo): Promise<number> {
+  const cols = await columnStatus({ db: values.db as string, table: values.table as string });
+  if (values.json === true) {
+    io.stdout.write(JSON.stringify(cols) + "\n");
+    return 0;
+  }
+  if (cols.length === 0) io.stdout.write(`table ${String(values.table)} has no UDF columns\n`);
+  for (const c of cols) {
+    const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]", sql: `  [SQL: ${c.binding.sql}, computed by LanceDB]` }[c.moduleState];
+    io.stdout.write(`${c.column}  ${c.binding.dataType}  ${c.binding.module}#${c.binding.exportName}  version ${c.binding.version}  filled ${fmt(c.filledRows)} / ${fmt(c.totalRows)}${note}\n`);
+  }
+  return 0;
+}
+
+async function errorsCommand(values: FlagValues, io: CliIo): Promise<number> {
+  const db = values.db as string;
+  const job = values.job as string | undefined;
+  // An id that names no job is a mistake to report, not a job without errors.
+  if (job !== undefined) await getJob(db, job);
+  const filter = { ...(job !== undefined ? { jobId: job } : {}), ...(typeof values.table === "string" ? { table: values.table } : {}), ...(typeof values.column === "string" ? { column: values.column } : {}) };
+  const errs = await listErrors(db, filter);
+  if (values.json === true) io.stdout.write(JSON.stringify(errs) + "\n");
+  else if (errs.length === 0) io.stdout.write("no errors\n");
+  else for (const e of errs) io.stdout.write(`${e.at}  job ${e.jobId}  ${e.table}.${e.column}  fragment ${e.fragment} row ${e.rowOffset} (address ${e.rowAddress})  attempt ${e.attempt}  ${e.name}: ${e.message}\n`);
+  return 0;
+}
+
+async function refragmentCommand(values: FlagValues, io: CliIo): Promise<number> {
+  const max = intOpt(values, "max-rows-per-fragment")!;
+  const retries = intOpt(values, "conflict-retries");
+  const r = await refragment({ db: values.db as string, table: values.table as string }, { maxRowsPerFragment: max, force: values.force === true, ...(retries === undefined ? {} : { conflictRetries: retries }) });
+  if (values.json === true) io.stdout.write(JSON.stringify({ status: "ok", ...r }) + "\n");
+  else {
+    const notes = [r.resumed ? "resumed an interrupted run" : "", r.conflicts > 0 ? `restarted ${r.conflicts}× after other writers committed` : ""].filter(Boolean);
+    io.stdout.write(
+      `refragmented ${r.table}: ${fmt(r.rows)} rows, ${r.fragmentsBefore} → ${r.fragmentsAfter} fragments (version ${r.fromVersion} → ${r.swapVersion}` +
+        `${r.indexes.length > 0 ? `; ${r.indexes.length} index(es) rebuilt: ${r.indexes.join(", ")} → version ${r.toVersion}` : ""})${notes.length > 0 ? ` — ${notes.join("; ")}` : ""}\n`,
+    );
+  }
+  return 0;
+}
+
+/** The backfill options the integer flags set, read from the flag table. */
+const INT_OPTIONS: readonly FlagSpec[] = BACKFILL.flags.filter((f) => f.integer && f.option !== undefined && f.name !== "admission-timeout-ms");
 
 async function backfillCommand(args: readonly string[], io: CliIo): Promise<number> {
-  let json = false;
-  let last: BackfillProgress | undefined;
+  let json = args.includes("--json");
+  let job: BackfillJob | undefined;
   try {
-    const values = parseArgs({ args: [...args], options: BACKFILL, strict: true }).values as Record<string, unknown>;
+    const { values, help } = parseFlags(BACKFILL, args);
+    if (help) return printHelp(BACKFILL, io);
     json = values.json === true;
-    const ref = { db: opt(values, "db"), table: opt(values, "table") };
-    const column = opt(values, "column");
+    const ref = { db: values.db as string, table: values.table as string };
+    const column = values.column as string;
     const view = new ProgressView(io, json || values.plan === true ? "none" : io.isTTY ? "bar" : "lines");
-    const options: BackfillOptions = {
-      onProgress: (p) => {
-        last = p;
-        view.update(p);
-      },
-    };
-    const ints: [string, keyof BackfillOptions][] = [
-      ["concurrency", "concurrency"],
-      ["intra-applier-concurrency", "intraApplierConcurrency"],
-      ["checkpoint-size", "checkpointSize"],
-      ["max-checkpoint-size", "maxCheckpointSize"],
-      ["task-size", "taskSize"],
-      ["commit-granularity", "commitGranularity"],
-      ["num-frags", "numFrags"],
-      ["writer-concurrency", "writerConcurrency"],
-      ["status-interval-ms", "statusIntervalMs"],
-      ["task-timeout-ms", "taskTimeoutMs"],
-      ["worker-memory-mb", "workerMemoryMb"],
-      ["max-task-attempts", "maxTaskAttempts"],
-    ];
-    for (const [flag, key] of ints) {
-      const v = intOpt(values, flag);
-      if (v !== undefined) (options as Record<string, unknown>)[key] = v;
+    const options: BackfillOptions = { onProgress: (p) => view.update(p) };
+    for (const f of INT_OPTIONS) {
+      const v = intOpt(values, f.name, BACKFILL.name);
+      if (v !== undefined) (options as Record<string, unknown>)[f.option!] = v;
     }
     if (typeof values.where === "string") options.where = values.where;
     if (typeof values["error-policy"] === "string") options.errorPolicy = values["error-policy"];
@@ -238,24 +297,24 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
     if (values.plan === true) options.planOnly = true;
     if (Array.isArray(values.env)) {
       const env: Record<string, string> = {};
-      for (const kv of values.env as string[]) {
+      for (const kv of values.env) {
         const i = kv.indexOf("=");
-        if (i <= 0) throw new UsageError(`--env ${JSON.stringify(kv)} must be KEY=VALUE`);
+        if (i <= 0) throw new UsageError(`--env ${JSON.stringify(kv)} must be KEY=VALUE`, BACKFILL.name);
         env[kv.slice(0, i)] = kv.slice(i + 1);
       }
       options.env = env;
     }
     const redis = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
     if (redis !== undefined && redis !== "") {
-      const admission = intOpt(values, "admission-timeout-ms");
+      const admission = intOpt(values, "admission-timeout-ms", BACKFILL.name);
       const queue = flagOrEnv(values, "queue", "LANCET_QUEUE");
       options.executor = { redis, ...(queue ? { queue } : {}), ...(admission !== undefined ? { admissionTimeoutMs: admission } : {}) };
     } else if (values.queue !== undefined || values["admission-timeout-ms"] !== undefined) {
-      throw new UsageError("--queue and --admission-timeout-ms need --redis URL (or LANCET_REDIS_URL)");
+      throw new UsageError("--queue and --admission-timeout-ms need --redis URL (or LANCET_REDIS_URL)", BACKFILL.name);
     }
-    if (values.verbose === true) options.logger = stderrLogger("debug");
-    else options.logger = stderrLogger("warn");
-    const r = await backfill(ref, column, options);
+    options.logger = stderrLogger(values.verbose === true ? "debug" : "warn");
+    job = backfillAsync(ref, column, options);
+    const r = await job.wait();
     view.done();
     if (r.metrics.rowsSkipped > 0) {
       io.stderr.write(`lancet: warning: ${r.metrics.rowsSkipped} row(s) were skipped by the error policy and left null; see \`lancet errors --db ${ref.db} --job ${r.id}\`. A re-run retries them.\n`);
@@ -264,22 +323,18 @@ async function backfillCommand(args: readonly string[], io: CliIo): Promise<numb
     else printSummary(r, io, json);
     return 0;
   } catch (e) {
-    const jobId = (e as { context?: { jobId?: string } })?.context?.jobId;
-    return report(e, io, json, {
-      ...(jobId !== undefined ? { id: jobId, jobId } : {}),
-      ...(isBackfillError(e, "CANCELLED") ? { status: "cancelled" } : {}),
-      rowsComputed: last?.rowsComputed ?? 0,
-      rowsCheckpointed: last?.rowsCheckpointed ?? 0,
-      rowsCommitted: last?.rowsCommitted ?? 0,
-      fragmentsCommitted: last?.fragmentsCommitted ?? 0,
-    });
+    // The --json line: the job's record once the job has started (id, status, metrics, events, error),
+    // else a job that never existed (`id: null`).
+    const rec = job?.record();
+    const jsonBase: Record<string, unknown> = rec && rec.startedAt !== null ? { ...rec } : { id: null, status: "failed" };
+    return report(e, io, { json, spec: BACKFILL, jsonBase });
   }
 }
 
 function printPlan(r: JobRecord, io: CliIo, json: boolean): void {
   const p = r.plan!;
   if (json) {
-    io.stdout.write(JSON.stringify({ ...recordJson(r), status: "planned", plan: p }) + "\n");
+    io.stdout.write(JSON.stringify({ ...r, status: "planned" }) + "\n");
     return;
   }
   io.stdout.write(
@@ -292,19 +347,35 @@ function printPlan(r: JobRecord, io: CliIo, json: boolean): void {
   for (const f of p.fragments) io.stdout.write(`    fragment ${f.id}: ${fmt(f.liveRows)} rows, ${fmt(f.rowsToCompute)} to compute in ${f.tasks} task(s), selection ${f.selection}\n`);
 }
 
+/** `table version 9 → 12`, or `table version 9 (unchanged)` when the job committed nothing. */
+function versionText(r: JobRecord): string {
+  const from = r.plan?.readVersion;
+  if (from === undefined) return "table version unknown";
+  return r.committedVersion !== undefined && r.committedVersion !== from ? `table version ${from} → ${r.committedVersion}` : `table version ${from} (unchanged)`;
+}
+
 function printSummary(r: JobRecord, io: CliIo, json: boolean): void {
   if (json) {
-    io.stdout.write(JSON.stringify(recordJson(r)) + "\n");
+    io.stdout.write(JSON.stringify(r) + "\n");
     return;
   }
   const m = r.metrics;
+  const p = r.plan;
+  if (p && p.fragmentsToWrite === 0) {
+    io.stdout.write(
+      `backfill of ${r.table}.${r.column}: nothing to do: ` +
+        (p.fragmentsDone > 1 ? `all ${p.fragmentsDone} fragments already complete` : p.fragmentsDone === 1 ? "its 1 fragment is already complete" : "the table has no rows") +
+        ` (${versionText(r)}; job ${r.id})\n`,
+    );
+    return;
+  }
   const secs = m.elapsedMs / 1000;
   io.stdout.write(
     `backfill of ${r.table}.${r.column} finished in ${secs.toFixed(1)} s (job ${r.id})\n` +
       `  rows computed ${fmt(m.rowsComputed)} (${fmt(m.rowsPerSec)} rows/s), committed ${fmt(m.rowsCommitted)} in ${m.commits} commit(s) over ${m.fragmentsCommitted} fragment(s)\n` +
-      `  table version ${r.plan?.readVersion} → latest; fragments already complete: ${r.plan?.fragmentsDone ?? 0}` +
+      `  ${versionText(r)}; fragments already complete: ${p?.fragmentsDone ?? 0}` +
       (m.workerCrashes > 0 ? `; worker crashes survived: ${m.workerCrashes}` : "") +
       `\n  time in UDF ${(m.udfMs / 1000).toFixed(1)} s, reads ${(m.readMs / 1000).toFixed(1)} s, checkpoints ${(m.checkpointMs / 1000).toFixed(1)} s (summed over workers), writes ${(m.writeMs / 1000).toFixed(1)} s, commits ${(m.commitMs / 1000).toFixed(1)} s\n` +
-      (r.diagnosis && r.diagnosis.bound !== "none" ? `  diagnosis: ${r.diagnosis.summary}${r.diagnosis.hint ? ` — ${r.diagnosis.hint}` : ""}\n` : ""),
+      (r.diagnosis && r.diagnosis.bound !== "none" ? `  diagnosis: ${flagText(r.diagnosis.summary)}${r.diagnosis.hint ? ` — ${flagText(r.diagnosis.hint)}` : ""}\n` : ""),
   );
 }

@@ -1,14 +1,47 @@
 /** `lancet worker` (a long-running queue worker) and `lancet workers` (the live ones). */
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import { connectionFor, DEFAULT_QUEUE, checkQueueBase, formatResources, parseResources } from "../exec/bullmq/queue.ts";
 import { withRedis } from "../exec/bullmq/executor.ts";
 import { listWorkers } from "../exec/bullmq/registry.ts";
 import { LancetWorker } from "../exec/bullmq/worker.ts";
 import { stderrLogger } from "../log.ts";
-import { flagOrEnv, intOpt, report, UsageError, type CliIo } from "./shared.ts";
+import { flagOrEnv, formatHelp, intOpt, JSON_FLAG, parseFlags, report, UsageError, type CliIo, type CommandSpec, type FlagValues } from "./shared.ts";
 
-function redisUrl(values: Record<string, unknown>): string {
+const REDIS = { name: "redis", type: "string", value: "URL", option: "redis", help: "the Redis the queue lives on", default: "$LANCET_REDIS_URL" } as const;
+const QUEUE = { name: "queue", type: "string", value: "NAME", option: "queue", help: "base queue name (tasks come from NAME-cpu or NAME-gpu)", default: "$LANCET_QUEUE, else lancet" } as const;
+
+/** `lancet worker`. */
+export const WORKER: CommandSpec = {
+  name: "worker",
+  summary: "take backfill tasks from a BullMQ queue on Redis until SIGTERM or SIGINT (then finish running tasks, exit 0)",
+  synopsis: "--redis URL [--queue NAME] [--concurrency N] [--resources cpu=4,gpu=1,memory=MiB] [options]",
+  flags: [
+    REDIS,
+    QUEUE,
+    { name: "concurrency", type: "string", value: "N", integer: true, option: "concurrency", help: "tasks run at once", default: "cores; with gpu=G in --resources, G" },
+    { name: "resources", type: "string", value: "SPEC", option: "resources", help: "what this machine offers, e.g. cpu=4,gpu=1,memory=16384 (MiB)", default: "cpu=cores" },
+    { name: "metrics-port", type: "string", value: "P", integer: true, option: "metricsPort", help: "serve Prometheus metrics on :P/metrics", default: "none" },
+    { name: "lock-duration-ms", type: "string", value: "N", integer: true, option: "lockDurationMs", help: "BullMQ job lock duration", default: "30000" },
+    { name: "stalled-interval-ms", type: "string", value: "N", integer: true, option: "stalledIntervalMs", help: "how often stalled tasks are looked for", default: "5000" },
+    { name: "max-stalled-count", type: "string", value: "N", integer: true, option: "maxStalledCount", help: "stalls before a task fails", default: "3" },
+    { name: "exit-when-idle-ms", type: "string", value: "N", integer: true, option: "exitWhenIdleMs", help: "exit after N ms without tasks", default: "never" },
+    { name: "allow-db", type: "string", value: "DIR", multiple: true, option: "allowedDbDirs", help: "serve only databases under DIR", default: "$LANCET_ALLOW_DB (DIR:DIR), else any" },
+    { name: "pass-env", type: "string", value: "NAME[,NAME]", multiple: true, option: "passEnv", help: "variables of this worker's environment its UDFs get too", default: "none" },
+    { name: "verbose", type: "boolean", help: "debug logging" },
+  ],
+  example: "worker --redis redis://10.0.0.5:6379 --resources cpu=8 --metrics-port 9464",
+};
+
+/** `lancet workers`. */
+export const WORKERS: CommandSpec = {
+  name: "workers",
+  summary: "list the live workers of a queue with their resources and load",
+  synopsis: "--redis URL [--queue NAME] [--json]",
+  flags: [REDIS, QUEUE, JSON_FLAG],
+  example: "workers --redis redis://10.0.0.5:6379",
+};
+
+function redisUrl(values: FlagValues): string {
   const url = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
   if (!url) throw new UsageError("--redis URL is required (or set LANCET_REDIS_URL)");
   return url;
@@ -20,34 +53,21 @@ function listOpt(flag: unknown, env: string | undefined, sep: string): string[] 
   return raw?.flatMap((v) => v.split(sep)).map((v) => v.trim()).filter(Boolean);
 }
 
-function queueOpt(values: Record<string, unknown>): string {
+function queueOpt(values: FlagValues): string {
   return checkQueueBase(flagOrEnv(values, "queue", "LANCET_QUEUE") ?? DEFAULT_QUEUE, "--queue");
 }
 
 /** Runs until SIGTERM or SIGINT, then finishes its running tasks and exits 0. */
 export async function workerCommand(args: readonly string[], io: CliIo): Promise<number> {
   try {
-    const values = parseArgs({
-      args: [...args],
-      options: {
-        redis: { type: "string" },
-        queue: { type: "string" },
-        concurrency: { type: "string" },
-        resources: { type: "string" },
-        "metrics-port": { type: "string" },
-        "lock-duration-ms": { type: "string" },
-        "stalled-interval-ms": { type: "string" },
-        "max-stalled-count": { type: "string" },
-        "exit-when-idle-ms": { type: "string" },
-        "allow-db": { type: "string", multiple: true },
-        "pass-env": { type: "string", multiple: true },
-        verbose: { type: "boolean" },
-      },
-      strict: true,
-    }).values as Record<string, unknown>;
+    const { values, help } = parseFlags(WORKER, args);
+    if (help) {
+      io.stdout.write(formatHelp(WORKER));
+      return 0;
+    }
     const positive = (name: string): number | undefined => {
-      const v = intOpt(values, name);
-      if (v !== undefined && v < 1) throw new UsageError(`--${name} must be at least 1 (got ${v})`);
+      const v = intOpt(values, name, WORKER.name);
+      if (v !== undefined && v < 1) throw new UsageError(`--${name} must be at least 1 (got ${v})`, WORKER.name);
       return v;
     };
     const stall: Record<string, number> = {};
@@ -59,12 +79,12 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     if (maxStalled !== undefined) stall.maxStalledCount = maxStalled;
     const concurrency = positive("concurrency");
     const exitWhenIdleMs = positive("exit-when-idle-ms");
-    const port = intOpt(values, "metrics-port");
+    const port = intOpt(values, "metrics-port", WORKER.name);
     // --allow-db DIR (repeatable, or LANCET_ALLOW_DB=DIR:DIR): databases this worker serves.
     const allowDb = listOpt(values["allow-db"], process.env.LANCET_ALLOW_DB, path.delimiter);
     // --pass-env NAME[,NAME] (repeatable): variables of this worker's environment its UDFs get too.
     const passEnv = listOpt(values["pass-env"], undefined, ",");
-    for (const n of passEnv ?? []) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) throw new UsageError(`--pass-env: ${JSON.stringify(n)} is not an environment variable name`);
+    for (const n of passEnv ?? []) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) throw new UsageError(`--pass-env: ${JSON.stringify(n)} is not an environment variable name`, WORKER.name);
     const worker = await LancetWorker.start({
       redis: redisUrl(values),
       queue: queueOpt(values),
@@ -111,15 +131,18 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     });
     return 0;
   } catch (e) {
-    return report(e, io, false);
+    return report(e, io, { json: false, spec: WORKER });
   }
 }
 
 export async function workersCommand(args: readonly string[], io: CliIo): Promise<number> {
-  let json = false;
+  const json = args.includes("--json");
   try {
-    const values = parseArgs({ args: [...args], options: { redis: { type: "string" }, queue: { type: "string" }, json: { type: "boolean" } }, strict: true }).values as Record<string, unknown>;
-    json = values.json === true;
+    const { values, help } = parseFlags(WORKERS, args);
+    if (help) {
+      io.stdout.write(formatHelp(WORKERS));
+      return 0;
+    }
     const url = redisUrl(values);
     connectionFor(url, "--redis"); // a clear error for a malformed URL
     const workers = await withRedis(url, {}, (redis) => listWorkers(redis, queueOpt(values)));
@@ -128,6 +151,6 @@ export async function workersCommand(args: readonly string[], io: CliIo): Promis
     else for (const w of workers) io.stdout.write(`${w.id}  ${w.resourceClass}  resources ${formatResources(w.resources)}  running ${w.active}/${w.concurrency}  since ${w.startedAt}\n`);
     return 0;
   } catch (e) {
-    return report(e, io, json);
+    return report(e, io, { json, spec: WORKERS });
   }
 }

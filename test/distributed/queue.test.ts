@@ -509,7 +509,7 @@ describe("distributed backfills on BullMQ/Redis", { skip: requireRedisServer() }
     assert.throws(() => backfillAsync(ref(t.dir), "y", { executor: { redis: "localhost:6379" } }), /options.executor .redis must be a Redis URL/);
     assert.throws(() => backfillAsync(ref(t.dir), "y", { executor: { redis: redis.url, queue: "a:b" } }), /options.executor .queue/);
     const bad = spawnSync(process.execPath, [LANCET, "worker", "--redis", redis.url, "--resources", "tpu=4"], { encoding: "utf8" });
-    assert.equal(bad.status, 1);
+    assert.equal(bad.status, 2, "a bad flag value is a usage error");
     assert.match(bad.stderr, /"tpu=4" is not a resource; write cpu=N, gpu=N or memory=MiB/);
     // Nothing was committed by the failed attempt.
     assert.equal(await (await t.open()).countRows("y IS NOT NULL"), 0);

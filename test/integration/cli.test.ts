@@ -30,17 +30,17 @@ test("add-column, backfill --json, re-run, status --json, plan", async () => {
   assert.equal(await run(["backfill", ...base, "--column", "y", "--json", "--concurrency", "2"], o), 0, o.err);
   const r = lastJson(o.out);
   assert.equal(r.status, "finished");
-  assert.equal(r.rowsComputed, 300);
-  assert.equal(typeof r.jobId, "string");
+  assert.equal((r.metrics as { rowsComputed: number }).rowsComputed, 300);
+  assert.equal(typeof r.id, "string");
 
   o = io();
   assert.equal(await run(["backfill", ...base, "--column", "y", "--json"], o), 0);
-  assert.equal(lastJson(o.out).rowsComputed, 0);
+  assert.equal((lastJson(o.out).metrics as { rowsComputed: number }).rowsComputed, 0);
 
   o = io();
   assert.equal(await run(["backfill", ...base, "--column", "y"], o), 0);
-  assert.match(o.out, /backfill of t\.y finished/);
-  assert.match(o.err, /finished 100\.0%/);
+  assert.match(o.out, /backfill of t\.y: nothing to do: all 3 fragments already complete/);
+  assert.doesNotMatch(o.err, /fragments 0\/0/);
 
   o = io();
   assert.equal(await run(["status", ...base, "--json"], o), 0);
@@ -61,7 +61,8 @@ test("failures exit non-zero with a JSON status line; usage errors exit 2", asyn
   assert.equal(await run(["backfill", ...base, "--column", "w", "--json"], o), 1);
   const r = lastJson(o.out);
   assert.equal(r.status, "failed");
-  assert.equal(r.rowsComputed, 0);
+  assert.equal(typeof r.id, "string");
+  assert.equal((r.metrics as { rowsComputed: number }).rowsComputed, 0);
   assert.equal((r.error as { code: string }).code, "UDF_OUTPUT_TYPE");
   assert.match(o.err, /error UDF_OUTPUT_TYPE: .*column w/);
 
@@ -70,14 +71,15 @@ test("failures exit non-zero with a JSON status line; usage errors exit 2", asyn
   assert.match(o.err, /--concurrency must be an integer/);
   assert.equal(lastJson(o.out).status, "failed");
   o = io();
-  assert.equal(await run(["backfill", ...base, "--column", "w", "--concurrency", "0"], o), 1);
-  assert.match(o.err, /CONFIG_INVALID: options.concurrency must be a positive integer/);
+  assert.equal(await run(["backfill", ...base, "--column", "w", "--concurrency", "0"], o), 2);
+  assert.match(o.err, /^lancet: --concurrency must be a positive integer .*\(got 0\)/);
+  assert.doesNotMatch(o.err, /options\./);
   o = io();
   assert.equal(await run(["backfill", "--table", "t", "--column", "w"], o), 2);
-  assert.match(o.err, /--db is required/);
+  assert.match(o.err, /--db DIR is required\n\nRun `lancet backfill --help` for usage/);
   o = io();
   assert.equal(await run(["frobnicate"], o), 2);
-  assert.match(o.err, /unknown command "frobnicate"/);
+  assert.match(o.err, /unknown command "frobnicate"\n\nRun `lancet --help` for usage/);
 });
 
 test("the lancet bin answers --help and --version", () => {

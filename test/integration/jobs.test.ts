@@ -168,7 +168,7 @@ test("kill -9 of a running job: jobs show reports it failed (abandoned) within a
   assert.match(o.out, /stopped reporting/);
 });
 
-test("jobs --json lists every job with id, status, table, column and rowsComputed; filters work", async () => {
+test("jobs --json lists every job record (id, status, table, column, metrics); filters work", async () => {
   await using t = await tempDb();
   await makeTable(t, 2, 100);
   await addColumns(ref(t.dir), { y: udfRef("doubled"), w: udfRef("wrongType") });
@@ -177,11 +177,12 @@ test("jobs --json lists every job with id, status, table, column and rowsCompute
   await assert.rejects(backfill(ref(t.dir), "w"));
   let o = io();
   assert.equal(await run(["jobs", "--db", t.dir, "--json"], o), 0, o.err);
-  const jobs = JSON.parse(o.out.trim().split("\n").at(-1)!) as { id: string; status: string; table: string; column: string; rowsComputed: number }[];
+  const jobs = JSON.parse(o.out.trim().split("\n").at(-1)!) as { id: string; status: string; table: string; column: string; metrics: { rowsComputed: number } }[];
   assert.equal(jobs.length, 3);
   const byId = new Map(jobs.map((j) => [j.id, j]));
-  assert.deepEqual(byId.get(a.id), { ...byId.get(a.id)!, status: "finished", table: "t", column: "y", rowsComputed: 200 });
-  assert.equal(byId.get(b.id)!.rowsComputed, 0);
+  assert.deepEqual(byId.get(a.id), { ...byId.get(a.id)!, status: "finished", table: "t", column: "y" });
+  assert.equal(byId.get(a.id)!.metrics.rowsComputed, 200);
+  assert.equal(byId.get(b.id)!.metrics.rowsComputed, 0);
   assert.equal(jobs.filter((j) => j.status === "failed" && j.column === "w").length, 1);
   o = io();
   assert.equal(await run(["jobs", "--db", t.dir, "--status", "failed", "--json"], o), 0);

@@ -40,7 +40,7 @@ test("SQL UDFs from a module export and from the CLI", async () => {
   assert.equal(await run(["add-column", "--db", t.dir, "--table", "t", "--column", "w", "--sql", "id + 1"], io), 0, o.err);
   assert.match(o.out, /added SQL column w = id \+ 1 \(int64\), computed by LanceDB/);
   assert.equal(await run(["backfill", "--db", t.dir, "--table", "t", "--column", "w", "--json"], io), 0, o.err);
-  assert.equal((JSON.parse(o.out.trim().split("\n").at(-1)!) as { rowsComputed: number }).rowsComputed, 100);
+  assert.equal((JSON.parse(o.out.trim().split("\n").at(-1)!) as { metrics: { rowsComputed: number } }).metrics.rowsComputed, 100);
   await backfill(ref(t.dir), "z");
   for (const row of await readAll(t, ["id", "x", "z", "w"])) {
     assert.equal(row.z, row.x === null ? null : (row.x as number) * 3);
