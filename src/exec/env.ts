@@ -13,10 +13,14 @@ import { ConfigError, type ErrorContext } from "../errors.ts";
  * loader's (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `LD_AUDIT`, macOS `DYLD_*`) and OpenSSL's, which Node
  * reads at start-up (`OPENSSL_CONF` can load an engine, i.e. a shared library).
  */
-export const RESERVED_ENV_PREFIXES: readonly string[] = ["NODE_", "LD_", "DYLD_", "OPENSSL_"];
+export const RESERVED_ENV_PREFIXES: readonly string[] = ["NODE_", "LD_", "DYLD_", "OPENSSL_", "BASH_FUNC_", "GIT_", "PERL5", "PYTHON", "RUBY", "JAVA_", "_JAVA_", "JDK_JAVA_"];
 
-/** Reserved variable names besides the prefixes: glibc's charset-module path and bash's start-up file. */
-export const RESERVED_ENV_NAMES: readonly string[] = ["GCONV_PATH", "BASH_ENV"];
+/**
+ * Reserved variable names besides the prefixes: ones that make a program a UDF may start (a shell,
+ * git, Perl, Python, Ruby, Java, less, ssh) load code or send its traffic elsewhere — glibc's
+ * charset-module path, shell start-up files, pagers and helpers, proxies.
+ */
+export const RESERVED_ENV_NAMES: readonly string[] = ["GCONV_PATH", "BASH_ENV", "ENV", "PROMPT_COMMAND", "SHELLOPTS", "IFS", "BROWSER", "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "SSH_ASKPASS", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY"];
 
 /** Whether `name` may be declared for a UDF's process (a valid name that is not reserved). */
 export function isReservedEnvName(name: string): boolean {
@@ -40,7 +44,7 @@ export function checkUdfEnv(v: unknown, where: string, context: ErrorContext = {
     if (isReservedEnvName(k)) {
       throw new ConfigError(
         "CONFIG_INVALID",
-        `${where} may not set ${k}: variables named ${RESERVED_ENV_PREFIXES.map((p) => `${p}*`).join(", ")}, ${RESERVED_ENV_NAMES.join(" or ")} change how Node or the system loader starts the UDF's process; pass what the UDF needs under another name and read it in the UDF (or in its setup())`,
+        `${where} may not set ${k}: it can change how Node, the system loader or a program the UDF starts loads code or routes traffic (reserved: ${RESERVED_ENV_PREFIXES.map((p) => `${p}*`).join(", ")}, ${RESERVED_ENV_NAMES.join(", ")}); pass what the UDF needs under another name and read it in the UDF (or in its setup())`,
         context,
       );
     }
@@ -53,6 +57,23 @@ export function checkUdfEnv(v: unknown, where: string, context: ErrorContext = {
  * what a process needs to find programs, its home and temporary directory, and its locale.
  */
 export const BASE_ENV_NAMES: readonly string[] = ["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TMP", "TEMP", "LANG", "LANGUAGE", "TZ", "SYSTEMROOT", "WINDIR", "COMSPEC", "PATHEXT"];
+
+/**
+ * Checks a task's declared environment on a distributed worker: {@link checkUdfEnv}, and no name the
+ * worker itself provides ({@link BASE_ENV_NAMES}, `LC_*`, and `provided`: the names of its UDFs' base
+ * environment, `--pass-env` included): a task from Redis may not point a UDF's `PATH` or `HOME` elsewhere.
+ * @throws ConfigError CONFIG_INVALID naming the variable
+ */
+export function checkTaskEnv(v: unknown, where: string, provided: readonly string[], context: ErrorContext = {}): Readonly<Record<string, string>> {
+  const env = checkUdfEnv(v, where, context);
+  for (const k of Object.keys(env)) {
+    const upper = k.toUpperCase();
+    if (BASE_ENV_NAMES.includes(upper) || upper.startsWith("LC_") || provided.includes(k)) {
+      throw new ConfigError("CONFIG_INVALID", `${where} may not set ${k}: the worker provides it to every UDF process (${BASE_ENV_NAMES.slice(0, 5).join(", ")}, locale, --pass-env names); pass what the UDF needs under another name`, context);
+    }
+  }
+  return env;
+}
 
 /**
  * The environment a distributed worker's UDF processes start from: {@link BASE_ENV_NAMES}, `LC_*`,

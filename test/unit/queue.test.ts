@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { checkQueueBase, classOf, connectionFor, formatResources, parseResources, queueName, redactRedisUrl, redisFailure, satisfies, taskJobId } from "../../src/exec/bullmq/queue.ts";
-import { checkUdfEnv, isReservedEnvName, udfBaseEnv } from "../../src/exec/env.ts";
+import { checkTaskEnv, checkUdfEnv, isReservedEnvName, udfBaseEnv } from "../../src/exec/env.ts";
 import type { TaskSpec, WorkerConfig } from "../../src/exec/protocol.ts";
 import { isBackfillError } from "../../src/errors.ts";
 import { resolveBackfillOptions } from "../../src/options.ts";
@@ -112,12 +112,12 @@ test("a Redis password is never printed: URLs are masked in messages, errors and
 });
 
 test("UDF environment: names that change how Node or the loader starts are refused (CONFIG_INVALID), others pass", () => {
-  const reserved = ["NODE_OPTIONS", "node_options", "NODE_PATH", "NODE_EXTRA_CA_CERTS", "NODE_REPL_EXTERNAL_MODULE", "NODE_V8_COVERAGE", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "OPENSSL_CONF", "OPENSSL_MODULES", "GCONV_PATH", "BASH_ENV"];
+  const reserved = ["NODE_OPTIONS", "node_options", "NODE_PATH", "NODE_EXTRA_CA_CERTS", "NODE_REPL_EXTERNAL_MODULE", "NODE_V8_COVERAGE", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "OPENSSL_CONF", "OPENSSL_MODULES", "GCONV_PATH", "BASH_ENV", "PERL5OPT", "PYTHONPATH", "PYTHONWARNINGS", "RUBYOPT", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GIT_CONFIG_COUNT", "GIT_SSH_COMMAND", "BASH_FUNC_x%%", "BROWSER", "https_proxy", "HTTP_PROXY", "LESSOPEN", "SSH_ASKPASS", "PROMPT_COMMAND"];
   for (const name of reserved) {
     assert.ok(isReservedEnvName(name), name);
     assert.throws(
       () => resolveBackfillOptions({ env: { [name]: "--require=/tmp/evil.js" } }),
-      (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && e.message.startsWith(`options.env may not set ${name}: variables named NODE_*, LD_*, DYLD_*, OPENSSL_*, GCONV_PATH or BASH_ENV change how Node or the system loader starts the UDF's process; pass what the UDF needs`),
+      (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && (e.message.startsWith(`options.env may not set ${name}: it can change how Node, the system loader or a program the UDF starts loads code or routes traffic (reserved: NODE_*, LD_*`) || /is not an environment variable name/.test(e.message)),
       name,
     );
   }
@@ -126,6 +126,13 @@ test("UDF environment: names that change how Node or the loader starts are refus
     assert.deepEqual(resolveBackfillOptions({ env: { [name]: "v" } }).env, { [name]: "v" });
   }
   assert.throws(() => checkUdfEnv({ LD_PRELOAD: "/x.so" }, "task t-1 of column y (table t): env", { table: "t", column: "y" }), (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && e.context.column === "y" && /^task t-1 of column y \(table t\): env may not set LD_PRELOAD/.test(e.message));
+});
+
+test("a task from Redis may not set what the worker provides its UDFs (PATH, HOME, locale, --pass-env names)", () => {
+  for (const name of ["PATH", "HOME", "TMPDIR", "LC_ALL", "LANG", "MY_PASSED"]) {
+    assert.throws(() => checkTaskEnv({ [name]: "/tmp/evil" }, "task t-1 of column y (table t): env", ["PATH", "HOME", "MY_PASSED"]), (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && e.message.includes(`may not set ${name}: the worker provides it`), name);
+  }
+  assert.deepEqual(checkTaskEnv({ API_KEY: "k" }, "task", ["PATH"]), { API_KEY: "k" });
 });
 
 test("a worker's UDF processes start from PATH, HOME, TMPDIR, the locale and the --pass-env names only", () => {

@@ -23,7 +23,7 @@ import { FileCheckpointStore } from "../../checkpoint/store.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
-import { checkUdfEnv, udfBaseEnv } from "../env.ts";
+import { checkTaskEnv, udfBaseEnv } from "../env.ts";
 import { LocalPool } from "../pool.ts";
 import { verifyStoredBundle } from "../../udf/bundle.ts";
 import type { BatchReport } from "../protocol.ts";
@@ -256,7 +256,7 @@ export class LancetWorker {
     const c = d.config;
     const where = { table: c?.table, column: c?.column, jobId: d.jobId };
     const subject = `task ${id} of column ${String(c?.column)} (table ${String(c?.table)})`;
-    checkUdfEnv(d.pool?.env, `${subject}: env`, where);
+    checkTaskEnv(d.pool?.env, `${subject}: env`, Object.keys(this.baseEnv), where);
     verifyStoredBundle(c, { subject, context: where, shapeOnly: true });
   }
 
