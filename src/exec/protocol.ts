@@ -21,6 +21,8 @@ export interface WorkerConfig {
   readonly intraApplierConcurrency: number;
   /** Overrides the UDF's own error policy (from the backfill's `errorPolicy` option). */
   readonly errorPolicy?: ErrorPolicy;
+  /** The table version whose binding of `column` names `bundlePath` (the job's pinned version); the worker process checks it before importing. @default the latest */
+  readonly bindingVersion?: number;
 }
 
 /** One task: gaps of one fragment's range to compute and checkpoint. */

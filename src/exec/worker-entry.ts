@@ -5,12 +5,14 @@
  *
  * Defence in depth: whoever starts it (an embedded pool, a `lancet worker` running a task from Redis)
  * has checked the bundle already; it checks again that the bundle is a content-addressed bundle of the
- * table's own Lancet store before importing it, and fails its handshake otherwise.
+ * table's own Lancet store, and the one the column's binding names (at the job's pinned version),
+ * before importing it, and fails its handshake otherwise.
  */
 import { serializeError } from "../errors.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import { TaskRunner } from "./apply.ts";
 import { verifyStoredBundle } from "../udf/bundle.ts";
+import { assertBundleBound } from "../udf/binding.ts";
 
 function send(m: FromWorker): void {
   process.send?.(m);
@@ -25,9 +27,11 @@ process.on("message", (raw) => {
   switch (m.type) {
     case "init":
       Promise.resolve()
-        .then(() => {
+        .then(async () => {
           const c = m.config;
-          verifyStoredBundle(c, { subject: `the worker process for column ${c.column} (table ${c.table})`, context: { table: c.table, column: c.column } });
+          const subject = `the worker process for column ${c.column} (table ${c.table})`;
+          verifyStoredBundle(c, { subject, context: { table: c.table, column: c.column } });
+          await assertBundleBound(c, subject);
           return TaskRunner.create(c);
         })
         .then(

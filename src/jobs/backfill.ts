@@ -340,6 +340,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
           checkpointRoot: store.root,
           intraApplierConcurrency: opts.intraApplierConcurrency,
           ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+          bindingVersion: readVersion,
         };
         if (opts.executor === "local") {
           executor = await LocalPool.create({

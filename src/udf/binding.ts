@@ -4,6 +4,7 @@
  * backfill the column. The code itself is the content-addressed bundle in the table's store.
  */
 import { createHash } from "node:crypto";
+import * as path from "node:path";
 import { ConfigError } from "../errors.ts";
 import type { ResolvedTable } from "../table.ts";
 import { bundleModule, bundlePath, loadExport, parseUdfRef, storeBundle } from "./bundle.ts";
@@ -109,6 +110,29 @@ export function readBinding(metadata: Map<string, string> | undefined, table: st
     throw new ConfigError("UDF_INVALID", `column ${column} of table ${table} has a binding this version of Lancet cannot read (format ${String(b.format)}); rebind it with alter-column`, { table, column });
   }
   return b as Binding;
+}
+
+/**
+ * Checks that `bundlePath` is the bundle the table binds to `column` (at `version`, else the latest):
+ * a worker imports only code that binding the column stored, never another bundle that merely sits
+ * in a store (a task from Redis names its bundle).
+ * @throws ConfigError CONFIG_INVALID when the column binds another bundle, or none
+ */
+export async function assertBundleBound(c: { readonly dbDir: string; readonly table: string; readonly column: string; readonly bundlePath: string; readonly bindingVersion?: number }, subject: string): Promise<void> {
+  const { lancedb } = await import("../arrow.ts");
+  const db = await lancedb.connect(c.dbDir);
+  const table = await db.openTable(c.table, undefined, (c.bindingVersion !== undefined ? { version: c.bindingVersion } : {}) as never);
+  const field = (await table.schema()).fields.find((f) => f.name === c.column);
+  const b = field ? readBinding(field.metadata, c.table, c.column) : undefined;
+  const named = path.basename(c.bundlePath).replace(/\.mjs$/, "");
+  if (b?.bundle !== named) {
+    const at = c.bindingVersion !== undefined ? `version ${c.bindingVersion}` : "its latest version";
+    throw new ConfigError(
+      "CONFIG_INVALID",
+      `${subject} names UDF bundle ${named.slice(0, 16)}…, but column ${c.column} of table ${c.table} (${at}) ${b ? `binds bundle ${b.bundle.slice(0, 16)}…` : "binds no UDF"}; refused: a worker runs only the bundle the column's binding names. Check who can write to the queue's Redis`,
+      { table: c.table, column: c.column },
+    );
+  }
 }
 
 /** Where the bound bundle of `b` lives. */

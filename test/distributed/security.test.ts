@@ -159,6 +159,19 @@ describe("workers refuse forged tasks from Redis", { skip: requireRedisServer() 
     await w.stop();
   });
 
+  test("a bundle in the table's own store that the column does not bind (named by its own hash) is refused; its code never runs", async () => {
+    await using t = await tempDb();
+    const { config, task } = await boundTable(t);
+    const marker = path.join(t.dir, "pwned");
+    const code = evilModule(marker);
+    const file = path.join(path.dirname(config.bundlePath), `${sha256(code)}.mjs`);
+    writeFileSync(file, code);
+    const queue = "sec-bound";
+    const w = await startWorker(redis.url, ["--queue", queue]);
+    assertRefused(await enqueueForged(redis.url, queue, "unbound", { ...config, bundlePath: file }, task), "unbound", /but column y of table t \(its latest version\) binds bundle [0-9a-f]{16}…; refused/, marker);
+    await w.stop();
+  });
+
   test("--allow-db: a store forged in another directory (a copied table, a bundle named by its hash) is refused", async () => {
     await using good = await tempDb();
     await using forged = await tempDb();
@@ -183,7 +196,7 @@ describe("workers refuse forged tasks from Redis", { skip: requireRedisServer() 
     writeFileSync(evil, `require("node:fs").writeFileSync(${JSON.stringify(marker)}, "pwned");\n`);
     const queue = "sec-env";
     const w = await startWorker(redis.url, ["--queue", queue]);
-    assertRefused(await enqueueForged(redis.url, queue, "node-options", config, task, { NODE_OPTIONS: `--require=${evil}` }), "node-options", /^task node-options of column y \(table t\): env may not set NODE_OPTIONS: variables named NODE_\*, LD_\*/, marker);
+    assertRefused(await enqueueForged(redis.url, queue, "node-options", config, task, { NODE_OPTIONS: `--require=${evil}` }), "node-options", /^task node-options of column y \(table t\): env may not set NODE_OPTIONS: it can change how Node, the system loader or a program the UDF starts loads code or routes traffic \(reserved: NODE_\*, LD_\*/, marker);
     assertRefused(await enqueueForged(redis.url, queue, "ld-preload", config, { ...task, batchKey: "y/ld" }, { LD_PRELOAD: path.join(t.dir, "evil.so") }), "ld-preload", "env may not set LD_PRELOAD", marker);
     await w.stop();
   });

@@ -26,6 +26,7 @@ import { gapsOf } from "../../plan/plan.ts";
 import { checkTaskEnv, udfBaseEnv } from "../env.ts";
 import { LocalPool } from "../pool.ts";
 import { verifyStoredBundle } from "../../udf/bundle.ts";
+import { assertBundleBound } from "../../udf/binding.ts";
 import type { BatchReport } from "../protocol.ts";
 import { WorkerMetrics } from "./metrics.ts";
 import { cancelKey, putWorker, removeWorker, WORKER_REFRESH_MS, type WorkerInfo } from "./registry.ts";
@@ -287,16 +288,20 @@ export class LancetWorker {
 
   /**
    * The task's bundle must be one of its table's store (in an allowed database) whose content matches
-   * its name: checked for every task, so a file changed since the last one is caught before a process
+   * its name, and the one the column's binding names at the job's version: checked for every task, so a file changed since the last one is caught before a process
    * of its pool starts again (the worker entry checks once more before importing it).
    */
-  private checkBundle(d: TaskJobData, id: string | undefined): void {
+  private async checkBundle(d: TaskJobData, id: string | undefined): Promise<void> {
     const c = d.config;
+    const subject = `task ${id} of column ${c.column} (table ${c.table})`;
     verifyStoredBundle(c, {
-      subject: `task ${id} of column ${c.column} (table ${c.table})`,
+      subject,
       context: { table: c.table, column: c.column, jobId: d.jobId },
       ...(this.allowedDbDirs ? { allowedDbDirs: this.allowedDbDirs } : {}),
     });
+    // And it must be the bundle the column's binding names (a stored bundle of another column, or one
+    // merely placed in the store under its own hash, is refused).
+    await assertBundleBound(c, subject);
   }
 
   private poolFor(d: TaskJobData): PoolEntry {
@@ -386,7 +391,7 @@ export class LancetWorker {
       this.fail(e, "storage");
     }
     try {
-      this.checkBundle(d, job.id);
+      await this.checkBundle(d, job.id);
     } catch (e) {
       this.refuse(e, job.id);
     }
