@@ -39,6 +39,12 @@ export function batchKey(p: BatchKeyParts): string {
   return `${p.column}/${p.fragmentId}-${digest}`;
 }
 
+/** The fragment id of a key made by {@link batchKey}, or undefined for anything else. */
+export function batchKeyFragment(key: string): number | undefined {
+  const m = /\/(\d+)-[0-9a-f]+$/.exec(key);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Namespace of a column's completion markers: one for plain runs, one per explicit `where`. */
 export function markerNamespace(column: string, where: string | undefined): string {
   return where === undefined ? `${column}/done` : `${column}/where-${h("where", where).slice(0, 16)}`;

@@ -22,6 +22,8 @@ export interface CheckpointStore {
   getBatch(key: string, range: BatchRange): Promise<Uint8Array>;
   /** Removes every batch of a fragment key (after its fragment is committed). */
   deleteBatches(key: string): Promise<void>;
+  /** Every key with stored batches under a column (keys made by `batchKey`, `"<column>/<fragment>-<digest>"`). */
+  listBatchKeys(column: string): Promise<string[]>;
   /** Stores a small JSON marker. */
   putMarker(namespace: string, name: string, value: unknown): Promise<void>;
   listMarkers(namespace: string): Promise<{ name: string; value: unknown }[]>;
@@ -93,6 +95,10 @@ export class FileCheckpointStore implements CheckpointStore {
     await rm(this.batchDir(key), { recursive: true, force: true });
   }
 
+  async listBatchKeys(column: string): Promise<string[]> {
+    return (await listDir(this.batchDir(column))).filter((name) => !name.endsWith(".tmp")).map((name) => `${column}/${name}`).sort();
+  }
+
   async putMarker(namespace: string, name: string, value: unknown): Promise<void> {
     await atomicWrite(path.join(this.root, "markers", safe(namespace), `${safe(name)}.json`), JSON.stringify(value));
   }
@@ -144,6 +150,9 @@ export class MemoryCheckpointStore implements CheckpointStore {
   }
   async deleteBatches(key: string): Promise<void> {
     this.batches.delete(key);
+  }
+  async listBatchKeys(column: string): Promise<string[]> {
+    return [...this.batches.keys()].filter((k) => k.startsWith(`${safe(column)}/`)).sort();
   }
   async putMarker(namespace: string, name: string, value: unknown): Promise<void> {
     safe(namespace);

@@ -481,7 +481,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       // Every fragment is now complete but deferred ones: batches under their other keys (a run killed
       // after a commit, before deleting them) and those of fragments gone from the table are garbage.
       const complete = new Set([...fragments.filter((f) => f.done).map((f) => f.id), ...plan.fragments.map((f) => f.id)]);
-      if (process.env.NOSWEEP) return; await sweepBatches(store, column, { complete, existing: new Set(manifest.fragments.map((f) => f.id)) }).then(
+      await sweepBatches(store, column, { complete, existing: new Set(manifest.fragments.map((f) => f.id)) }).then(
         (keys) => keys.length > 0 && log.info(`removed ${keys.length} leftover checkpoint key(s) of column ${column}`),
         (e: unknown) => log.warn(`could not remove leftover checkpoints of column ${column}: ${(e as Error).message}`),
       );
