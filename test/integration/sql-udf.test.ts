@@ -1,3 +1,4 @@
+import "../lance-quiet.ts"; // LanceDB's refresh is a DataReplacement, which Lance warns "is not stable yet"
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { run } from "../../src/cli/main.ts";
