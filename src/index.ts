@@ -3,8 +3,8 @@
  * planned per fragment, checkpointed, committed every few fragments, resumable.
  */
 import "../bin/node-version.mjs"; // first: fails fast, saying what to do, on a Node Lancet cannot run on
-export { addColumns, alterColumns, columnStatus } from "./columns.ts";
-export type { ColumnBindingResult, ColumnStatus } from "./columns.ts";
+export { addColumns, alterColumns, columnStatus, internalColumns } from "./columns.ts";
+export type { AlterColumnsOptions, ColumnBindingResult, ColumnStatus, InternalColumn } from "./columns.ts";
 export { backfill, backfillAsync } from "./jobs/backfill.ts";
 export { BackfillJob } from "./jobs/job.ts";
 export { getJob, listJobs, cancelJob } from "./jobs/api.ts";

@@ -9,7 +9,7 @@
  * to `lancet COMMAND --help`.
  */
 import { readFileSync } from "node:fs";
-import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, listErrors, refragment, stderrLogger } from "../index.ts";
+import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, internalColumns, listErrors, refragment, stderrLogger } from "../index.ts";
 import type { BackfillJob, BackfillOptions, JobRecord } from "../index.ts";
 import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
 import { BACKFILL, COLUMN, DB, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
@@ -232,11 +232,14 @@ async function columnCommand(command: "add-column" | "alter-column", values: Fla
 }
 
 async function statusCommand(values: FlagValues, io: CliIo): Promise<number> {
-  const cols = await columnStatus({ db: values.db as string, table: values.table as string });
+  const ref = { db: values.db as string, table: values.table as string };
+  const cols = await columnStatus(ref);
   if (values.json === true) {
     io.stdout.write(JSON.stringify(cols) + "\n");
     return 0;
   }
+  // Lancet's own columns (the mergeInsert path's row key) are in the user's schema: say what they are.
+  for (const c of await internalColumns(ref)) io.stdout.write(`${c.column}  ${c.dataType}  ${c.purpose}\n`);
   if (cols.length === 0) io.stdout.write(`table ${String(values.table)} has no UDF columns\n`);
   for (const c of cols) {
     const note = { current: "", changed: "  [module changed on disk since binding; alter-column to use it]", missing: "  [module file missing]", unbundleable: "  [module on disk no longer bundles]", sql: `  [SQL: ${c.binding.sql}, computed by LanceDB]` }[c.moduleState];

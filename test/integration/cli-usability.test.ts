@@ -331,3 +331,14 @@ test("alter-column refuses to bind a UDF to a data column unless --force, naming
   assert.equal(await run([...argv, "--force"], o), 0, o.err);
   assert.match(o.out, /rebound column s → .*#returnsFunction/);
 });
+
+test("status explains Lancet's own _lancet_key column after a mergeInsert run instead of leaving it unexplained", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 2, 40);
+  await addColumns({ db: t.dir, table: "t" }, { y: udfRef("doubled") });
+  await backfill({ db: t.dir, table: "t" }, "y", { commitMode: "merge" });
+  const o = io();
+  assert.equal(await run(["status", "--db", t.dir, "--table", "t"], o), 0, o.err);
+  assert.match(o.out, /^_lancet_key {2}utf8 {2}Lancet's internal row key \(added by the mergeInsert commit path/m);
+  assert.match(o.out, /^y {2}float64 /m);
+});
