@@ -38,6 +38,8 @@ export class TaskRunner {
   private readonly abort = new AbortController();
   private readonly pinned = new Map<number, Promise<LanceNs.Table>>();
   private readonly policy: ErrorPolicy;
+  /** Whether a call in the current batch returned a promise. */
+  private sawPromise = false;
 
   private constructor(config: WorkerConfig, spec: UdfSpec, state: unknown, db: LanceNs.Connection) {
     this.config = config;
@@ -136,6 +138,7 @@ export class TaskRunner {
     const rows = selected ?? null;
     const count = rows === null ? n : rows.length;
     const errors: RowError[] = [];
+    this.sawPromise = false;
     const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n, addrs, errors);
     const t2 = performance.now();
     const cpu = process.cpuUsage(cpu0);
@@ -155,7 +158,7 @@ export class TaskRunner {
     const batch = new arrow.Table(columns);
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2 };
+    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: this.sawPromise } : {}) };
   }
 
   private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {
@@ -219,7 +222,10 @@ export class TaskRunner {
           let result: unknown;
           try {
             result = fn(...args, ctx);
-            if (isThenable(result)) result = await timed(result, null);
+            if (isThenable(result)) {
+              this.sawPromise = true;
+              result = await timed(result, null);
+            }
           } catch (e) {
             const rule = matchRule(policy, e);
             if (!rule || rule.action === "fail") fail(e, idx?.length === 1 ? idx[0]! : null, attempt);
@@ -284,7 +290,10 @@ export class TaskRunner {
       let first: { error: unknown } | { value: PromiseLike<unknown> } | undefined;
       try {
         const r = fn(...args, ctx);
-        if (isThenable(r)) first = { value: r };
+        if (isThenable(r)) {
+          this.sawPromise = true;
+          first = { value: r };
+        }
         else results[j] = r;
       } catch (e) {
         first = { error: e };

@@ -67,6 +67,8 @@ export interface BatchReport {
   readonly udfMs: number;
   /** CPU time of the worker process while the UDF ran (user + system). */
   readonly udfCpuMs: number;
+  /** Whether a call of the UDF returned a promise in this batch (an async UDF): the diagnosis's advice depends on it. */
+  readonly udfAsync?: boolean;
   readonly checkpointMs: number;
 }
 

@@ -29,7 +29,7 @@ import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { bindingBundlePath, readBinding, type Binding } from "../udf/binding.ts";
 import { formatDataType } from "../udf/types.ts";
-import { diagnose } from "./diagnose.ts";
+import { diagnose, type UdfTraits } from "./diagnose.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
@@ -211,7 +211,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     ctl.setStatus("running");
 
     const writerConcurrency = Math.max(1, Math.min(opts.writerConcurrency, plan.commitGranularity > 0 ? plan.fragments.length || 1 : 1));
-    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: opts.executor === "local" ? availableParallelism() : clusterSlots || concurrency, udf: { batch: binding.batch } };
+    const diagContext = { concurrency, intraApplierConcurrency: opts.intraApplierConcurrency, writerConcurrency: opts.writerConcurrency, cores: opts.executor === "local" ? availableParallelism() : clusterSlots || concurrency, udf: { batch: binding.batch } as UdfTraits };
     const refresh = (force = false): void => {
       rec.diagnosis = diagnose(m, diagContext);
       ctl.changed(force);
@@ -402,6 +402,8 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
                   }
                   m.udfMs += r.udfMs;
                   m.udfCpuMs += r.udfCpuMs;
+                  // Async or not, as the UDF's calls show it (the advice for a waiting UDF depends on it).
+                  if (r.udfAsync !== undefined && diagContext.udf.async !== true) diagContext.udf = { ...diagContext.udf, async: r.udfAsync };
                   m.readMs += r.readMs;
                   m.checkpointMs += r.checkpointMs;
                   refresh();
