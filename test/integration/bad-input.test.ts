@@ -70,7 +70,7 @@ test("backfill errors: unknown column, non-UDF column, missing table, bad where,
   await tableWithFinishedWork(t);
   await addColumns(ref(t.dir), { y: udfRef("doubled") });
   await rejectsUnchanged(t, () => backfill(ref(t.dir), "nope"), "COLUMN_NOT_FOUND", /table t has no column nope; its columns are id, x, s, done, y/);
-  await rejectsUnchanged(t, () => backfill(ref(t.dir), "x"), "COLUMN_NOT_UDF", /column x of table t is not bound to a UDF/);
+  await rejectsUnchanged(t, () => backfill(ref(t.dir), "x"), "COLUMN_NOT_UDF", /column x of table t is a data column, not bound to a UDF/);
   await rejectsUnchanged(t, () => backfill(ref(t.dir, "other"), "y"), "TABLE_NOT_FOUND", /table other does not exist/);
   await rejectsUnchanged(t, () => backfill(ref(t.dir), "y", { where: "x >>> 3 AND" }), "WHERE_INVALID", /options.where "x >>> 3 AND" is not a valid filter on table t/);
   await rejectsUnchanged(t, () => backfill(ref(t.dir), "y", { where: "nope > 1" }), "WHERE_INVALID", /nope/);
