@@ -1,4 +1,5 @@
 // refragment: indexes kept, other writers' commits never lost, interrupted runs roll forward.
+import "../lance-quiet.ts"; // FTS and vector searches of the kept indexes make Lance warn (scoring autoprojection, empty k-means clusters)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
