@@ -289,6 +289,23 @@ async function judge(dir: string, cur: Current, me: string, jobs: JobLookup | un
   }
 }
 
+/** The verdict on a column's newest lock once it stops changing, or undefined when the column has no lock folder. */
+async function settle(storeDir: string, column: string, jobs: JobLookup | undefined, options: ColumnLockOptions): Promise<{ verdict: Exclude<Verdict, "changed">; body: LockBody | undefined } | undefined> {
+  const { host } = resolveOptions(options);
+  const dir = lockDir(storeDir, column);
+  for (;;) {
+    let cur: Current;
+    try {
+      cur = await current(dir);
+    } catch (e) {
+      if (code(e) === "ENOENT") return undefined;
+      throw e;
+    }
+    const verdict = await judge(dir, cur, host, jobs);
+    if (verdict !== "changed") return { verdict, body: cur.body };
+  }
+}
+
 function busyError(table: string, column: string, holder: LockBody): ConfigError {
   return new ConfigError(
     "TABLE_BUSY",
@@ -390,42 +407,18 @@ export class ColumnLock {
    * undefined. Like {@link acquire}, may watch a stopped or foreign holder's lease for up to its length.
    */
   static async goneHolder(storeDir: string, column: string, jobs: JobLookup | undefined, options: ColumnLockOptions = {}): Promise<string | undefined> {
-    const { host } = resolveOptions(options);
-    const dir = lockDir(storeDir, column);
-    for (;;) {
-      let cur: Current;
-      try {
-        cur = await current(dir);
-      } catch (e) {
-        if (code(e) === "ENOENT") return undefined;
-        throw e;
-      }
-      const verdict = await judge(dir, cur, host, jobs);
-      if (verdict === "changed") continue;
-      return verdict === "gone" ? cur.body?.jobId : undefined;
-    }
+    const s = await settle(storeDir, column, jobs, options);
+    return s?.verdict === "gone" ? s.body?.jobId : undefined;
   }
 
   /**
    * Who holds the column's lock, while a live holder does (its process runs, or its lease is being
-   * renewed); undefined when it is free, released or its holder is gone. May watch the lease for up
-   * to about one renewal.
+   * renewed); undefined when it is free, released or its holder is gone. Like {@link goneHolder}, may
+   * watch a stopped or foreign holder's lease for up to its length.
    */
   static async holder(storeDir: string, column: string, jobs: JobLookup | undefined, options: ColumnLockOptions = {}): Promise<{ readonly jobId: string; readonly pid: number; readonly host: string; readonly since: string } | undefined> {
-    const { host } = resolveOptions(options);
-    const dir = lockDir(storeDir, column);
-    for (;;) {
-      let cur: Current;
-      try {
-        cur = await current(dir);
-      } catch (e) {
-        if (code(e) === "ENOENT") return undefined;
-        throw e;
-      }
-      const verdict = await judge(dir, cur, host, jobs);
-      if (verdict === "changed") continue;
-      return verdict === "busy" && cur.body ? { jobId: cur.body.jobId, pid: cur.body.pid, host: cur.body.host, since: cur.body.since } : undefined;
-    }
+    const s = await settle(storeDir, column, jobs, options);
+    return s?.verdict === "busy" && s.body ? { jobId: s.body.jobId, pid: s.body.pid, host: s.body.host, since: s.body.since } : undefined;
   }
 
   /** The names of the locks kept in a table's store (columns, and {@link REFRAGMENT_LOCK}). */
