@@ -1,0 +1,250 @@
+/**
+ * Materialized views: ordinary LanceDB tables, created by Lancet with stable row ids, that hold a
+ * filtered projection of a source table plus UDF columns of their own. Any LanceDB reader can query
+ * a view; Lancet keeps it in step with its source ({@link syncView}, {@link refreshView}).
+ *
+ * A view's columns: `__source_row_id` (the source row's stable `_rowid`), `__input_hash` (a digest of
+ * the row's selected values, see `hash.ts`), the selected columns with their source types, and UDF
+ * columns bound like any Lancet column. Its definition lives in the schema metadata (key
+ * `lancet:view`, written once at creation: LanceDB Node can set schema metadata only then); the
+ * source version it was last refreshed to lives in the field metadata of `__source_row_id` (key
+ * `lancet:view:watermark`), written last by every refresh.
+ */
+import { rmSync } from "node:fs";
+import * as path from "node:path";
+import { addColumns } from "../columns.ts";
+import { arrow, lancedb } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { ConfigError, isBackfillError } from "../errors.ts";
+import { intOf, readManifestFile } from "../read/manifest.ts";
+import { resolveTable, type ResolvedTable } from "../table.ts";
+
+/** Schema metadata key holding a view's definition (JSON). */
+export const VIEW_KEY = "lancet:view";
+/** Field metadata key (on `__source_row_id`) holding the refresh watermark (JSON). */
+export const WATERMARK_KEY = "lancet:view:watermark";
+export const SOURCE_ROW_ID = "__source_row_id";
+export const INPUT_HASH = "__input_hash";
+/** Columns a view owns; a selection cannot name them. */
+export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, "_rowid", "_rowaddr", "_lancet_key"]);
+const VIEW_FORMAT = 1;
+/** Lance's reader feature flag set on tables created with stable row ids. */
+const FLAG_STABLE_ROW_IDS = 2;
+const STABLE_IDS = { new_table_enable_stable_row_ids: "true" } as const;
+
+/** What {@link createView} takes. */
+export interface ViewOptions {
+  /** The source table, in the same database. It must have stable row ids. */
+  source: string;
+  /** SQL filter on the source: only matching rows are in the view. @default all rows */
+  where?: string;
+  /** Source columns copied into the view (a view's UDF inputs must be among them). */
+  select: readonly string[];
+  /** UDF columns of the view, `{ column: "MODULE#EXPORT" }`; filled by a refresh. @default none */
+  udfs?: Readonly<Record<string, string>>;
+  /** Rows added by a refresh are appended in a pseudo-random order of source row id under this seed. @default source order */
+  shuffleSeed?: number;
+}
+
+/** A view's stored definition. */
+export interface ViewDefinition {
+  readonly format: 1;
+  readonly source: string;
+  readonly where: string | null;
+  readonly select: readonly string[];
+  readonly udfs: Readonly<Record<string, string>>;
+  readonly shuffleSeed: number | null;
+  readonly createdAt: string;
+}
+
+/** The source version a view was last refreshed to; null before its first refresh. */
+export interface ViewWatermark {
+  readonly sourceVersion: number;
+  readonly refreshedAt: string;
+}
+
+/** A view as {@link readView} and {@link listViews} report it. */
+export interface ViewInfo {
+  readonly name: string;
+  readonly definition: ViewDefinition;
+  readonly watermark: ViewWatermark | null;
+}
+
+/**
+ * Creates view `name` in database `db` (a directory) over `options.source`. Writes no rows: the
+ * first {@link refreshView} (or {@link syncView}) fills it.
+ * @throws ConfigError TABLE_NOT_FOUND (unknown source), TABLE_UNSUPPORTED (source without stable row
+ * ids), COLUMN_NOT_FOUND (unknown selected column), WHERE_INVALID, CONFIG_INVALID (the name is taken, or
+ * malformed options), COLUMN_EXISTS (a UDF column named like a selected one), or addColumns' codes for a bad UDF; nothing is left behind.
+ */
+export async function createView(db: string, name: string, options: ViewOptions): Promise<ViewInfo> {
+  const def = checkOptions(name, options);
+  const src = resolveTable({ db, table: def.source });
+  const conn = await lancedb.connect(src.dbDir, { readConsistencyInterval: 0 });
+  if ((await conn.tableNames()).includes(name)) {
+    throw new ConfigError("CONFIG_INVALID", `view name ${name} is taken: database ${src.dbDir} already has a table ${name}; pick another name`, { table: name });
+  }
+  await assertStableRowIds(src, "create a view over it");
+  const source = await conn.openTable(def.source);
+  const schema = await source.schema();
+  const fields: ArrowNs.Field[] = [];
+  for (const col of def.select) {
+    const f = schema.fields.find((x) => x.name === col);
+    if (!f) {
+      throw new ConfigError("COLUMN_NOT_FOUND", `selected column ${col} is not a column of source table ${def.source}; its columns are ${schema.fields.map((x) => x.name).join(", ")}`, { table: def.source, column: col });
+    }
+    fields.push(new arrow.Field(col, f.type, true));
+  }
+  if (def.where !== null) await checkWhere(source, def.source, def.where);
+
+  const viewSchema = new arrow.Schema(
+    [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false), ...fields],
+    new Map([[VIEW_KEY, JSON.stringify(def)]]),
+  );
+  await conn.createEmptyTable(name, viewSchema, { storageOptions: STABLE_IDS } as never);
+  try {
+    if (Object.keys(def.udfs).length > 0) await addColumns({ db: src.dbDir, table: name }, { ...def.udfs });
+  } catch (e) {
+    // Nothing written: drop the half-made view and its Lancet store.
+    await conn.dropTable(name).catch(() => undefined);
+    rmSync(path.join(src.dbDir, "_lancet", name), { recursive: true, force: true });
+    if (isBackfillError(e, "INPUT_COLUMN_NOT_FOUND")) {
+      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${e.message.replace(/; its columns are .*$/, "")}; a view's UDF inputs must be among its selected columns (select: ${def.select.join(", ")})`, { table: name, ...(e.context.column !== undefined ? { column: e.context.column } : {}), cause: e });
+    }
+    throw e;
+  }
+  return { name, definition: def, watermark: null };
+}
+
+/** Validates and normalises {@link createView}'s options. */
+function checkOptions(name: string, o: ViewOptions): ViewDefinition {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+    throw new ConfigError("CONFIG_INVALID", `view name must be a table name of letters, digits, "_", "-" or "." (got ${JSON.stringify(name)})`);
+  }
+  if (o === null || typeof o !== "object") throw new ConfigError("CONFIG_INVALID", "createView needs options { source, select, where?, udfs?, shuffleSeed? }");
+  if (typeof o.source !== "string" || o.source.length === 0) throw new ConfigError("CONFIG_INVALID", `options.source must be a table name (got ${JSON.stringify(o.source)})`);
+  if (o.source === name) throw new ConfigError("CONFIG_INVALID", `a view cannot be its own source (${name})`);
+  if (!Array.isArray(o.select) || o.select.length === 0 || o.select.some((c) => typeof c !== "string" || c.length === 0)) {
+    throw new ConfigError("CONFIG_INVALID", `options.select must be a non-empty list of column names (got ${JSON.stringify(o.select)})`);
+  }
+  const dup = o.select.find((c, i) => o.select.indexOf(c) !== i);
+  if (dup !== undefined) throw new ConfigError("CONFIG_INVALID", `options.select names column ${dup} twice`);
+  const reserved = o.select.find((c) => VIEW_COLUMNS.has(c));
+  if (reserved !== undefined) throw new ConfigError("CONFIG_INVALID", `options.select cannot name ${reserved}: a view keeps its own ${[...VIEW_COLUMNS].join(", ")}`);
+  if (o.where !== undefined && (typeof o.where !== "string" || o.where.trim() === "")) {
+    throw new ConfigError("WHERE_INVALID", `options.where must be a non-empty SQL filter (got ${JSON.stringify(o.where)})`);
+  }
+  const udfs = o.udfs ?? {};
+  if (udfs === null || typeof udfs !== "object" || Object.values(udfs).some((r) => typeof r !== "string" || r.length === 0)) {
+    throw new ConfigError("CONFIG_INVALID", `options.udfs must map column names to "MODULE#EXPORT" (got ${JSON.stringify(o.udfs)})`);
+  }
+  const clash = Object.keys(udfs).find((c) => o.select.includes(c) || VIEW_COLUMNS.has(c));
+  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `UDF column ${clash} clashes with a selected or view column of view ${name}; pick another name`, { table: name, column: clash });
+  if (o.shuffleSeed !== undefined && (!Number.isSafeInteger(o.shuffleSeed) || o.shuffleSeed < 0)) {
+    throw new ConfigError("CONFIG_INVALID", `options.shuffleSeed must be a non-negative integer (got ${JSON.stringify(o.shuffleSeed)})`);
+  }
+  return {
+    format: VIEW_FORMAT,
+    source: o.source,
+    where: o.where ?? null,
+    select: [...o.select],
+    udfs: { ...udfs },
+    shuffleSeed: o.shuffleSeed ?? null,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+async function checkWhere(table: LanceNs.Table, tableName: string, where: string): Promise<void> {
+  try {
+    await table.query().where(where).select(["_rowid"]).limit(0).toArray();
+  } catch (e) {
+    throw new ConfigError("WHERE_INVALID", `where ${JSON.stringify(where)} is not a valid filter on source table ${tableName}: ${(e as Error).message.split("\n")[0]!.replace(/^.*?Invalid input, /, "")}`, { table: tableName, cause: e });
+  }
+}
+
+/** Whether a table was created with stable row ids (Lance reader feature flag 2 in its manifest). */
+export async function hasStableRowIds(t: ResolvedTable): Promise<boolean> {
+  const m = await readManifestFile(t.tableDir);
+  return (intOf(m.fields, 9) & FLAG_STABLE_ROW_IDS) !== 0;
+}
+
+/** Refuses a source without stable row ids, naming the fix. */
+export async function assertStableRowIds(t: ResolvedTable, what: string): Promise<void> {
+  if (await hasStableRowIds(t)) return;
+  throw new ConfigError(
+    "TABLE_UNSUPPORTED",
+    `source table ${t.name} has no stable row ids, so Lancet cannot ${what} (its row ids change when LanceDB compacts it); recreate it with stable row ids, e.g. db.createTable("${t.name}_v2", data, { storageOptions: { new_table_enable_stable_row_ids: "true" } }) and copy its rows over — LanceDB can enable them only at creation`,
+    { table: t.name },
+  );
+}
+
+/** Parses a view definition from schema metadata; undefined when the table is not a view. */
+export function parseDefinition(metadata: Map<string, string> | undefined, table: string): ViewDefinition | undefined {
+  const raw = metadata?.get(VIEW_KEY);
+  if (raw === undefined) return undefined;
+  let d: Partial<ViewDefinition>;
+  try {
+    d = JSON.parse(raw) as Partial<ViewDefinition>;
+  } catch {
+    throw new ConfigError("TABLE_UNSUPPORTED", `table ${table} has an unreadable ${VIEW_KEY} definition; recreate the view`, { table });
+  }
+  if (d.format !== VIEW_FORMAT || typeof d.source !== "string" || !Array.isArray(d.select) || typeof d.udfs !== "object" || d.udfs === null) {
+    throw new ConfigError("TABLE_UNSUPPORTED", `table ${table} has a view definition this version of Lancet cannot read (format ${String(d.format)}); recreate the view`, { table });
+  }
+  return { format: VIEW_FORMAT, source: d.source, where: d.where ?? null, select: d.select, udfs: d.udfs, shuffleSeed: d.shuffleSeed ?? null, createdAt: d.createdAt ?? "" };
+}
+
+/** Parses the watermark from the field metadata of `__source_row_id`. */
+export function parseWatermark(schema: ArrowNs.Schema): ViewWatermark | null {
+  const raw = schema.fields.find((f) => f.name === SOURCE_ROW_ID)?.metadata.get(WATERMARK_KEY);
+  if (raw === undefined) return null;
+  try {
+    const w = JSON.parse(raw) as Partial<ViewWatermark>;
+    return typeof w.sourceVersion === "number" ? { sourceVersion: w.sourceVersion, refreshedAt: w.refreshedAt ?? "" } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads view `name`'s definition and watermark.
+ * @throws ConfigError TABLE_NOT_FOUND when there is no such table, TABLE_UNSUPPORTED when it is not a view.
+ */
+export async function readView(db: string, name: string): Promise<ViewInfo> {
+  const t = resolveTable({ db, table: name });
+  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
+  const schema = await (await conn.openTable(name)).schema();
+  const definition = parseDefinition(schema.metadata, name);
+  if (!definition) {
+    throw new ConfigError("TABLE_UNSUPPORTED", `table ${name} is not a view (it has no ${VIEW_KEY} definition); create one with createView / lancet create-view`, { table: name });
+  }
+  return { name, definition, watermark: parseWatermark(schema) };
+}
+
+/** The views in database `db` (tables carrying a Lancet view definition), by name. */
+export async function listViews(db: string): Promise<ViewInfo[]> {
+  const dbDir = path.resolve(db);
+  resolveDb(db);
+  const conn = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
+  const out: ViewInfo[] = [];
+  for (const name of (await conn.tableNames()).sort()) {
+    const schema = await (await conn.openTable(name)).schema();
+    let definition: ViewDefinition | undefined;
+    try {
+      definition = parseDefinition(schema.metadata, name);
+    } catch {
+      continue; // an unreadable definition: readView reports it
+    }
+    if (definition) out.push({ name, definition, watermark: parseWatermark(schema) });
+  }
+  return out;
+}
+
+/** Validates a database directory with resolveTable's checks (a dummy table name never looked up). */
+function resolveDb(db: string): void {
+  try {
+    resolveTable({ db, table: "_" });
+  } catch (e) {
+    if (!isBackfillError(e, "TABLE_NOT_FOUND")) throw e;
+  }
+}
