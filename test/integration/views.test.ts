@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { arrow } from "../../src/arrow.ts";
 import type { ArrowNs, LanceNs } from "../../src/arrow.ts";
-import { isBackfillError } from "../../src/index.ts";
+import { addColumns, alterColumns, isBackfillError } from "../../src/index.ts";
 import { createView, listViews, readView } from "../../src/views/view.ts";
 import { syncView } from "../../src/views/sync.ts";
 import { refreshView } from "../../src/views/refresh.ts";
@@ -169,4 +169,45 @@ test("bad input: each a clear error code, nothing written", async () => {
   assert.equal((await t.open("v")).countRows !== undefined && (await (await t.open("v")).countRows()), 0);
   assert.equal((await readView(t.dir, "v")).watermark, null);
   assert.deepEqual((await listViews(t.dir)).map((v) => v.name), ["v"]);
+});
+
+test("a refresh that died part-way is finished by re-running it: no duplicate or missing rows, finished work not redone", async () => {
+  await using t = await tempDb();
+  const source = await makeSource(t);
+  const where = "x >= 4";
+  await createView(t.dir, "v", { source: "src", where, select: ["id", "x", "s"], udfs: { dbl: udfRef("doubled") } });
+  await refreshView(t.dir, "v");
+  const indices = await (await t.open("v")).listIndices();
+  assert.ok(indices.some((ix) => ix.indexType === "BTree" && ix.columns.includes("__source_row_id")), JSON.stringify(indices));
+
+  await source.add(src(40, 3));
+  await source.update({ where: "id = 10", values: { x: 500 } } as never);
+  await source.delete("id IN (20, 21)");
+  // A crash after the delete step: the view already lost the deleted rows, nothing else happened.
+  await (await t.open("v")).delete("__source_row_id IN (20, 21)");
+  // A crash after the row sync, before any UDF value was computed.
+  const synced = await syncView(t.dir, "v");
+  assert.deepEqual([synced.rowsAdded, synced.rowsDeleted, synced.rowsUpdated], [3, 0, 1]);
+  const nulls = await (await t.open("v")).countRows("dbl IS NULL");
+  assert.equal(nulls, 4);
+  const again = await refreshView(t.dir, "v");
+  assert.deepEqual([again.rowsAdded, again.rowsDeleted, again.rowsUpdated, again.rowsComputed], [0, 0, 0, 4]);
+  await assertViewMatches(t, "v", where);
+  assert.equal(await (await t.open("v")).countRows(), 36 + 3 - 2);
+});
+
+test("a new UDF version of a view column recomputes it; a column added to a view with addColumns is filled by the refresh", async () => {
+  await using t = await tempDb();
+  const source = await makeSource(t, 20);
+  await createView(t.dir, "v", { source: "src", select: ["id", "x"], udfs: { dbl: udfRef("doubledV1") } });
+  assert.equal((await refreshView(t.dir, "v")).rowsComputed, 20);
+  await alterColumns({ db: t.dir, table: "v" }, { dbl: udfRef("doubledV2") });
+  await addColumns({ db: t.dir, table: "v" }, { f: udfRef("asFloat32") });
+  await source.update({ where: "id = 3", values: { x: 100 } } as never);
+  const r = await refreshView(t.dir, "v");
+  assert.deepEqual([r.rowsUpdated, r.rowsComputed, r.jobs.map((j) => j.column)], [1, 40, ["dbl", "f"]]);
+  for (const row of await rowsOf(t, "v", ["id", "x", "dbl", "f"])) {
+    assert.equal(row.dbl, (row.x as number) * 3);
+    assert.equal(row.f, (row.x as number) + 0.25);
+  }
 });
