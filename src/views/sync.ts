@@ -2,13 +2,17 @@
  * The row-synchronisation step of a view refresh, on public LanceDB APIs only. Against the source
  * pinned at version V:
  *
- * 1. live = ids of source rows matching the view's `where`, each with the hash of its selected values;
+ * 1. live = ids of source rows matching the view's `where`; candidates = those of them whose hash of
+ *    selected values must be compared: all of them on a first or backwards refresh, else only rows
+ *    written since the watermark W (`_row_last_updated_at_version > W`, which any write bumps, so the
+ *    hash still decides);
  * 2. deleted = view ids − live ids → `delete("__source_row_id IN (...)")` in batches;
  * 3. changed = ids in both whose hash differs → `mergeInsert` on `__source_row_id` writing the new
  *    values and hash and NULL in every other column (the UDF columns, recomputed by the next backfill);
  * 4. added = live ids − view ids → appended with their values and hash, other columns NULL (shuffled
  *    by source id when the view has a seed);
- * 5. the watermark (V) is written last.
+ * 5. the watermark (V) is written last. A backwards refresh first lowers the watermark to V, so a
+ *    crash part-way never leaves rows changed after the recorded watermark.
  *
  * Every step is a set difference against what the view holds, so re-running after a crash at any
  * point converges to the same view, without duplicate or missing rows. A source write that changes
@@ -19,7 +23,7 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
 import { resolveTable } from "../table.ts";
 import { rowHash, shuffleKey } from "./hash.ts";
-import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition } from "./view.ts";
+import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
 
 /** Options of {@link syncView}. */
 export interface SyncViewOptions {
@@ -49,7 +53,7 @@ const SCAN = { maxBatchLength: 65_536 } as never;
  * COLUMN_NOT_FOUND (a selected column the source no longer has).
  */
 export async function syncView(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
-  const { definition: def } = await readView(db, name);
+  const { definition: def, watermark } = await readView(db, name);
   const viewRef = resolveTable({ db, table: name });
   const srcRef = resolveTable({ db, table: def.source });
   await assertStableRowIds(srcRef, `refresh view ${name} from it`);
@@ -64,45 +68,70 @@ export async function syncView(db: string, name: string, options: SyncViewOption
     }
   }
 
-  const live = await liveRows(source, def);
+  // Rows written at or before the watermark W are as the view holds them, when moving forwards.
+  const since = watermark !== null && sourceVersion >= watermark.sourceVersion ? watermark.sourceVersion : null;
+  const live = since === null ? null : await liveIds(source, def);
   const held = await viewRows(view);
-  const deleted: bigint[] = [];
-  for (const id of held.keys()) if (!live.has(id)) deleted.push(id);
-  const added: bigint[] = [];
-  const changed: bigint[] = [];
-  for (const [id, hash] of live) {
+  const hashed = await hashedRows(source, def, since, held);
+  const deleted: number[] = [];
+  for (const id of held.keys()) if (!(live ?? hashed).has(id)) deleted.push(id);
+  const added: number[] = [];
+  const changed: number[] = [];
+  for (const id of live ?? hashed.keys()) if (!held.has(id)) added.push(id);
+  for (const [id, hash] of hashed) {
     const h = held.get(id);
-    if (h === undefined) added.push(id);
-    else if (h !== hash) changed.push(id);
+    if (h !== undefined && h !== hash) changed.push(id);
+  }
+  if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
+    await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
   }
 
   for (let i = 0; i < deleted.length; i += DELETE_BATCH) {
     await view.delete(`${SOURCE_ROW_ID} IN (${deleted.slice(i, i + DELETE_BATCH).join(", ")})`);
   }
   const viewSchema = await view.schema();
-  changed.sort(cmp);
+  changed.sort((a, b) => a - b);
   for (let i = 0; i < changed.length; i += WRITE_BATCH) {
-    const data = await viewBatch(source, def, viewSchema, changed.slice(i, i + WRITE_BATCH), live, false);
+    const data = await viewBatch(source, def, viewSchema, changed.slice(i, i + WRITE_BATCH), false);
     await view.mergeInsert(SOURCE_ROW_ID).whenMatchedUpdateAll().execute(data as never);
   }
   if (def.shuffleSeed !== null) {
     const seed = def.shuffleSeed;
-    const keys = new Map(added.map((id) => [id, shuffleKey(seed, id)]));
-    added.sort((a, b) => cmp(keys.get(a)!, keys.get(b)!) || cmp(a, b));
+    const keys = new Map(added.map((id) => [id, shuffleKey(seed, BigInt(id))]));
+    added.sort((a, b) => cmpBig(keys.get(a)!, keys.get(b)!) || a - b);
   } else {
-    added.sort(cmp);
+    added.sort((a, b) => a - b);
   }
   for (let i = 0; i < added.length; i += WRITE_BATCH) {
-    await view.add((await viewBatch(source, def, viewSchema, added.slice(i, i + WRITE_BATCH), live, def.shuffleSeed !== null)) as never);
+    await view.add((await viewBatch(source, def, viewSchema, added.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
   }
   if (added.length > 0 && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
     await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
   }
-  await view.updateFieldMetadata([{ path: SOURCE_ROW_ID, metadata: { [WATERMARK_KEY]: JSON.stringify({ sourceVersion, refreshedAt: new Date().toISOString() }) } }] as never);
+  await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
   return { sourceVersion, rowsAdded: added.length, rowsDeleted: deleted.length, rowsUpdated: changed.length };
 }
 
-const cmp = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<void> {
+  await view.updateFieldMetadata([{ path: SOURCE_ROW_ID, metadata: { [WATERMARK_KEY]: JSON.stringify(w) } }] as never);
+}
+
+const cmpBig = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Row ids as JS numbers: Maps and Sets of bigints are ~10× slower. Stable row ids are a counter of
+ * rows ever written, far below 2^53.
+ */
+function idsOf(v: ArrowNs.Vector | null, column: string): ArrayLike<number> {
+  const raw = v!.toArray() as BigInt64Array | BigUint64Array;
+  const out = new Float64Array(raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    const x = raw[i]!;
+    if (x > 9007199254740991n || x < 0n) throw new ConfigError("TABLE_UNSUPPORTED", `${column} ${x} is outside the row ids Lancet's views support (0 .. 2^53-1)`);
+    out[i] = Number(x);
+  }
+  return out;
+}
 
 /** Checks out `srcVersion` (or stays at the latest) and returns the pinned version. */
 async function pinSource(source: LanceNs.Table, name: string, srcVersion: number | undefined): Promise<number> {
@@ -122,43 +151,60 @@ async function pinSource(source: LanceNs.Table, name: string, srcVersion: number
   return srcVersion;
 }
 
-/** Ids of the pinned source's rows matching the view's filter, each with its input hash. */
-async function liveRows(source: LanceNs.Table, def: ViewDefinition): Promise<Map<bigint, bigint>> {
-  let q = source.query().withRowId().select([...def.select]);
+/** Ids of the pinned source's rows matching the view's filter. */
+async function liveIds(source: LanceNs.Table, def: ViewDefinition): Promise<Set<number>> {
+  let q = source.query().withRowId().select([]);
   if (def.where !== null) q = q.where(def.where);
   const data = await q.toArrow(SCAN);
-  const out = new Map<bigint, bigint>();
+  const out = new Set<number>();
   for (const batch of data.batches) {
-    const ids = batch.getChild("_rowid")!;
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
+    for (let i = 0; i < ids.length; i++) out.add(ids[i]!);
+  }
+  return out;
+}
+
+/**
+ * Rows of the pinned source matching the view's filter (and written after version `since`, if set),
+ * each with its input hash when the view holds the row (0n otherwise: a row to add, hashed when taken).
+ */
+async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: number | null, held: ReadonlyMap<number, bigint>): Promise<Map<number, bigint>> {
+  const filters = [def.where === null ? null : `(${def.where})`, since === null ? null : `_row_last_updated_at_version > ${since}`].filter((f) => f !== null);
+  let q = source.query().withRowId().select([...def.select]);
+  if (filters.length > 0) q = q.where(filters.join(" AND "));
+  const data = await q.toArrow(SCAN);
+  const out = new Map<number, bigint>();
+  for (const batch of data.batches) {
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     const cols = def.select.map((c) => batch.getChild(c)!);
-    for (let i = 0; i < batch.numRows; i++) out.set(BigInt(ids.get(i) as bigint), rowHash(cols.map((c) => c.get(i))));
+    for (let i = 0; i < ids.length; i++) out.set(ids[i]!, held.has(ids[i]!) ? rowHash(cols.map((c) => c.get(i))) : 0n);
   }
   return out;
 }
 
 /** The view's rows: source row id → stored input hash. */
-async function viewRows(view: LanceNs.Table): Promise<Map<bigint, bigint>> {
+async function viewRows(view: LanceNs.Table): Promise<Map<number, bigint>> {
   const data = await view.query().select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN);
-  const out = new Map<bigint, bigint>();
+  const out = new Map<number, bigint>();
   for (const batch of data.batches) {
-    const ids = batch.getChild(SOURCE_ROW_ID)!;
-    const hashes = batch.getChild(INPUT_HASH)!;
-    for (let i = 0; i < batch.numRows; i++) out.set(ids.get(i) as bigint, hashes.get(i) as bigint);
+    const ids = idsOf(batch.getChild(SOURCE_ROW_ID), SOURCE_ROW_ID);
+    const hashes = batch.getChild(INPUT_HASH)!.toArray() as BigInt64Array;
+    for (let i = 0; i < ids.length; i++) out.set(ids[i]!, hashes[i]!);
   }
   return out;
 }
 
 /**
  * View rows for source ids `ids`: their selected values read from the pinned source by stable row
- * id, their hash, and NULL in every other view column. LanceDB returns taken rows in id order; with
+ * id, their input hash (computed from the values taken), and NULL in every other view column. LanceDB returns taken rows in id order; with
  * `keepOrder` they are put back in the order of `ids` (a shuffled append).
  */
-async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, ids: bigint[], hashes: Map<bigint, bigint>, keepOrder: boolean): Promise<ArrowNs.Table> {
+async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, ids: number[], keepOrder: boolean): Promise<ArrowNs.Table> {
   const taken = await source.takeRowIds(ids).withRowId().select([...def.select]).toArrow();
   if (taken.numRows !== ids.length) {
     throw new ConfigError("TABLE_UNSUPPORTED", `source table ${def.source} returned ${taken.numRows} of ${ids.length} rows by stable row id; its row ids are not stable`, { table: def.source });
   }
-  const takenIds: bigint[] = Array.from(taken.getChild("_rowid")!.toArray() as ArrayLike<bigint>, (x) => BigInt(x));
+  const takenIds: number[] = Array.from(idsOf(taken.getChild("_rowid"), "_rowid"));
   const n = ids.length;
   let order: number[] | null = null;
   if (keepOrder) {
@@ -166,10 +212,12 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
     order = ids.map((id) => at.get(id)!);
   }
   const rowIds = order ? order.map((j) => takenIds[j]!) : takenIds;
+  const takenCols = def.select.map((c) => taken.getChild(c)!);
+  const hashes = (order ?? takenIds.map((_, j) => j)).map((j) => rowHash(takenCols.map((c) => c.get(j))));
   const cols: Record<string, ArrowNs.Vector> = {};
   for (const f of viewSchema.fields) {
-    if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(rowIds, new arrow.Int64());
-    else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(rowIds.map((id) => hashes.get(id)!), new arrow.Int64());
+    if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(rowIds.map(BigInt), new arrow.Int64());
+    else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(hashes, new arrow.Int64());
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;
       cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => v.get(j)), f.type) : v;
