@@ -116,6 +116,16 @@ async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<vo
   await view.updateFieldMetadata([{ path: SOURCE_ROW_ID, metadata: { [WATERMARK_KEY]: JSON.stringify(w) } }] as never);
 }
 
+/** An Arrow value as plain JS (lists as arrays, structs as objects), which vectorFromArray rebuilds for any type. */
+function plain(x: unknown): unknown {
+  if (x === null || typeof x !== "object" || x instanceof Date || x instanceof Uint8Array) return x;
+  if (x instanceof arrow.Vector) return Array.from(x as Iterable<unknown>, plain);
+  if (ArrayBuffer.isView(x)) return Array.from(x as unknown as ArrayLike<unknown>, plain);
+  const json = typeof (x as { toJSON?: unknown }).toJSON === "function" ? (x as { toJSON(): unknown }).toJSON() : x;
+  if (json !== null && typeof json === "object" && !Array.isArray(json)) return Object.fromEntries(Object.entries(json).map(([k, y]) => [k, plain(y)]));
+  return json;
+}
+
 const cmpBig = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
@@ -220,7 +230,7 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
     else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(hashes, new arrow.Int64());
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;
-      cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => v.get(j)), f.type) : v;
+      cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => plain(v.get(j))), f.type) : v;
     } else cols[f.name] = arrow.vectorFromArray(new Array<null>(n).fill(null), f.type);
   }
   return new arrow.Table(cols);

@@ -211,3 +211,29 @@ test("a new UDF version of a view column recomputes it; a column added to a view
     assert.equal(row.f, (row.x as number) + 0.25);
   }
 });
+
+test("lists, structs, fixed-size lists and timestamps are copied as they are, shuffled or not, and hash stably", async () => {
+  await using t = await tempDb();
+  const ids = Array.from({ length: 20 }, (_, i) => BigInt(i));
+  const listT = new arrow.List(new arrow.Field("item", new arrow.Float32(), true));
+  const structT = new arrow.Struct([new arrow.Field("a", new arrow.Int32(), true), new arrow.Field("b", new arrow.Utf8(), true)]);
+  const fslT = new arrow.FixedSizeList(2, new arrow.Field("item", new arrow.Float32(), true));
+  const data = new arrow.Table({
+    id: arrow.vectorFromArray(ids, new arrow.Int64()),
+    l: arrow.vectorFromArray(ids.map((i) => (Number(i) % 3 === 0 ? null : [Number(i), 0.5])), listT),
+    st: arrow.vectorFromArray(ids.map((i) => ({ a: Number(i), b: `b${i}` })), structT),
+    v: arrow.vectorFromArray(ids.map((i) => [Number(i), 1]), fslT),
+    ts: arrow.vectorFromArray(ids.map((i) => new Date(1e12 + Number(i))), new arrow.TimestampMillisecond()),
+  });
+  await t.db.createTable("src", data, STABLE);
+  const cols = ["id", "l", "st", "v", "ts"];
+  const json = (r: Row) => JSON.stringify(r, (_k, x: unknown) => (typeof x === "bigint" ? String(x) : x));
+  const expected = (await rowsOf(t, "src", cols)).map((r) => json(Object.fromEntries(cols.map((c) => [c, (r[c] as { toJSON?: () => unknown })?.toJSON?.() ?? r[c]]))));
+  for (const [name, seed] of [["plain", undefined], ["shuffled", 7]] as const) {
+    await createView(t.dir, name, { source: "src", select: cols, ...(seed === undefined ? {} : { shuffleSeed: seed }) });
+    assert.equal((await syncView(t.dir, name)).rowsAdded, 20);
+    const got = (await rowsOf(t, name, cols)).map((r) => json(Object.fromEntries(cols.map((c) => [c, (r[c] as { toJSON?: () => unknown })?.toJSON?.() ?? r[c]]))));
+    assert.deepEqual(got, expected, name);
+    assert.deepEqual(await syncView(t.dir, name), { sourceVersion: 1, rowsAdded: 0, rowsDeleted: 0, rowsUpdated: 0 }, `${name}: the copied values hash as the source's`);
+  }
+});
