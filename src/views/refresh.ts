@@ -2,7 +2,8 @@
  * A view refresh: {@link syncView} (rows in step with the source), then a backfill of each UDF column
  * of the view, which computes exactly the rows left NULL by the sync (added and changed rows) — or
  * every row of a column whose UDF version changed. Both halves are idempotent, so a refresh that
- * died is finished by running it again.
+ * died is finished by running it again. A refresh holds the view's refresh lock throughout: two
+ * refreshes of one view never run at once.
  */
 import { backfill } from "../jobs/backfill.ts";
 import { lancedb } from "../arrow.ts";
@@ -10,7 +11,7 @@ import type { BackfillOptions } from "../options.ts";
 import type { JobStatus } from "../jobs/record.ts";
 import { resolveTable } from "../table.ts";
 import { BINDING_KEY } from "../udf/binding.ts";
-import { syncView } from "./sync.ts";
+import { syncViewLocked, withViewLock } from "./sync.ts";
 
 /** Options of {@link refreshView}: the source version, and the backfill knobs that apply to a view. */
 export interface RefreshViewOptions
@@ -37,8 +38,12 @@ export interface RefreshViewResult {
  * @throws ConfigError as {@link syncView}; a failed UDF column backfill throws as {@link backfill}.
  */
 export async function refreshView(db: string, name: string, options: RefreshViewOptions = {}): Promise<RefreshViewResult> {
+  return withViewLock(db, name, () => refreshLocked(db, name, options));
+}
+
+async function refreshLocked(db: string, name: string, options: RefreshViewOptions): Promise<RefreshViewResult> {
   const { srcVersion, ...knobs } = options;
-  const synced = await syncView(db, name, srcVersion === undefined ? {} : { srcVersion });
+  const synced = await syncViewLocked(db, name, srcVersion === undefined ? {} : { srcVersion });
   const ref = resolveTable({ db, table: name });
   const conn = await lancedb.connect(ref.dbDir, { readConsistencyInterval: 0 });
   const schema = await (await conn.openTable(name)).schema();

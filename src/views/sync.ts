@@ -20,7 +20,9 @@
  */
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
-import { ConfigError } from "../errors.ts";
+import { randomUUID } from "node:crypto";
+import { ConfigError, isBackfillError } from "../errors.ts";
+import { ColumnLock } from "../jobs/lock.ts";
 import { resolveTable } from "../table.ts";
 import { rowHash, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
@@ -53,6 +55,37 @@ const SCAN = { maxBatchLength: 65_536 } as never;
  * COLUMN_NOT_FOUND (a selected column the source no longer has).
  */
 export async function syncView(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
+  return withViewLock(db, name, () => syncViewLocked(db, name, options));
+}
+
+/** The lock a refresh of a view holds (in the view's Lancet store): two refreshes of one view never run at once. */
+export const VIEW_REFRESH_LOCK = ".view-refresh";
+
+/**
+ * Runs `fn` holding view `name`'s refresh lock (the column lock's mechanism: complete lock files,
+ * a renewed lease, takeover of a dead holder's lock).
+ * @throws ConfigError TABLE_BUSY when another process refreshes the view
+ */
+export async function withViewLock<T>(db: string, name: string, fn: () => Promise<T>): Promise<T> {
+  await readView(db, name); // a clear error for a table that is not a view, before any lock file is written
+  const t = resolveTable({ db, table: name });
+  let lock: ColumnLock;
+  try {
+    lock = await ColumnLock.acquire(t.storeDir, name, VIEW_REFRESH_LOCK, `refresh-${randomUUID()}`, undefined);
+  } catch (e) {
+    if (!isBackfillError(e, "TABLE_BUSY")) throw e;
+    const h = await ColumnLock.holder(t.storeDir, VIEW_REFRESH_LOCK, undefined);
+    throw new ConfigError("TABLE_BUSY", `view ${name} is being refreshed by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table: name });
+  }
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
+/** {@link syncView}, for a caller that holds the view's refresh lock. */
+export async function syncViewLocked(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
   const { definition: def, watermark } = await readView(db, name);
   const viewRef = resolveTable({ db, table: name });
   const srcRef = resolveTable({ db, table: def.source });

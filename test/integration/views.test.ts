@@ -237,3 +237,19 @@ test("lists, structs, fixed-size lists and timestamps are copied as they are, sh
     assert.deepEqual(await syncView(t.dir, name), { sourceVersion: 1, rowsAdded: 0, rowsDeleted: 0, rowsUpdated: 0 }, `${name}: the copied values hash as the source's`);
   }
 });
+
+test("two refreshes of one view never run at once: the second is refused with TABLE_BUSY; the view ends complete and without duplicates", async () => {
+  await using t = await tempDb();
+  await makeSource(t, 400);
+  await createView(t.dir, "v", { source: "src", select: ["id", "x"], udfs: { slow: udfRef("slowBatch") } });
+  const outcomes = await Promise.allSettled([refreshView(t.dir, "v", { concurrency: 1 }), refreshView(t.dir, "v", { concurrency: 1 })]);
+  const refused = outcomes.filter((o) => o.status === "rejected");
+  assert.equal(refused.length, 1, JSON.stringify(outcomes.map((o) => o.status)));
+  const reason = (refused[0] as PromiseRejectedResult).reason as Error;
+  assert.ok(isBackfillError(reason, "TABLE_BUSY") && /view v is being refreshed by another process/.test(reason.message), String(reason));
+  const ids = (await rowsOf(t, "v", ["id"])).map((r) => Number(r.id));
+  assert.deepEqual(ids, Array.from({ length: 400 }, (_, i) => i), "every source row once");
+  // The lock is released: a later refresh runs (and has nothing to do).
+  const again = await refreshView(t.dir, "v");
+  assert.deepEqual([again.rowsAdded, again.rowsDeleted, again.rowsUpdated, again.rowsComputed], [0, 0, 0, 0]);
+});
