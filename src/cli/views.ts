@@ -1,0 +1,115 @@
+/**
+ * `lancet create-view`, `lancet refresh` and `lancet views`: materialized views of a source table
+ * (a filtered projection with UDF columns of its own), refreshed incrementally.
+ */
+import { createView, listViews, refreshView } from "../index.ts";
+import type { RefreshViewOptions } from "../index.ts";
+import { BACKFILL, DB, fmt, flagOrEnv, intOpt, JSON_FLAG, parseFlags, UsageError, type CliIo, type CommandSpec, type FlagSpec } from "./shared.ts";
+
+const VIEW: FlagSpec = { name: "view", type: "string", value: "NAME", help: "the view's name (a table in the same database)", required: true };
+/** The backfill knobs that apply to a refresh, declared once with backfill's. */
+const KNOBS = ["concurrency", "intra-applier-concurrency", "checkpoint-size", "commit-granularity", "error-policy", "redis", "queue"].map((n) => BACKFILL.flags.find((f) => f.name === n)!);
+
+export const CREATE_VIEW: CommandSpec = {
+  name: "create-view",
+  summary: "create a view: a filtered projection of a source table (with stable row ids) with UDF columns of its own",
+  synopsis: "--db DIR --view NAME --source TABLE --select COL[,COL...] [--udf OUT=MODULE#EXPORT]... [--where SQL] [--shuffle-seed N] [--json]",
+  flags: [
+    DB,
+    VIEW,
+    { name: "source", type: "string", value: "TABLE", help: "the source table (created with stable row ids)", required: true },
+    { name: "select", type: "string", value: "COL[,COL...]", help: "source columns the view keeps", required: true },
+    { name: "udf", type: "string", value: "OUT=MODULE#EXPORT", multiple: true, help: "a UDF column of the view, computed from selected columns (repeatable)" },
+    { name: "where", type: "string", value: "SQL", help: "keep only source rows matching SQL", default: "every row" },
+    { name: "shuffle-seed", type: "string", value: "N", integer: true, help: "append new rows in a deterministic pseudo-random order", default: "source order" },
+    JSON_FLAG,
+  ],
+  notes: "The view starts empty: run `lancet refresh` to fill it.",
+  example: "create-view --db ./data --view train --source docs --select id,text --udf words=./udfs.ts#wordCount --where \"lang = 'en'\"",
+};
+
+export const REFRESH: CommandSpec = {
+  name: "refresh",
+  summary: "bring a view up to date with its source: add, remove and update rows, then compute its UDF columns",
+  synopsis: "--db DIR --view NAME [--src-version N] [--concurrency N] [--redis URL] [...] [--json]",
+  flags: [
+    DB,
+    VIEW,
+    { name: "src-version", type: "string", value: "N", integer: true, help: "refresh to this source version (forwards or backwards)", default: "the source's latest" },
+    ...KNOBS,
+    { ...JSON_FLAG, help: "machine-readable output: the last line of stdout is {status, sourceVersion, rowsAdded, rowsDeleted, rowsUpdated, rowsComputed}" },
+  ],
+  notes: "Incremental: only rows that appeared, disappeared or whose selected columns changed are touched; unrelated source writes recompute nothing. Two refreshes of one view never run at once (TABLE_BUSY).",
+  example: "refresh --db ./data --view train",
+};
+
+export const VIEWS: CommandSpec = {
+  name: "views",
+  summary: "list a database's views with their source, selection, UDF columns and the source version they reflect",
+  synopsis: "--db DIR [--json]",
+  flags: [DB, JSON_FLAG],
+  example: "views --db ./data",
+};
+
+export async function createViewCommand(args: readonly string[], io: CliIo): Promise<number | "help"> {
+  const { values, help } = parseFlags(CREATE_VIEW, args);
+  if (help) return "help";
+  const udfs: Record<string, string> = {};
+  for (const spec of (values.udf as string[] | undefined) ?? []) {
+    const i = spec.indexOf("=");
+    if (i <= 0) throw new UsageError(`--udf ${JSON.stringify(spec)} must be OUT=MODULE#EXPORT`, CREATE_VIEW.name);
+    udfs[spec.slice(0, i)] = spec.slice(i + 1);
+  }
+  const seed = intOpt(values, "shuffle-seed", CREATE_VIEW.name);
+  const select = (values.select as string).split(",").map((c) => c.trim()).filter(Boolean);
+  const name = values.view as string;
+  const info = await createView(values.db as string, name, {
+    source: values.source as string,
+    select,
+    ...(Object.keys(udfs).length > 0 ? { udfs } : {}),
+    ...(typeof values.where === "string" ? { where: values.where } : {}),
+    ...(seed !== undefined ? { shuffleSeed: seed } : {}),
+  });
+  if (values.json === true) io.stdout.write(JSON.stringify({ status: "ok", view: name, definition: info }) + "\n");
+  else io.stdout.write(`created view ${name} of ${String(values.source)} (${select.join(", ")}${Object.keys(udfs).length > 0 ? `; UDF columns ${Object.keys(udfs).join(", ")}` : ""}); run \`lancet refresh --db ${String(values.db)} --view ${name}\` to fill it\n`);
+  return 0;
+}
+
+export async function refreshCommand(args: readonly string[], io: CliIo): Promise<number | "help"> {
+  const { values, help } = parseFlags(REFRESH, args);
+  if (help) return "help";
+  const options: RefreshViewOptions = {};
+  const src = intOpt(values, "src-version", REFRESH.name);
+  if (src !== undefined) options.srcVersion = src;
+  for (const f of KNOBS.filter((k) => k.integer)) {
+    const v = intOpt(values, f.name, REFRESH.name);
+    if (v !== undefined) (options as Record<string, unknown>)[f.option!] = v;
+  }
+  if (typeof values["error-policy"] === "string") options.errorPolicy = values["error-policy"];
+  const redis = flagOrEnv(values, "redis", "LANCET_REDIS_URL");
+  if (redis) {
+    const queue = flagOrEnv(values, "queue", "LANCET_QUEUE");
+    options.executor = { redis, ...(queue ? { queue } : {}) };
+  }
+  const r = await refreshView(values.db as string, values.view as string, options);
+  const out = { status: r.status, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: r.rowsComputed };
+  if (values.json === true) io.stdout.write(JSON.stringify(out) + "\n");
+  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated, ${fmt(r.rowsComputed)} UDF value(s) computed (${r.status})\n`);
+  return r.status === "finished" ? 0 : 1;
+}
+
+export async function viewsCommand(args: readonly string[], io: CliIo): Promise<number | "help"> {
+  const { values, help } = parseFlags(VIEWS, args);
+  if (help) return "help";
+  const views = await listViews(values.db as string);
+  if (values.json === true) io.stdout.write(JSON.stringify(views) + "\n");
+  else if (views.length === 0) io.stdout.write("no views\n");
+  else {
+    for (const v of views) {
+      const d = v.definition;
+      const udfs = Object.entries(d.udfs).map(([c, u]) => `${c}=${u}`).join(", ");
+      io.stdout.write(`${v.name}  of ${d.source}  select ${d.select.join(",")}${d.where ? `  where ${d.where}` : ""}${udfs ? `  udfs ${udfs}` : ""}${d.shuffleSeed !== null ? `  shuffle-seed ${d.shuffleSeed}` : ""}  ${v.watermark ? `at source version ${v.watermark.sourceVersion} (refreshed ${v.watermark.refreshedAt})` : "never refreshed"}\n`);
+    }
+  }
+  return 0;
+}
