@@ -132,7 +132,7 @@ let scratch = "";
 let template = "";
 let env: NodeJS.ProcessEnv = {};
 
-/** Where the README's examples run: its `file` blocks, `./data` (table `docs`) and `./demo-data` (the demo's table, `word_count` filled). */
+/** Where the README's examples run: its `file` blocks, `./data` (tables `docs`, and `posts` with stable row ids) and `./demo-data` (the demo's table, `word_count` filled). */
 async function prepare(blocks: readonly Block[]): Promise<void> {
   scratch = mkdtempSync(path.join(tmpdir(), "lancet-readme-"));
   template = path.join(scratch, "template");
@@ -167,6 +167,9 @@ async function prepare(blocks: readonly Block[]): Promise<void> {
   const data = await lancedb.connect(path.join(template, "data"));
   await data.createTable("docs", docs(3000));
   await addColumns({ db: path.join(template, "data"), table: "docs" }, { embedding: `${udfs}#embedding` });
+  // ./data: table posts (id, text, lang) with stable row ids, the source of the Views section's CLI example.
+  const posts = docs(200);
+  await data.createTable("posts", new arrow.Table({ id: posts.getChild("id")!, text: posts.getChild("text")!, lang: arrow.vectorFromArray(Array.from({ length: 200 }, (_, i) => (i % 3 === 0 ? "fr" : "en")), new arrow.Utf8()) }), { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never);
   // ./demo-data: the demo's table in small, word_count filled (what `npm run demo` leaves).
   const demo = { db: path.join(template, "demo-data"), table: "docs" };
   await (await lancedb.connect(demo.db)).createTable("docs", docs(600));
