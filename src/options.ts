@@ -5,7 +5,7 @@
 import { checkFailpoints } from "./failpoints.ts";
 import { availableParallelism } from "node:os";
 import { ConfigError } from "./errors.ts";
-import { redactRedisUrl } from "./exec/bullmq/queue.ts";
+import { redactRedisUrl } from "./exec/redis-url.ts";
 import { checkUdfEnv } from "./exec/env.ts";
 import type { Logger } from "./log.ts";
 import type { Diagnosis, JobMetrics, JobStatus } from "./jobs/record.ts";

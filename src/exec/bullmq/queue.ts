@@ -7,6 +7,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { ConnectionOptions } from "bullmq";
 import { BackfillError, ConfigError, type ErrorContext } from "../../errors.ts";
 import type { BatchReport, TaskSpec, WorkerConfig } from "../protocol.ts";
+import { redactRedisUrl } from "../redis-url.ts";
+
+export { redactRedisUrl };
 
 /** Default base queue name; tasks go to `<queue>-cpu` or `<queue>-gpu`. */
 export const DEFAULT_QUEUE = "lancet";
@@ -118,25 +121,6 @@ export function taskJobId(config: WorkerConfig, task: TaskSpec): string {
     .slice(0, 20);
   const first = task.gaps[0]?.start ?? 0;
   return `t-f${task.fragmentId}-o${first}-${h}`;
-}
-
-/**
- * A Redis URL fit to print: its password replaced by `***` (`redis://user:***@host:6379`). Use it for
- * every message, log line, event and record that names the URL; never print the URL itself.
- */
-export function redactRedisUrl(url: string): string {
-  if (typeof url !== "string") return String(url);
-  try {
-    const u = new URL(url);
-    if (u.password) {
-      u.password = "***";
-      return u.toString().replace(/\/$/, url.endsWith("/") ? "/" : "");
-    }
-    return url;
-  } catch {
-    // Not a URL: mask whatever sits between "//…:" and "@" as a password would.
-    return url.replace(/(\/\/[^/@:]*:)[^@/]*@/, "$1***@");
-  }
 }
 
 /**
