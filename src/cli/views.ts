@@ -94,7 +94,7 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
   const r = await refreshView(values.db as string, values.view as string, options);
   const out = { status: r.status, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: r.rowsComputed };
   if (values.json === true) io.stdout.write(JSON.stringify(out) + "\n");
-  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated, ${fmt(r.rowsComputed)} UDF value(s) computed (${r.status})\n`);
+  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated, ${fmt(r.rowsComputed)} UDF value(s) computed (${r.status}; job ${r.jobId})\n`);
   return r.status === "finished" ? 0 : 1;
 }
 

@@ -161,7 +161,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     const committer: Committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
       logger: log,
       // A job whose process on this host is gone is not running, whatever its record says yet.
-      otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && (j.status === "running" || j.status === "pending") && mayBeAlive(j.pid, j.host))?.id,
+      otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && j.kind !== "refresh" && (j.status === "running" || j.status === "pending") && mayBeAlive(j.pid, j.host))?.id,
       // Fencing right before each publication, not only before a group is assembled and staged.
       fence: () => lock.assertHeld(),
     });

@@ -31,13 +31,13 @@ export class JobController {
   /** Listener for every change (the `onProgress` option). */
   onChange: ((r: JobRecord) => void) | undefined;
 
-  constructor(init: { id: string; table: string; column: string; options: Record<string, unknown>; statusIntervalMs: number; log: Logger }) {
+  constructor(init: { id: string; kind?: JobRecord["kind"]; table: string; column: string; options: Record<string, unknown>; statusIntervalMs: number; log: Logger }) {
     const now = new Date().toISOString();
     this.statusIntervalMs = init.statusIntervalMs;
     this.log = init.log;
     this.record = {
       id: init.id,
-      kind: "backfill",
+      kind: init.kind ?? "backfill",
       table: init.table,
       column: init.column,
       status: "pending",

@@ -58,7 +58,7 @@ export function emptyMetrics(): JobMetrics {
 export interface JobEvent {
   /** ISO time. */
   readonly at: string;
-  readonly type: "started" | "planned" | "commit" | "commit-failed" | "commit-fallback" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed" | QueueEventType;
+  readonly type: "started" | "planned" | "synced" | "column" | "commit" | "commit-failed" | "commit-fallback" | "retry" | "worker-died" | "skipped" | "cancel-requested" | "cancelled" | "finished" | "failed" | QueueEventType;
   readonly message: string;
 }
 
@@ -91,9 +91,22 @@ export interface PlanSummary {
   readonly fragments: readonly { id: number; liveRows: number; rowsToCompute: number; tasks: number; selection: string }[];
 }
 
+/** What a view refresh's row sync did (a `refresh` job's record). */
+export interface RefreshSummary {
+  readonly view: string;
+  readonly source: string;
+  readonly sourceVersion: number;
+  readonly rowsAdded: number;
+  readonly rowsDeleted: number;
+  readonly rowsUpdated: number;
+  /** The backfill job of each UDF column of the view. */
+  readonly columnJobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
+}
+
 export interface JobRecord {
   readonly id: string;
-  readonly kind: "backfill";
+  /** `backfill` fills one column of a table; `refresh` brings a view up to date (column `*`). */
+  readonly kind: "backfill" | "refresh";
   readonly table: string;
   readonly column: string;
   status: JobStatus;
@@ -119,6 +132,8 @@ export interface JobRecord {
   diagnosis: Diagnosis | null;
   /** Fragments whose commit failed, with the reason; a re-run fills them. */
   failedFragments: { id: number; reason: string }[];
+  /** A `refresh` job's row sync and UDF column jobs. */
+  refresh?: RefreshSummary;
 }
 
 /**

@@ -4,10 +4,10 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { arrow } from "../../src/arrow.ts";
 import type { ArrowNs, LanceNs } from "../../src/arrow.ts";
-import { addColumns, alterColumns, isBackfillError } from "../../src/index.ts";
+import { addColumns, alterColumns, getJob, isBackfillError } from "../../src/index.ts";
 import { createView, listViews, readView } from "../../src/views/view.ts";
 import { syncView } from "../../src/views/sync.ts";
-import { refreshView } from "../../src/views/refresh.ts";
+import { refreshView, refreshViewAsync } from "../../src/views/refresh.ts";
 import { tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const STABLE = { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never;
@@ -57,7 +57,7 @@ test("create + refresh, then incremental refresh: adds, deletes, updates exactly
   assert.equal(String(viewSchema.fields.find((f) => f.name === "x")!.type), "Float64");
 
   const first = await refreshView(t.dir, "v", { concurrency: 2 });
-  assert.deepEqual({ ...first, jobs: undefined }, { status: "finished", sourceVersion: v0, rowsAdded: 36, rowsDeleted: 0, rowsUpdated: 0, rowsComputed: 36, jobs: undefined });
+  assert.deepEqual({ ...first, jobs: undefined, jobId: undefined }, { status: "finished", jobId: undefined, sourceVersion: v0, rowsAdded: 36, rowsDeleted: 0, rowsUpdated: 0, rowsComputed: 36, jobs: undefined });
   await assertViewMatches(t, "v", where);
   assert.equal((await readView(t.dir, "v")).watermark!.sourceVersion, v0);
   const views = await listViews(t.dir);
@@ -252,4 +252,33 @@ test("two refreshes of one view never run at once: the second is refused with TA
   // The lock is released: a later refresh runs (and has nothing to do).
   const again = await refreshView(t.dir, "v");
   assert.deepEqual([again.rowsAdded, again.rowsDeleted, again.rowsUpdated, again.rowsComputed], [0, 0, 0, 0]);
+});
+
+test("a refresh is a job: refreshViewAsync gives a handle; its record (kind refresh) is in the jobs table with the sync's counts, each UDF column's backfill job, events and summed metrics; it can be cancelled", async () => {
+  await using t = await tempDb();
+  await makeSource(t, 300);
+  await createView(t.dir, "v", { source: "src", select: ["id", "x"], udfs: { dbl: udfRef("doubled"), slow: udfRef("slowBatch") } });
+  const job = refreshViewAsync(t.dir, "v", { concurrency: 1 });
+  const rec = await job.wait();
+  assert.equal(rec.kind, "refresh");
+  assert.equal(rec.status, "finished");
+  assert.equal(rec.refresh!.rowsAdded, 300);
+  assert.deepEqual(rec.refresh!.columnJobs.map((j) => [j.column, j.status]), [["dbl", "finished"], ["slow", "finished"]]);
+  assert.equal(rec.metrics.rowsComputed, 600, "both columns' values, summed");
+  assert.deepEqual(rec.events.map((e) => e.type).filter((x) => ["started", "synced", "column", "finished"].includes(x)), ["started", "synced", "column", "column", "finished"]);
+  const stored = await getJob(t.dir, job.id);
+  assert.equal(stored.kind, "refresh");
+  assert.equal(stored.status, "finished");
+  for (const c of rec.refresh!.columnJobs) assert.equal((await getJob(t.dir, c.jobId)).status, "finished");
+  // Cancelled while its slow column computes: the refresh ends cancelled; a re-run finishes the view.
+  const source = await t.open("src");
+  await source.add(src(1000, 400) as never);
+  const second = refreshViewAsync(t.dir, "v", { concurrency: 1, checkpointSize: 50 });
+  for (let i = 0; i < 500 && !second.record().events.some((e) => e.type === "column"); i++) await new Promise((r) => setTimeout(r, 20));
+  await second.cancel();
+  assert.equal(second.status(), "cancelled");
+  const third = await refreshView(t.dir, "v");
+  assert.equal(third.rowsAdded, 0, "the cancelled refresh's row sync stands");
+  const nulls = await (await t.open("v")).countRows("slow IS NULL OR dbl IS NULL");
+  assert.equal(nulls, 0, "the re-run computed what the cancel left");
 });
