@@ -66,7 +66,9 @@ export function formatJob(r: JobRecord): string {
   const m = r.metrics;
   const lines = [
     `job ${r.id}: ${statusText(r)}`,
-    `  ${r.kind} of ${r.table}.${r.column}, UDF ${r.binding ? `${r.binding.module}#${r.binding.exportName}` : "?"} version ${r.udfVersion ?? "?"}`,
+    r.kind === "refresh"
+      ? `  refresh of view ${r.table}${r.refresh ? ` (source ${r.refresh.source} version ${r.refresh.sourceVersion}): ${r.refresh.rowsAdded} added, ${r.refresh.rowsDeleted} removed, ${r.refresh.rowsUpdated} updated; column jobs ${r.refresh.columnJobs.map((j) => `${j.column} ${j.jobId} (${j.status})`).join(", ") || "none"}` : ""}`
+      : `  ${r.kind} of ${r.table}.${r.column}, UDF ${r.binding ? `${r.binding.module}#${r.binding.exportName}` : "?"} version ${r.udfVersion ?? "?"}`,
     `  launched by pid ${r.pid} on ${r.host}; created ${r.createdAt}, started ${r.startedAt ?? "-"}, finished ${r.finishedAt ?? "-"}, last heartbeat ${r.heartbeatAt}`,
     `  options ${JSON.stringify(r.options)}`,
   ];

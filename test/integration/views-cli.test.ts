@@ -32,6 +32,14 @@ test("lancet create-view, refresh and views: incremental refreshes with exact co
   o = io();
   assert.equal(await run(["views", "--db", t.dir, "--json"], o), 0, o.err);
   assert.equal((JSON.parse(o.out.trim()) as { name: string }[])[0]!.name, "big");
+  // The refresh jobs are in `lancet jobs`, and `jobs show` says what each did.
+  o = io();
+  assert.equal(await run(["jobs", "--db", t.dir, "--json"], o), 0, o.err);
+  const refreshes = (JSON.parse(o.out.trim().split("\n").at(-1)!) as { id: string; kind: string }[]).filter((j) => j.kind === "refresh");
+  assert.equal(refreshes.length, 2);
+  o = io();
+  assert.equal(await run(["jobs", "show", refreshes[0]!.id, "--db", t.dir], o), 0, o.err);
+  assert.match(o.out, /refresh of view big \(source src version \d+\): 5 added, 2 removed, 0 updated; column jobs dbl \S+ \(finished\)/);
   for (const cmd of ["create-view", "refresh", "views"]) {
     o = io();
     assert.equal(await run([cmd, "--help"], o), 0);
