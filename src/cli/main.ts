@@ -9,7 +9,7 @@
  * to `lancet COMMAND --help`.
  */
 import { readFileSync } from "node:fs";
-import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, internalColumns, listErrors, refragment, stderrLogger } from "../index.ts";
+import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, internalColumns, listErrors, listViews, refragment, stderrLogger } from "../index.ts";
 import type { BackfillJob, BackfillOptions, JobRecord } from "../index.ts";
 import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
 import { BACKFILL, COLUMN, DB, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
@@ -246,6 +246,12 @@ async function statusCommand(values: FlagValues, io: CliIo): Promise<number> {
   if (values.json === true) {
     io.stdout.write(JSON.stringify(cols) + "\n");
     return 0;
+  }
+  // A view says what it is a view of, and the source version it reflects.
+  const view = (await listViews(ref.db)).find((v) => v.name === ref.table);
+  if (view) {
+    const d = view.definition;
+    io.stdout.write(`view of ${d.source} (select ${d.select.join(",")}${d.where ? `; where ${d.where}` : ""}), ${view.watermark ? `at source version ${view.watermark.sourceVersion}` : "never refreshed"}; refresh with \`lancet refresh --db ${ref.db} --view ${ref.table}\`\n`);
   }
   // Lancet's own columns (the mergeInsert path's row key) are in the user's schema: say what they are.
   for (const c of await internalColumns(ref)) io.stdout.write(`${c.column}  ${c.dataType}  ${c.purpose}\n`);

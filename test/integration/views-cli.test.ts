@@ -32,6 +32,9 @@ test("lancet create-view, refresh and views: incremental refreshes with exact co
   o = io();
   assert.equal(await run(["views", "--db", t.dir, "--json"], o), 0, o.err);
   assert.equal((JSON.parse(o.out.trim()) as { name: string }[])[0]!.name, "big");
+  o = io();
+  assert.equal(await run(["status", "--db", t.dir, "--table", "big"], o), 0, o.err);
+  assert.match(o.out, /^view of src \(select id,x; where x >= 10\), at source version \d+; refresh with `lancet refresh/m);
   // The refresh jobs are in `lancet jobs`, and `jobs show` says what each did.
   o = io();
   assert.equal(await run(["jobs", "--db", t.dir, "--json"], o), 0, o.err);
