@@ -8,7 +8,7 @@ import { addColumns, alterColumns, getJob, isBackfillError } from "../../src/ind
 import { createView, listViews, readView } from "../../src/views/view.ts";
 import { syncView } from "../../src/views/sync.ts";
 import { refreshView, refreshViewAsync } from "../../src/views/refresh.ts";
-import { tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const STABLE = { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never;
 
@@ -281,4 +281,32 @@ test("a refresh is a job: refreshViewAsync gives a handle; its record (kind refr
   assert.equal(third.rowsAdded, 0, "the cancelled refresh's row sync stands");
   const nulls = await (await t.open("v")).countRows("slow IS NULL OR dbl IS NULL");
   assert.equal(nulls, 0, "the re-run computed what the cancel left");
+});
+
+test("kill -9 of a refresh mid-way (a real process): a re-run finishes it without duplicate or missing rows, and checkpointed work is not recomputed", async () => {
+  await using t = await tempDb();
+  await makeSource(t, 600);
+  await createView(t.dir, "v", { source: "src", select: ["id", "x"], udfs: { slow: udfRef("slowBatch") } });
+  const { spawn } = await import("node:child_process");
+  const { readdirSync } = await import("node:fs");
+  const child = spawn(process.execPath, [path.join(REPO, "bin/lancet.mjs"), "refresh", "--db", t.dir, "--view", "v", "--concurrency", "1", "--checkpoint-size", "50"], { stdio: "ignore" });
+  const exited = new Promise((r) => child.on("exit", r));
+  // Kill it once some of the UDF column's batches are checkpointed.
+  const batches = (): number => {
+    try {
+      return readdirSync(path.join(t.dir, "_lancet", "v", "ckp", "batches", "slow"), { recursive: true }).filter((f) => String(f).endsWith(".arrow")).length;
+    } catch {
+      return 0;
+    }
+  };
+  for (let i = 0; i < 1500 && batches() < 3; i++) await new Promise((r) => setTimeout(r, 20));
+  child.kill("SIGKILL");
+  await exited;
+  const secured = batches();
+  assert.ok(secured >= 3, `killed with ${secured} batches checkpointed`);
+  const r = await refreshView(t.dir, "v");
+  const ids = (await rowsOf(t, "v", ["id"])).map((x) => Number(x.id));
+  assert.deepEqual(ids, Array.from({ length: 600 }, (_, i) => i), "every source row once");
+  assert.equal(await (await t.open("v")).countRows("slow IS NULL"), 0);
+  assert.ok(r.rowsComputed <= 600 - secured * 50 + 50, `the re-run computed ${r.rowsComputed} of 600 values (${secured} batches of 50 were checkpointed)`);
 });
