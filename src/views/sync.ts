@@ -24,6 +24,7 @@ import { randomUUID } from "node:crypto";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { ColumnLock } from "../jobs/lock.ts";
 import { resolveTable } from "../table.ts";
+import { takeRows } from "../udf/values.ts";
 import { rowHash, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
 
@@ -105,7 +106,7 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   const since = watermark !== null && sourceVersion >= watermark.sourceVersion ? watermark.sourceVersion : null;
   const live = since === null ? null : await liveIds(source, def);
   const held = await viewRows(view);
-  const hashed = await hashedRows(source, def, since, held);
+  const { hashes: hashed, scan } = await hashedRows(source, def, since, held);
   const deleted: number[] = [];
   for (const id of held.keys()) if (!(live ?? hashed).has(id)) deleted.push(id);
   const added: number[] = [];
@@ -135,8 +136,11 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   } else {
     added.sort((a, b) => a - b);
   }
-  for (let i = 0; i < added.length; i += WRITE_BATCH) {
-    await view.add((await viewBatch(source, def, viewSchema, added.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
+  // In source order, the rows to add are in the scan already: written from it, in few large
+  // fragments; with a shuffle (or a row the scan missed) they are taken by stable row id.
+  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, scan, added) : added;
+  for (let i = 0; i < rest.length; i += WRITE_BATCH) {
+    await view.add((await viewBatch(source, def, viewSchema, rest.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
   }
   if (added.length > 0 && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
     await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
@@ -211,7 +215,7 @@ async function liveIds(source: LanceNs.Table, def: ViewDefinition): Promise<Set<
  * Rows of the pinned source matching the view's filter (and written after version `since`, if set),
  * each with its input hash when the view holds the row (0n otherwise: a row to add, hashed when taken).
  */
-async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: number | null, held: ReadonlyMap<number, bigint>): Promise<Map<number, bigint>> {
+async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: number | null, held: ReadonlyMap<number, bigint>): Promise<{ hashes: Map<number, bigint>; scan: ArrowNs.Table }> {
   const filters = [def.where === null ? null : `(${def.where})`, since === null ? null : `_row_last_updated_at_version > ${since}`].filter((f) => f !== null);
   let q = source.query().withRowId().select([...def.select]);
   if (filters.length > 0) q = q.where(filters.join(" AND "));
@@ -222,7 +226,7 @@ async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: num
     const cols = def.select.map((c) => batch.getChild(c)!);
     for (let i = 0; i < ids.length; i++) out.set(ids[i]!, held.has(ids[i]!) ? rowHash(cols.map((c) => c.get(i))) : 0n);
   }
-  return out;
+  return { hashes: out, scan: data };
 }
 
 /** The view's rows: source row id → stored input hash. */
@@ -235,6 +239,53 @@ async function viewRows(view: LanceNs.Table): Promise<Map<number, bigint>> {
     for (let i = 0; i < ids.length; i++) out.set(ids[i]!, hashes[i]!);
   }
   return out;
+}
+
+/** A view append of at most this many rows, or about this many bytes: one fragment each. */
+const APPEND_ROWS = 1_000_000;
+const APPEND_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Appends the rows of `ids` found in `scan` (the pinned source's selected columns with `_rowid`, in
+ * source order) to the view, a few large appends, each row with its input hash and NULL UDF
+ * columns; returns the ids the scan did not hold.
+ */
+async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, scan: ArrowNs.Table, ids: readonly number[]): Promise<number[]> {
+  const wanted = new Set(ids);
+  let parts: ArrowNs.Table[] = [];
+  let rows = 0;
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    if (rows === 0) return;
+    const names = viewSchema.fields.map((f) => f.name);
+    await view.add(new arrow.Table(Object.fromEntries(names.map((n) => [n, parts.map((p) => p.getChild(n)!).reduce((a, b) => a.concat(b))]))) as never);
+    parts = [];
+    rows = 0;
+    bytes = 0;
+  };
+  for (const batch of scan.batches) {
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
+    const at: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      if (wanted.delete(ids[i]!)) at.push(i);
+    }
+    if (at.length === 0) continue;
+    const selected = def.select.map((c) => takeRows(batch.getChild(c)! as ArrowNs.Vector, at));
+    const cols: Record<string, ArrowNs.Vector> = {};
+    for (const f of viewSchema.fields) {
+      if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(at.map((i) => BigInt(ids[i]!)), new arrow.Int64());
+      else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(at.map((_, k) => rowHash(selected.map((v) => v.get(k)))), new arrow.Int64());
+      else if (def.select.includes(f.name)) cols[f.name] = selected[def.select.indexOf(f.name)]!;
+      else cols[f.name] = arrow.vectorFromArray(new Array<null>(at.length).fill(null), f.type);
+    }
+    const part = new arrow.Table(cols);
+    parts.push(part);
+    rows += at.length;
+    bytes += part.data.reduce((sum, d) => sum + d.byteLength, 0);
+    if (rows >= APPEND_ROWS || bytes >= APPEND_BYTES) await flush();
+  }
+  await flush();
+  return [...wanted];
 }
 
 /**
