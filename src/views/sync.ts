@@ -7,8 +7,9 @@
  *    written since the watermark W (`_row_last_updated_at_version > W`, which any write bumps, so the
  *    hash still decides);
  * 2. deleted = view ids − live ids → `delete("__source_row_id IN (...)")` in batches;
- * 3. changed = ids in both whose hash differs → `mergeInsert` on `__source_row_id` writing the new
- *    values and hash and NULL in every other column (the UDF columns, recomputed by the next backfill);
+ * 3. changed = ids in both whose hash differs → replaced: deleted with step 2's rows and appended
+ *    again in step 4 with the new values and hash and NULL UDF columns (recomputed by the next
+ *    backfill in new fragments the graft fills, instead of rewriting a whole fragment's column);
  * 4. added = live ids − view ids → appended with their values and hash, other columns NULL (shuffled
  *    by source id when the view has a seed);
  * 5. the watermark (V) is written last. A backwards refresh first lowers the watermark to V, so a
@@ -120,25 +121,26 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
     await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
   }
 
-  for (let i = 0; i < deleted.length; i += DELETE_BATCH) {
-    await view.delete(`${SOURCE_ROW_ID} IN (${deleted.slice(i, i + DELETE_BATCH).join(", ")})`);
+  // A changed row is replaced: removed with the deleted ones and appended again with the added ones,
+  // its UDF values NULL. (Resetting it in place would rewrite the UDF columns of its whole fragment
+  // through mergeInsert; appended rows land in new fragments the graft fills. If a refresh dies in
+  // between, the next one sees the row missing from the view and appends it.)
+  const removed = [...deleted, ...changed];
+  for (let i = 0; i < removed.length; i += DELETE_BATCH) {
+    await view.delete(`${SOURCE_ROW_ID} IN (${removed.slice(i, i + DELETE_BATCH).join(", ")})`);
   }
   const viewSchema = await view.schema();
-  changed.sort((a, b) => a - b);
-  for (let i = 0; i < changed.length; i += WRITE_BATCH) {
-    const data = await viewBatch(source, def, viewSchema, changed.slice(i, i + WRITE_BATCH), false);
-    await view.mergeInsert(SOURCE_ROW_ID).whenMatchedUpdateAll().execute(data as never);
-  }
+  const toAppend = [...added, ...changed];
   if (def.shuffleSeed !== null) {
     const seed = def.shuffleSeed;
-    const keys = new Map(added.map((id) => [id, shuffleKey(seed, BigInt(id))]));
-    added.sort((a, b) => cmpBig(keys.get(a)!, keys.get(b)!) || a - b);
+    const keys = new Map(toAppend.map((id) => [id, shuffleKey(seed, BigInt(id))]));
+    toAppend.sort((a, b) => cmpBig(keys.get(a)!, keys.get(b)!) || a - b);
   } else {
-    added.sort((a, b) => a - b);
+    toAppend.sort((a, b) => a - b);
   }
   // In source order, the rows to add are in the scan already: written from it, in few large
   // fragments; with a shuffle (or a row the scan missed) they are taken by stable row id.
-  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, scan, added) : added;
+  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, scan, toAppend) : toAppend;
   for (let i = 0; i < rest.length; i += WRITE_BATCH) {
     await view.add((await viewBatch(source, def, viewSchema, rest.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
   }
