@@ -259,7 +259,7 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
   let bytes = 0;
   const flush = async (): Promise<void> => {
     if (rows === 0) return;
-    const names = viewSchema.fields.map((f) => f.name);
+    const names = parts[0]!.schema.fields.map((f) => f.name);
     await view.add(new arrow.Table(Object.fromEntries(names.map((n) => [n, parts.map((p) => p.getChild(n)!).reduce((a, b) => a.concat(b))]))) as never);
     parts = [];
     rows = 0;
@@ -278,7 +278,8 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
       if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(at.map((i) => BigInt(ids[i]!)), new arrow.Int64());
       else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(at.map((_, k) => rowHash(selected.map((v) => v.get(k)))), new arrow.Int64());
       else if (def.select.includes(f.name)) cols[f.name] = selected[def.select.indexOf(f.name)]!;
-      else cols[f.name] = arrow.vectorFromArray(new Array<null>(at.length).fill(null), f.type);
+      // UDF columns are left out: the appended fragment has no file for them (they read NULL), so
+      // the graft can write them (a file of explicit NULLs would send them through mergeInsert).
     }
     const part = new arrow.Table(cols);
     parts.push(part);
@@ -301,7 +302,6 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
     throw new ConfigError("TABLE_UNSUPPORTED", `source table ${def.source} returned ${taken.numRows} of ${ids.length} rows by stable row id; its row ids are not stable`, { table: def.source });
   }
   const takenIds: number[] = Array.from(idsOf(taken.getChild("_rowid"), "_rowid"));
-  const n = ids.length;
   let order: number[] | null = null;
   if (keepOrder) {
     const at = new Map(takenIds.map((id, i) => [id, i]));
@@ -317,7 +317,7 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;
       cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => plain(v.get(j))), f.type) : v;
-    } else cols[f.name] = arrow.vectorFromArray(new Array<null>(n).fill(null), f.type);
+    } // UDF columns are left out (no file in the new fragment: they read NULL until backfilled).
   }
   return new arrow.Table(cols);
 }
