@@ -27,6 +27,7 @@ export const FAILPOINTS = {
   "commit.before-marker": "a fragment group was committed; its done markers are not written yet",
   "refragment.mid-rewrite": "refragment wrote part of the new fragments; the rewrite is not committed yet",
   "lock.after-create": "a column lock file was created; the lock is not confirmed to its holder yet",
+  "view.mid-sync": "a view refresh removed the rows that are gone or changed; it has not appended the new and changed rows yet",
 } as const;
 
 export type FailpointName = keyof typeof FAILPOINTS;

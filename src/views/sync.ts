@@ -25,6 +25,7 @@ import { randomUUID } from "node:crypto";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { ColumnLock } from "../jobs/lock.ts";
 import { resolveTable } from "../table.ts";
+import { failpoint } from "../failpoints.ts";
 import { takeRows } from "../udf/values.ts";
 import { rowHash, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
@@ -129,6 +130,7 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   for (let i = 0; i < removed.length; i += DELETE_BATCH) {
     await view.delete(`${SOURCE_ROW_ID} IN (${removed.slice(i, i + DELETE_BATCH).join(", ")})`);
   }
+  failpoint("view.mid-sync");
   const viewSchema = await view.schema();
   const toAppend = [...added, ...changed];
   if (def.shuffleSeed !== null) {

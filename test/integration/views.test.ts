@@ -310,3 +310,21 @@ test("kill -9 of a refresh mid-way (a real process): a re-run finishes it withou
   assert.equal(await (await t.open("v")).countRows("slow IS NULL"), 0);
   assert.ok(r.rowsComputed <= 600 - secured * 50 + 50, `the re-run computed ${r.rowsComputed} of 600 values (${secured} batches of 50 were checkpointed)`);
 });
+
+test("a refresh killed in the middle of its row sync (LANCET_FAILPOINTS=view.mid-sync:kill, with changes of every kind): the re-run converges, every row once, values correct", async () => {
+  await using t = await tempDb();
+  const source = await makeSource(t, 200);
+  await createView(t.dir, "v", { source: "src", select: ["id", "x", "s"], where: "x >= 4", udfs: { dbl: udfRef("doubled") } });
+  await refreshView(t.dir, "v");
+  await source.add(src(200, 30));
+  await source.update({ where: "id IN (10, 11, 12)", values: { x: 500 } } as never);
+  await source.delete("id >= 100 AND id < 120");
+  const { spawnSync } = await import("node:child_process");
+  const r = spawnSync(process.execPath, [path.join(REPO, "bin/lancet.mjs"), "refresh", "--db", t.dir, "--view", "v"], { env: { ...process.env, LANCET_FAILPOINTS: "view.mid-sync:kill" }, encoding: "utf8" });
+  assert.equal(r.signal, "SIGKILL", r.stderr);
+  const again = await refreshView(t.dir, "v");
+  assert.equal(again.status, "finished");
+  await assertViewMatches(t, "v", "x >= 4");
+  const ids = (await rowsOf(t, "v", ["id"])).map((x) => Number(x.id));
+  assert.equal(new Set(ids).size, ids.length, "no duplicate rows");
+});
