@@ -22,6 +22,7 @@
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { randomUUID } from "node:crypto";
+import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { ColumnLock } from "../jobs/lock.ts";
 import { resolveTable } from "../table.ts";
@@ -110,14 +111,19 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   const held = await viewRows(view);
   const { hashes: hashed, scan } = await hashedRows(source, def, since, held);
   const deleted: number[] = [];
-  for (const id of held.keys()) if (!(live ?? hashed).has(id)) deleted.push(id);
+  const present = live ?? hashed;
+  await eachYielding(held.keys(), (id) => {
+    if (!present.has(id)) deleted.push(id);
+  });
   const added: number[] = [];
   const changed: number[] = [];
-  for (const id of live ?? hashed.keys()) if (!held.has(id)) added.push(id);
-  for (const [id, hash] of hashed) {
+  await eachYielding(live ?? hashed.keys(), (id) => {
+    if (!held.has(id)) added.push(id);
+  });
+  await eachYielding(hashed, ([id, hash]) => {
     const h = held.get(id);
     if (h !== undefined && h !== hash) changed.push(id);
-  }
+  });
   if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
     await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
   }
@@ -137,8 +143,6 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
     const seed = def.shuffleSeed;
     const keys = new Map(toAppend.map((id) => [id, shuffleKey(seed, BigInt(id))]));
     toAppend.sort((a, b) => cmpBig(keys.get(a)!, keys.get(b)!) || a - b);
-  } else {
-    toAppend.sort((a, b) => a - b);
   }
   // In source order, the rows to add are in the scan already: written from it, in few large
   // fragments; with a shuffle (or a row the scan missed) they are taken by stable row id.
@@ -168,6 +172,15 @@ function plain(x: unknown): unknown {
 }
 
 const cmpBig = (a: bigint, b: bigint): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Calls `fn` on every item, yielding to the event loop every 65,536 items (sets of a million ids). */
+async function eachYielding<T>(items: Iterable<T>, fn: (x: T) => void): Promise<void> {
+  let k = 0;
+  for (const x of items) {
+    fn(x);
+    if (++k % 65_536 === 0) await yieldToLoop();
+  }
+}
 
 /**
  * Row ids as JS numbers: Maps and Sets of bigints are ~10× slower. Stable row ids are a counter of
@@ -209,6 +222,7 @@ async function liveIds(source: LanceNs.Table, def: ViewDefinition): Promise<Set<
   const data = await q.toArrow(SCAN);
   const out = new Set<number>();
   for (const batch of data.batches) {
+    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     for (let i = 0; i < ids.length; i++) out.add(ids[i]!);
   }
@@ -226,6 +240,7 @@ async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: num
   const data = await q.toArrow(SCAN);
   const out = new Map<number, bigint>();
   for (const batch of data.batches) {
+    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     const cols = def.select.map((c) => batch.getChild(c)!);
     for (let i = 0; i < ids.length; i++) out.set(ids[i]!, held.has(ids[i]!) ? rowHash(cols.map((c) => c.get(i))) : 0n);
@@ -238,6 +253,7 @@ async function viewRows(view: LanceNs.Table): Promise<Map<number, bigint>> {
   const data = await view.query().select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN);
   const out = new Map<number, bigint>();
   for (const batch of data.batches) {
+    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild(SOURCE_ROW_ID), SOURCE_ROW_ID);
     const hashes = batch.getChild(INPUT_HASH)!.toArray() as BigInt64Array;
     for (let i = 0; i < ids.length; i++) out.set(ids[i]!, hashes[i]!);
@@ -246,8 +262,8 @@ async function viewRows(view: LanceNs.Table): Promise<Map<number, bigint>> {
 }
 
 /** A view append of at most this many rows, or about this many bytes: one fragment each. */
-const APPEND_ROWS = 1_000_000;
-const APPEND_BYTES = 64 * 1024 * 1024;
+const APPEND_ROWS = 262_144;
+const APPEND_BYTES = 16 * 1024 * 1024;
 
 /**
  * Appends the rows of `ids` found in `scan` (the pinned source's selected columns with `_rowid`, in
@@ -255,7 +271,8 @@ const APPEND_BYTES = 64 * 1024 * 1024;
  * columns; returns the ids the scan did not hold.
  */
 async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, scan: ArrowNs.Table, ids: readonly number[]): Promise<number[]> {
-  const wanted = new Set(ids);
+  const wanted = new Set<number>();
+  await eachYielding(ids, (id) => void wanted.add(id));
   let parts: ArrowNs.Table[] = [];
   let rows = 0;
   let bytes = 0;
@@ -268,6 +285,7 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
     bytes = 0;
   };
   for (const batch of scan.batches) {
+    await yieldToLoop();
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     const at: number[] = [];
     for (let i = 0; i < ids.length; i++) {
