@@ -21,18 +21,19 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, link, mkdir, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { CommitError, isBackfillError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
-import { columnFields, intOf, manifestName, parseDataFile, parseField, parseFragment, readManifestFile, type DataFileInfo, type FieldInfo } from "../read/manifest.ts";
-import { bytesField, concat, decodeMessage, intField, packedField, packedInts, str, type RawField } from "../read/protobuf.ts";
+import { columnFields, intOf, manifestName, parseDataFile, parseFragment, type DataFileInfo } from "../read/manifest.ts";
+import { bytesField, concat, decodeMessage, intField, packedField, packedInts, type RawField } from "../read/protobuf.ts";
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
+import { fieldDefs, formatVersionOf, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
 import { withShadowVersion } from "./shadow.ts";
 
@@ -54,32 +55,6 @@ export class GraftUnsafe extends Error {
     this.fragmentIds = typeof fragmentIds === "number" ? [fragmentIds] : fragmentIds;
     this.reason = reason;
   }
-}
-
-interface RawManifest {
-  readonly name: string;
-  readonly version: number;
-  readonly v2Names: boolean;
-  readonly fields: RawField[];
-  readonly indexSection: Uint8Array | null;
-  readonly footerMajor: number;
-  readonly footerMinor: number;
-}
-
-async function readRawManifest(tableDir: string, version?: number): Promise<RawManifest> {
-  const { name, buf, fields } = await readManifestFile(tableDir, version);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  let indexSection: Uint8Array | null = null;
-  const idx = fields.find((f) => f.no === 6);
-  if (idx) {
-    const at = Number(idx.int);
-    indexSection = buf.slice(at + 4, at + 4 + dv.getUint32(at, true));
-  }
-  return { name, version: intOf(fields, 3), v2Names: name.length === 29, fields, indexSection, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
-}
-
-function fieldDefs(fields: RawField[]): FieldInfo[] {
-  return fields.filter((f) => f.no === 1).map((f) => parseField(f.bytes));
 }
 
 function encodeDataFile(d: DataFileInfo, size: number): Uint8Array {
@@ -274,8 +249,7 @@ export class GraftCommitter implements Committer {
     } else {
       full = await scatterRows(f.values, (i) => words[2 * i]!, physical, this.type);
     }
-    const dataFormat = decodeMessage(latest.fields.find((x) => x.no === 15)?.bytes ?? new Uint8Array());
-    const formatVersion = dataFormat.find((x) => x.no === 2) ? str(dataFormat.find((x) => x.no === 2)!) : "2.0";
+    const formatVersion = formatVersionOf(latest);
     const tmpDir = path.join(this.t.storeDir, "tmp", randomUUID());
     await mkdir(tmpDir, { recursive: true });
     try {
@@ -353,28 +327,20 @@ export class GraftCommitter implements Committer {
           });
           return concat(parts);
         });
-        const finalName = manifestName(version, base.v2Names);
-        await this.verifyShadow(base, finalName, manifestBytes, version, staged);
-        await mkdir(path.join(this.t.tableDir, "_transactions"), { recursive: true });
-        const txnPath = path.join(this.t.tableDir, "_transactions", txnName);
-        await writeFile(txnPath, txn);
-        const tmp = path.join(this.t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
-        await writeFile(tmp, manifestBytes);
-        try {
+        await this.verifyShadow(base, manifestName(version, base.v2Names), manifestBytes, version, staged);
+        const linked = await linkVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes, async () => {
           failpoint("graft.before-publish");
           await this.fence();
-          await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
-        } catch (e) {
-          await unlink(tmp).catch(() => {});
-          await unlink(txnPath).catch(() => {});
-          if ((e as NodeJS.ErrnoException).code === "EEXIST" && attempt < 20) {
+        });
+        if (!linked) {
+          if (attempt < 20) {
             this.log.debug("graft lost the race for a version; rebasing", { version });
             continue;
           }
-          throw e;
+          throw new Error(`lost the race for a new version of table ${this.t.name} ${attempt + 1} times`);
         }
         published = true;
-        await this.afterPublish(version, tmp, staged);
+        await this.afterPublish(version, staged);
         return { version, retries: attempt };
       }
     } catch (e) {
@@ -405,14 +371,12 @@ export class GraftCommitter implements Committer {
   }
 
   /**
-   * After the link: the hint, and a read of the published version from a fresh connection. If that
-   * fails, {@link repair} removes only the grafted files in a new commit on top of the latest version.
+   * After the link: a read of the published version from a fresh connection. If that fails,
+   * {@link repair} removes only the grafted files in a new commit on top of the latest version.
    */
-  private async afterPublish(version: number, tmp: string, staged: StagedFile[]): Promise<void> {
+  private async afterPublish(version: number, staged: StagedFile[]): Promise<void> {
     try {
       failpoint("graft.after-publish");
-      await unlink(tmp).catch(() => {});
-      await writeFile(path.join(this.t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
       const db = await lancedb.connect(this.t.dbDir);
       await (await db.openTable(this.t.name, undefined, { version } as never)).countRows();
       failpoint("graft.after-hint");
@@ -436,57 +400,43 @@ export class GraftCommitter implements Committer {
   /** The next manifest: `base`'s fields in order, with the version, timestamp, transaction and changed fragments replaced. */
   private buildManifest(base: RawManifest, version: number, txnName: string, txn: Uint8Array, fragment: (fields: RawField[]) => Uint8Array | null): Uint8Array {
     const index = base.indexSection;
-    const indexAt = 0;
-    const txnAt = index ? 4 + index.length : 0;
-    const manifestAt = txnAt + 4 + txn.length;
-    const now = Date.now();
-    const parts: Uint8Array[] = [];
-    let sawTxnSection = false;
-    for (const f of base.fields) {
-      switch (f.no) {
-        case 2: {
-          const rebuilt = fragment(decodeMessage(f.bytes));
-          parts.push(rebuilt ? bytesField(2, rebuilt) : f.raw);
-          break;
+    return manifestFileBytes(base, index, txn, (txnAt) => {
+      const parts: Uint8Array[] = [];
+      let sawTxnSection = false;
+      for (const f of base.fields) {
+        switch (f.no) {
+          case 2: {
+            const rebuilt = fragment(decodeMessage(f.bytes));
+            parts.push(rebuilt ? bytesField(2, rebuilt) : f.raw);
+            break;
+          }
+          case 3:
+            parts.push(intField(3, version));
+            break;
+          case 4:
+          case 8:
+            break; // not inheritable: version aux data, tag
+          case 6:
+            if (index) parts.push(intField(6, 0)); // the index section is first in the file
+            break;
+          case 7:
+            parts.push(timestampField());
+            break;
+          case 12:
+            parts.push(bytesField(12, txnName));
+            break;
+          case 21:
+            parts.push(intField(21, txnAt));
+            sawTxnSection = true;
+            break;
+          default:
+            parts.push(f.raw);
         }
-        case 3:
-          parts.push(intField(3, version));
-          break;
-        case 4:
-        case 8:
-          break; // not inheritable: version aux data, tag
-        case 6:
-          if (index) parts.push(intField(6, indexAt));
-          break;
-        case 7:
-          parts.push(bytesField(7, concat([intField(1, Math.floor(now / 1000)), intField(2, (now % 1000) * 1_000_000)])));
-          break;
-        case 12:
-          parts.push(bytesField(12, txnName));
-          break;
-        case 21:
-          parts.push(intField(21, txnAt));
-          sawTxnSection = true;
-          break;
-        default:
-          parts.push(f.raw);
       }
-    }
-    if (!base.fields.some((f) => f.no === 12)) parts.push(bytesField(12, txnName));
-    if (!sawTxnSection) parts.push(intField(21, txnAt));
-    const manifest = concat(parts);
-    const u32 = (n: number): Uint8Array => {
-      const b = new Uint8Array(4);
-      new DataView(b.buffer).setUint32(0, n, true);
-      return b;
-    };
-    const footer = new Uint8Array(16);
-    const dv = new DataView(footer.buffer);
-    dv.setBigInt64(0, BigInt(manifestAt), true);
-    dv.setInt16(8, base.footerMajor, true);
-    dv.setInt16(10, base.footerMinor, true);
-    footer.set(new TextEncoder().encode("LANC"), 12);
-    return concat([...(index ? [u32(index.length), index] : []), u32(txn.length), txn, u32(manifest.length), manifest, footer]);
+      if (!base.fields.some((f) => f.no === 12)) parts.push(bytesField(12, txnName));
+      if (!sawTxnSection) parts.push(intField(21, txnAt));
+      return parts;
+    });
   }
 
   /**
@@ -548,21 +498,7 @@ export class GraftCommitter implements Committer {
         return concat(keep.map((x) => x.raw));
       });
       if (removed === 0) return undefined;
-      await mkdir(path.join(this.t.tableDir, "_transactions"), { recursive: true });
-      await writeFile(path.join(this.t.tableDir, "_transactions", txnName), txn);
-      const finalName = manifestName(version, latest.v2Names);
-      const tmp = path.join(this.t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
-      await writeFile(tmp, bytes);
-      try {
-        await link(tmp, path.join(this.t.tableDir, "_versions", finalName));
-      } catch (e) {
-        await unlink(tmp).catch(() => {});
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-        continue;
-      }
-      await unlink(tmp).catch(() => {});
-      await writeFile(path.join(this.t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
-      return version;
+      if (await linkVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes)) return version;
     }
     throw new Error("lost the race for a new version 50 times");
   }
@@ -590,13 +526,6 @@ async function writeTempTable(db: LanceNs.Connection, column: string, type: Arro
   const table = await db.createTable("v", piece(0, rows) as never, options);
   for (let from = rows; from < values.length; from += rows) await table.add(piece(from, Math.min(values.length, from + rows)) as never);
   await table.optimize();
-}
-
-/** `RowLatestUpdateVersionSequence` with one run: rows [0, n) updated at `version`. */
-function runsAt(n: number, version: number): Uint8Array {
-  const range = bytesField(1, concat([intField(1, 0), intField(2, n)]));
-  const segment = bytesField(1, range);
-  return bytesField(1, concat([segment, intField(2, version)]));
 }
 
 function sameValue(a: unknown, b: unknown): boolean {

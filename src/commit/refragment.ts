@@ -33,7 +33,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { link, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
@@ -41,9 +41,10 @@ import { BackfillError, CommitError, ConfigError, isBackfillError } from "../err
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { ColumnLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
+import { fieldDefs, formatVersionOf, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
 import { withShadowVersion } from "./shadow.ts";
-import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
-import { bytesField, concat, decodeMessage, intField, packedField, str, type RawField } from "../read/protobuf.ts";
+import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } from "../read/manifest.ts";
+import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { readBinding } from "../udf/binding.ts";
 
@@ -228,79 +229,6 @@ async function saveJournal(file: string, j: Journal): Promise<void> {
   await rename(tmp, file);
 }
 
-// ---- manifests --------------------------------------------------------------------------------
-
-interface RawManifest {
-  readonly version: number;
-  readonly v2Names: boolean;
-  readonly fields: RawField[];
-  readonly footerMajor: number;
-  readonly footerMinor: number;
-}
-
-async function readRaw(tableDir: string, version?: number): Promise<RawManifest> {
-  const { name, buf, fields } = await readManifestFile(tableDir, version);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  return { version: intOf(fields, 3), v2Names: name.length === 29, fields, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
-}
-
-const fieldDefs = (fields: RawField[]): FieldInfo[] => fields.filter((f) => f.no === 1).map((f) => parseField(f.bytes));
-
-function formatVersionOf(m: RawManifest): string {
-  const df = decodeMessage(m.fields.find((x) => x.no === 15)?.bytes ?? new Uint8Array());
-  const v = df.find((x) => x.no === 2);
-  return v ? str(v) : "2.0";
-}
-
-const u32 = (n: number): Uint8Array => {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-};
-
-/** Assembles a manifest file: transaction section, manifest, footer (no index section). */
-function manifestFile(base: RawManifest, txn: Uint8Array, manifestParts: (txnAt: number) => Uint8Array[]): Uint8Array {
-  const txnAt = 0;
-  const manifest = concat(manifestParts(txnAt));
-  const footer = new Uint8Array(16);
-  const dv = new DataView(footer.buffer);
-  dv.setBigInt64(0, BigInt(4 + txn.length), true);
-  dv.setInt16(8, base.footerMajor, true);
-  dv.setInt16(10, base.footerMinor, true);
-  footer.set(new TextEncoder().encode("LANC"), 12);
-  return concat([u32(txn.length), txn, u32(manifest.length), manifest, footer]);
-}
-
-const timestampField = (): Uint8Array => {
-  const now = Date.now();
-  return bytesField(7, concat([intField(1, Math.floor(now / 1000)), intField(2, (now % 1000) * 1_000_000)]));
-};
-
-/** `RowDatasetVersionSequence` with one run: rows [0, n) at `version`. */
-function runsAt(n: number, version: number): Uint8Array {
-  const segment = bytesField(1, bytesField(1, concat([intField(1, 0), intField(2, n)])));
-  return bytesField(1, concat([segment, intField(2, version)]));
-}
-
-/** Writes `.txn` and the manifest of `version`, then links it into place; false when another writer took the version. */
-async function linkVersion(t: ResolvedTable, base: RawManifest, version: number, txnName: string, txn: Uint8Array, bytes: Uint8Array): Promise<boolean> {
-  await mkdir(path.join(t.tableDir, "_transactions"), { recursive: true });
-  await writeFile(path.join(t.tableDir, "_transactions", txnName), txn);
-  const finalName = manifestName(version, base.v2Names);
-  const tmp = path.join(t.tableDir, "_versions", `.tmp_${finalName}_${randomUUID()}`);
-  await writeFile(tmp, bytes);
-  try {
-    await link(tmp, path.join(t.tableDir, "_versions", finalName));
-  } catch (e) {
-    await unlink(tmp).catch(() => {});
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw e;
-  }
-  await unlink(tmp).catch(() => {});
-  await writeFile(path.join(t.tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
-  return true;
-}
-
 // ---- the rewrite ------------------------------------------------------------------------------
 
 /**
@@ -429,7 +357,7 @@ async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options:
       { table: t.name },
     );
   }
-  const base = await readRaw(t.tableDir);
+  const base = await readRawManifest(t.tableDir);
   const unknown = base.fields.find((f) => !MANIFEST_FIELDS.has(f.no));
   if (unknown) throw new ConfigError("TABLE_UNSUPPORTED", `table ${t.name}'s manifest has field ${unknown.no}, unknown to this version of Lancet; refragment cannot rewrite it safely`, { table: t.name });
   const pinned = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: base.version } as never);
@@ -465,11 +393,11 @@ async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): 
   const done = staged === undefined ? 0 : await staged.countRows();
   if (done !== j.rowsStaged) {
     j.rowsStaged = done;
-    j.fragmentsStaged = (await readRaw(path.join(dir, "t.lance"))).fields.filter((f) => f.no === 2).length;
+    j.fragmentsStaged = (await readRawManifest(path.join(dir, "t.lance"))).fields.filter((f) => f.no === 2).length;
     await saveJournal(p.journal, j);
   }
   if (j.rowsStaged >= j.rowsTotal) return;
-  const base = await readRaw(t.tableDir, j.fromVersion);
+  const base = await readRawManifest(t.tableDir, j.fromVersion);
   const format = formatVersionOf(base);
   const source = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: j.fromVersion } as never);
   const schema = await source.schema();
@@ -512,10 +440,10 @@ async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): 
 /** Publishes the staged fragments as the table's next version, only if that is version V+1. */
 async function publish(t: ResolvedTable, j: Journal): Promise<void> {
   const p = paths(t);
-  const base = await readRaw(t.tableDir);
+  const base = await readRawManifest(t.tableDir);
   if (base.version !== j.fromVersion) throw new Conflict(base.version);
   const stageDir = path.join(p.stage(j.runId), "t.lance");
-  const tm = j.rowsTotal === 0 ? undefined : await readRaw(stageDir);
+  const tm = j.rowsTotal === 0 ? undefined : await readRawManifest(stageDir);
   // Field ids: the staged table numbered its fields afresh; keep the table's own, column by column.
   const targetDefs = fieldDefs(base.fields);
   const idMap = new Map<number, number>();
@@ -575,7 +503,7 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
   const overwrite = concat([...frags.map((f) => bytesField(1, f)), ...base.fields.filter((f) => f.no === 1).map((f) => bytesField(2, f.bytes)), ...schemaMetadata]);
   const txn = concat([intField(1, base.version), bytesField(2, txnId), bytesField(102, overwrite)]);
   const maxAfter = Math.max(maxBefore, maxBefore + frags.length);
-  const bytes = manifestFile(base, txn, (txnAt) => {
+  const bytes = manifestFileBytes(base, null, txn, (txnAt) => {
     const parts: Uint8Array[] = [];
     let placed = false;
     const place = (): void => {
@@ -627,7 +555,7 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
     await saveJournal(p.journal, j);
     throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: the rewritten version did not read back from a shadow copy (${(e as Error).message}); nothing was published: the table is unchanged at version ${base.version}. Please report this`, { table: t.name, cause: e });
   }
-  if (!(await linkVersion(t, base, version, txnName, txn, bytes))) {
+  if (!(await linkVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes))) {
     for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
     throw new Conflict(await latestVersion(t));
   }
@@ -639,7 +567,7 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
 async function wasPublished(t: ResolvedTable, j: Journal): Promise<boolean> {
   if (j.publish === undefined) return false;
   if (!(await listManifestFiles(t.tableDir)).has(j.publish.version)) return false;
-  const m = await readRaw(t.tableDir, j.publish.version);
+  const m = await readRawManifest(t.tableDir, j.publish.version);
   const txn = m.fields.find((f) => f.no === 12);
   return txn !== undefined && str(txn).includes(j.publish.txnId);
 }
@@ -685,7 +613,7 @@ async function finish(t: ResolvedTable, table: LanceNs.Table, j: Journal, option
   await rm(p.stage(j.runId), { recursive: true, force: true });
   await rm(p.journal, { force: true });
   await table.checkoutLatest();
-  const after = await readRaw(t.tableDir);
+  const after = await readRawManifest(t.tableDir);
   return {
     table: t.name,
     rows: j.rowsTotal,
