@@ -40,7 +40,7 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
-import { ColumnLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
+import { ColumnLock, holdingLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
 import { fieldDefs, formatVersionOf, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
 import { withShadowVersion } from "./shadow.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } from "../read/manifest.ts";
@@ -264,20 +264,10 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
   // One refragment of a table at a time, and none while a backfill of it runs (a backfill takes its
   // column lock, then checks this one; refragment takes this one, then checks theirs: one of two
   // racing starts always sees the other).
-  let lock: ColumnLock;
-  try {
-    lock = await ColumnLock.acquire(t.storeDir, t.name, REFRAGMENT_LOCK, `refragment-${randomUUID()}`, undefined);
-  } catch (e) {
-    if (!isBackfillError(e, "TABLE_BUSY")) throw e;
-    const h = await ColumnLock.holder(t.storeDir, REFRAGMENT_LOCK, undefined);
-    throw new ConfigError("TABLE_BUSY", `table ${t.name} is being refragmented by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table: t.name });
-  }
-  try {
+  return holdingLock(t.storeDir, t.name, REFRAGMENT_LOCK, `table ${t.name} is being refragmented`, async () => {
     await assertNoBackfill(t);
-    return await refragmentLocked(t, n, retries, options);
-  } finally {
-    await lock.release();
-  }
+    return refragmentLocked(t, n, retries, options);
+  });
 }
 
 /** Refuses while a backfill of the table runs: a live column lock, or a running job record. */

@@ -83,6 +83,27 @@ export interface ColumnLockOptions {
 }
 
 /** The content of `<token>.lock`: written once, never changed. */
+/**
+ * Runs `fn` holding the table-wide lock `name` of a store (a refragment, a view refresh): one holder
+ * at a time, with the column lock's guarantees. When another process holds it, throws TABLE_BUSY with
+ * `busy` ("table t is being refragmented") and who holds it.
+ */
+export async function holdingLock<T>(storeDir: string, table: string, name: string, busy: string, fn: () => Promise<T>): Promise<T> {
+  let lock: ColumnLock;
+  try {
+    lock = await ColumnLock.acquire(storeDir, table, name, `${name.replace(/^\./, "")}-${randomUUID()}`, undefined);
+  } catch (e) {
+    if (!(e instanceof BackfillError) || e.code !== "TABLE_BUSY") throw e;
+    const h = await ColumnLock.holder(storeDir, name, undefined);
+    throw new ConfigError("TABLE_BUSY", `${busy} by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table });
+  }
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
+
 /** The lock a `refragment` of the table holds: backfills and refragments exclude each other through it. */
 export const REFRAGMENT_LOCK = ".refragment";
 

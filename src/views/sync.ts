@@ -21,10 +21,9 @@
  */
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
-import { randomUUID } from "node:crypto";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
-import { ConfigError, isBackfillError } from "../errors.ts";
-import { ColumnLock } from "../jobs/lock.ts";
+import { ConfigError } from "../errors.ts";
+import { holdingLock } from "../jobs/lock.ts";
 import { resolveTable } from "../table.ts";
 import { failpoint } from "../failpoints.ts";
 import { takeRows } from "../udf/values.ts";
@@ -72,20 +71,7 @@ export const VIEW_REFRESH_LOCK = ".view-refresh";
  */
 export async function withViewLock<T>(db: string, name: string, fn: () => Promise<T>): Promise<T> {
   await readView(db, name); // a clear error for a table that is not a view, before any lock file is written
-  const t = resolveTable({ db, table: name });
-  let lock: ColumnLock;
-  try {
-    lock = await ColumnLock.acquire(t.storeDir, name, VIEW_REFRESH_LOCK, `refresh-${randomUUID()}`, undefined);
-  } catch (e) {
-    if (!isBackfillError(e, "TABLE_BUSY")) throw e;
-    const h = await ColumnLock.holder(t.storeDir, VIEW_REFRESH_LOCK, undefined);
-    throw new ConfigError("TABLE_BUSY", `view ${name} is being refreshed by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table: name });
-  }
-  try {
-    return await fn();
-  } finally {
-    await lock.release();
-  }
+  return holdingLock(resolveTable({ db, table: name }).storeDir, name, VIEW_REFRESH_LOCK, `view ${name} is being refreshed`, fn);
 }
 
 /** {@link syncView}, for a caller that holds the view's refresh lock. */
