@@ -33,11 +33,10 @@ import { bytesField, concat, decodeMessage, intField, packedField, packedInts, t
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
-import { fieldDefs, formatVersionOf, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
 import { withShadowVersion } from "./shadow.ts";
 
-const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 const MAX_ROWS_PER_FILE = 1_048_576;
 
@@ -153,7 +152,7 @@ export class GraftCommitter implements Committer {
   }
 
   private unsafeManifest(m: RawManifest): string | undefined {
-    const unknown = m.fields.find((f) => !MANIFEST_FIELDS.has(f.no));
+    const unknown = m.fields.find((f) => !KNOWN_MANIFEST_FIELDS.has(f.no));
     if (unknown) return `the manifest has field ${unknown.no}, unknown to this version of Lancet`;
     const defs = fieldDefs(m.fields);
     const targetIds = new Set(columnFields(defs, this.column).map((f) => f.id));

@@ -35,6 +35,17 @@ export async function readRawManifest(tableDir: string, version?: number): Promi
   return { name, version: intOf(fields, 3), v2Names: name.length === 29, fields, indexSection, footerMajor: dv.getInt16(buf.length - 8, true), footerMinor: dv.getInt16(buf.length - 6, true) };
 }
 
+/** Manifest fields whose meaning this version of Lancet knows; a manifest with any other is not edited (format drift). */
+export const KNOWN_MANIFEST_FIELDS: ReadonlySet<number> = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
+
+/** Lance's reader feature flag (manifest field 9) of a table created with stable row ids. */
+const FLAG_STABLE_ROW_IDS = 2n;
+
+/** Whether a manifest's table was created with stable row ids. */
+export function hasStableRowIdsFlag(fields: readonly RawField[]): boolean {
+  return (BigInt(intOf(fields as RawField[], 9)) & FLAG_STABLE_ROW_IDS) !== 0n;
+}
+
 /** The schema's fields of a raw manifest. */
 export function fieldDefs(fields: readonly RawField[]): FieldInfo[] {
   return fields.filter((f) => f.no === 1).map((f) => parseField(f.bytes));

@@ -41,7 +41,7 @@ import { BackfillError, CommitError, ConfigError, isBackfillError } from "../err
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { ColumnLock, holdingLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
-import { fieldDefs, formatVersionOf, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
 import { withShadowVersion } from "./shadow.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
@@ -126,8 +126,6 @@ class Conflict extends Error {
   }
 }
 
-const MANIFEST_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]);
-const STABLE_ROW_IDS = 2n;
 
 /** Uncommitted checkpoint batches per column in the table's Lancet store. */
 async function pendingCheckpoints(storeDir: string): Promise<Map<string, number>> {
@@ -348,7 +346,7 @@ async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options:
     );
   }
   const base = await readRawManifest(t.tableDir);
-  const unknown = base.fields.find((f) => !MANIFEST_FIELDS.has(f.no));
+  const unknown = base.fields.find((f) => !KNOWN_MANIFEST_FIELDS.has(f.no));
   if (unknown) throw new ConfigError("TABLE_UNSUPPORTED", `table ${t.name}'s manifest has field ${unknown.no}, unknown to this version of Lancet; refragment cannot rewrite it safely`, { table: t.name });
   const pinned = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: base.version } as never);
   const indexes = await listRecipes(t, pinned);
@@ -450,7 +448,7 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
   }
   const format = formatVersionOf(base);
   const [major, minor] = format.split(".").map(Number);
-  const stable = (BigInt(intOf(base.fields, 9)) & STABLE_ROW_IDS) !== 0n;
+  const stable = hasStableRowIdsFlag(base.fields);
   const version = base.version + 1;
   const maxBefore = base.fields.some((f) => f.no === 11) ? intOf(base.fields, 11) : Math.max(-1, ...base.fields.filter((f) => f.no === 2).map((f) => intOf(decodeMessage(f.bytes), 1)));
   let nextRowId = intOf(base.fields, 14);

@@ -10,13 +10,14 @@
  * source version it was last refreshed to lives in the field metadata of `__source_row_id` (key
  * `lancet:view:watermark`), written last by every refresh.
  */
+import { hasStableRowIdsFlag } from "../commit/manifest-write.ts";
 import { rmSync } from "node:fs";
 import * as path from "node:path";
 import { addColumns } from "../columns.ts";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
-import { intOf, readManifestFile } from "../read/manifest.ts";
+import { readManifestFile } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
@@ -28,8 +29,6 @@ export const INPUT_HASH = "__input_hash";
 /** Columns a view owns; a selection cannot name them. */
 export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, "_rowid", "_rowaddr", "_lancet_key"]);
 const VIEW_FORMAT = 1;
-/** Lance's reader feature flag set on tables created with stable row ids. */
-const FLAG_STABLE_ROW_IDS = 2;
 const STABLE_IDS = { new_table_enable_stable_row_ids: "true" } as const;
 
 /** What {@link createView} takes. */
@@ -164,8 +163,7 @@ async function checkWhere(table: LanceNs.Table, tableName: string, where: string
 
 /** Whether a table was created with stable row ids (Lance reader feature flag 2 in its manifest). */
 export async function hasStableRowIds(t: ResolvedTable): Promise<boolean> {
-  const m = await readManifestFile(t.tableDir);
-  return (intOf(m.fields, 9) & FLAG_STABLE_ROW_IDS) !== 0;
+  return hasStableRowIdsFlag((await readManifestFile(t.tableDir)).fields);
 }
 
 /** Refuses a source without stable row ids, naming the fix. */
