@@ -55,7 +55,7 @@ try {
     const pct = Math.max(4, Math.round(ROWS / 100));
     await source.add(rows(ROWS, pct / 2) as never);
     await source.update({ where: `id < ${pct / 4}`, values: { x: -1 } } as never);
-    await source.delete(`id >= ${ROWS - pct / 4}`);
+    await source.delete(`id >= ${ROWS - pct / 4} AND id < ${ROWS}`); // old rows only (not the ones just added)
     let changed = 0;
     let incResult: RefreshViewResult | undefined;
     const incrementalMs = await time(async () => {

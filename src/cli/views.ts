@@ -31,15 +31,16 @@ export const CREATE_VIEW: CommandSpec = {
 export const REFRESH: CommandSpec = {
   name: "refresh",
   summary: "bring a view up to date with its source: add, remove and update rows, then compute its UDF columns",
-  synopsis: "--db DIR --view NAME [--src-version N] [--concurrency N] [--redis URL] [...] [--json]",
+  synopsis: "--db DIR --view NAME [--src-version N] [--full] [--concurrency N] [--redis URL] [...] [--json]",
   flags: [
     DB,
     VIEW,
     { name: "src-version", type: "string", value: "N", integer: true, help: "refresh to this source version (forwards or backwards)", default: "the source's latest" },
+    { name: "full", type: "boolean", help: "compare every row of the source and the view, not only those changed since the last refresh", default: "only the changes" },
     ...KNOBS,
     { ...JSON_FLAG, help: "machine-readable output: the last line of stdout is {status, sourceVersion, rowsAdded, rowsDeleted, rowsUpdated, rowsComputed}" },
   ],
-  notes: "Incremental: only rows that appeared, disappeared or whose selected columns changed are touched; unrelated source writes recompute nothing. Two refreshes of one view never run at once (TABLE_BUSY).",
+  notes: "Incremental: only rows that appeared, disappeared or whose selected columns changed are touched, and only source rows written or deleted since the last refresh are read (every id after a compaction of the source, or with --full); unrelated source writes recompute nothing. Two refreshes of one view never run at once (TABLE_BUSY).",
   example: "refresh --db ./data --view train",
 };
 
@@ -81,6 +82,7 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
   const options: RefreshViewOptions = {};
   const src = intOpt(values, "src-version", REFRESH.name);
   if (src !== undefined) options.srcVersion = src;
+  if (values.full === true) options.full = true;
   for (const f of KNOBS.filter((k) => k.integer)) {
     const v = intOpt(values, f.name, REFRESH.name);
     if (v !== undefined) (options as Record<string, unknown>)[f.option!] = v;

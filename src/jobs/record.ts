@@ -99,6 +99,8 @@ export interface RefreshSummary {
   readonly rowsAdded: number;
   readonly rowsDeleted: number;
   readonly rowsUpdated: number;
+  /** `changes`: only source rows written or deleted since the last refresh were read; `all`: every id. */
+  readonly read?: "changes" | "all";
   /** The backfill job of each UDF column of the view. */
   readonly columnJobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
 }

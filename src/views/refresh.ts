@@ -27,6 +27,8 @@ export interface RefreshViewOptions
   extends Pick<BackfillOptions, "concurrency" | "intraApplierConcurrency" | "checkpointSize" | "commitGranularity" | "errorPolicy" | "executor" | "logger" | "env" | "statusIntervalMs" | "onProgress"> {
   /** Source version to refresh to, forwards or backwards. @default the source's latest version */
   srcVersion?: number;
+  /** Compare every row of the source and the view, not only the rows changed since the last refresh. @default false */
+  full?: boolean;
 }
 
 /** What {@link refreshView} did. */
@@ -86,12 +88,12 @@ async function runRefresh(db: string, name: string, options: RefreshViewOptions,
     const { definition } = await readView(db, name);
     ctl.event("started", `refresh of view ${name} (source ${definition.source}) started`);
     ctl.setStatus("running");
-    const { srcVersion, onProgress: _p, statusIntervalMs: _s, ...knobs } = options;
-    const synced = await syncViewLocked(db, name, srcVersion === undefined ? {} : { srcVersion });
+    const { srcVersion, full, onProgress: _p, statusIntervalMs: _s, ...knobs } = options;
+    const synced = await syncViewLocked(db, name, { ...(srcVersion === undefined ? {} : { srcVersion }), ...(full ? { full } : {}) });
     const columnJobs: { column: string; jobId: string; status: JobStatus }[] = [];
     const summary = (): RefreshSummary => ({ view: name, source: definition.source, ...synced, columnJobs: [...columnJobs] });
     ctl.record.refresh = summary();
-    ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated`);
+    ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated (read ${synced.read === "all" ? "every row" : "the changes since the last refresh"})`);
     ctl.changed(true);
     const conn = await lancedb.connect(ref.dbDir, { readConsistencyInterval: 0 });
     const udfColumns = (await (await conn.openTable(name)).schema()).fields.filter((f) => f.metadata.has(BINDING_KEY)).map((f) => f.name);

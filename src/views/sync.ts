@@ -1,39 +1,43 @@
 /**
- * The row-synchronisation step of a view refresh, on public LanceDB APIs only. Against the source
- * pinned at version V:
+ * The row-synchronisation step of a view refresh, on public LanceDB APIs and the source's manifests.
+ * Against the source pinned at version V, it works out a delta and applies it:
  *
- * 1. live = ids of source rows matching the view's `where`; candidates = those of them whose hash of
- *    selected values must be compared: all of them on a first or backwards refresh, else only rows
- *    written since the watermark W (`_row_last_updated_at_version > W`, which any write bumps, so the
- *    hash still decides);
- * 2. deleted = view ids − live ids → `delete("__source_row_id IN (...)")` in batches;
- * 3. changed = ids in both whose hash differs → replaced: deleted with step 2's rows and appended
- *    again in step 4 with the new values and hash and NULL UDF columns (recomputed by the next
- *    backfill in new fragments the graft fills, instead of rewriting a whole fragment's column);
- * 4. added = live ids − view ids → appended with their values and hash, other columns NULL (shuffled
- *    by source id when the view has a seed);
- * 5. the watermark (V) is written last. A backwards refresh first lowers the watermark to V, so a
+ * 1. the delta — deleted: view rows whose source row is gone or no longer matches the view's `where`;
+ *    changed: view rows whose selected values differ (by input hash); added: matching source rows
+ *    the view lacks. Moving forwards from watermark W it reads only what changed
+ *    ({@link changesSince}): rows written after W (`_row_last_updated_at_version > W`, which any
+ *    write bumps, so the hash still decides), looked up in the view by id, and rows deleted after W,
+ *    from the fragments whose deletions grew. Otherwise (first or backwards refresh, a source
+ *    compacted or rewritten since W) it reads every id of the source and the view ({@link everyRow});
+ * 2. deleted and changed rows are removed (`delete("__source_row_id IN (...)")` in batches);
+ * 3. added and changed rows are appended with their values and hash, UDF columns absent (NULL; the
+ *    next backfill fills them in the new fragments, through the graft), shuffled by source id when
+ *    the view has a seed;
+ * 4. the watermark (V) is written last. A backwards refresh first lowers the watermark to V, so a
  *    crash part-way never leaves rows changed after the recorded watermark.
  *
- * Every step is a set difference against what the view holds, so re-running after a crash at any
- * point converges to the same view, without duplicate or missing rows. A source write that changes
- * none of the selected columns leaves the hash, and so the view row, untouched.
+ * Every step compares with what the view holds, so re-running after a crash at any point converges
+ * to the same view, without duplicate or missing rows. A source write that changes none of the
+ * selected columns leaves the hash, and so the view row, untouched.
  */
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { ConfigError } from "../errors.ts";
 import { holdingLock } from "../jobs/lock.ts";
-import { resolveTable } from "../table.ts";
+import { readManifest, type ManifestInfo } from "../read/manifest.ts";
+import { resolveTable, type ResolvedTable } from "../table.ts";
 import { failpoint } from "../failpoints.ts";
 import { takeRows } from "../udf/values.ts";
-import { rowHash, shuffleKey } from "./hash.ts";
+import { hashRows, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
 
 /** Options of {@link syncView}. */
 export interface SyncViewOptions {
   /** Source version to refresh to, forwards or backwards. @default the source's latest version */
   srcVersion?: number;
+  /** Compare every row of the source and the view, not only the rows changed since the last refresh (a check, or a repair of a view written by hand). @default false */
+  full?: boolean;
 }
 
 /** What {@link syncView} changed. */
@@ -44,9 +48,19 @@ export interface SyncViewResult {
   readonly rowsDeleted: number;
   /** Rows whose selected values changed: updated, their UDF columns reset to NULL. */
   readonly rowsUpdated: number;
+  /**
+   * What the sync read: `changes` — only the source rows written or deleted since the last refresh
+   * (looked up in the view by id); `all` — every id of the source and the view (a first or backwards
+   * refresh, or a source compacted, overwritten or restored since, or too many changes).
+   */
+  readonly read: "changes" | "all";
 }
 
 const DELETE_BATCH = 10_000;
+const LOOKUP_BATCH = 10_000;
+/** An incremental sync looks rows up by id while the changes are at most this share of the view's rows (or LOOKUP_MIN rows); past that, reading every id is cheaper. */
+const LOOKUP_SHARE = 0.125;
+const LOOKUP_MIN = 50_000;
 const WRITE_BATCH = 50_000;
 const SCAN = { maxBatchLength: 65_536 } as never;
 
@@ -91,25 +105,11 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
     }
   }
 
-  // Rows written at or before the watermark W are as the view holds them, when moving forwards.
-  const since = watermark !== null && sourceVersion >= watermark.sourceVersion ? watermark.sourceVersion : null;
-  const live = since === null ? null : await liveIds(source, def);
-  const held = await viewRows(view);
-  const { hashes: hashed, scan } = await hashedRows(source, def, since, held);
-  const deleted: number[] = [];
-  const present = live ?? hashed;
-  await eachYielding(held.keys(), (id) => {
-    if (!present.has(id)) deleted.push(id);
-  });
-  const added: number[] = [];
-  const changed: number[] = [];
-  await eachYielding(live ?? hashed.keys(), (id) => {
-    if (!held.has(id)) added.push(id);
-  });
-  await eachYielding(hashed, ([id, hash]) => {
-    const h = held.get(id);
-    if (h !== undefined && h !== hash) changed.push(id);
-  });
+  // Moving forwards from watermark W, only what changed since W is read; else (first or backwards
+  // refresh, or a source rewritten since W) every id of the source and the view.
+  const since = watermark !== null && sourceVersion >= watermark.sourceVersion && options.full !== true ? watermark.sourceVersion : null;
+  const delta = (since !== null ? await changesSince(conn, source, view, srcRef, def, since, sourceVersion) : null) ?? (await everyRow(source, view, def));
+  const { deleted, changed, added } = delta;
   if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
     await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
   }
@@ -132,7 +132,7 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   }
   // In source order, the rows to add are in the scan already: written from it, in few large
   // fragments; with a shuffle (or a row the scan missed) they are taken by stable row id.
-  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, scan, toAppend) : toAppend;
+  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, delta.scan, toAppend) : toAppend;
   for (let i = 0; i < rest.length; i += WRITE_BATCH) {
     await view.add((await viewBatch(source, def, viewSchema, rest.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
   }
@@ -140,7 +140,207 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
     await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
   }
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
-  return { sourceVersion, rowsAdded: added.length, rowsDeleted: deleted.length, rowsUpdated: changed.length };
+  return { sourceVersion, rowsAdded: added.length, rowsDeleted: deleted.length, rowsUpdated: changed.length, read: delta.read };
+}
+
+/** What a sync changes in the view, and the source rows it appends from. */
+interface Delta {
+  /** View rows to remove: their source rows are gone or no longer match the view's filter. */
+  readonly deleted: number[];
+  /** View rows whose selected values changed (replaced). */
+  readonly changed: number[];
+  /** Source rows the view lacks. */
+  readonly added: number[];
+  /** The pinned source's selected columns and `_rowid`, in source order, holding (at least) the added and changed rows. */
+  readonly scan: ArrowNs.Table;
+  readonly read: SyncViewResult["read"];
+}
+
+/**
+ * The delta from every id: the pinned source's matching rows (their values, hashed) against every
+ * row the view holds. For a first or backwards refresh, or when {@link changesSince} cannot tell.
+ */
+async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: ViewDefinition): Promise<Delta> {
+  let q = source.query().withRowId().select([...def.select]);
+  if (def.where !== null) q = q.where(def.where);
+  const scan = await q.toArrow(SCAN);
+  const held = await viewRows(view);
+  const added: number[] = [];
+  const changed: number[] = [];
+  const live = held.size > 0 ? new Set<number>() : null;
+  for (const batch of scan.batches) {
+    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
+    if (live === null) {
+      for (let i = 0; i < ids.length; i++) added.push(ids[i]!);
+      continue;
+    }
+    const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      live.add(id);
+      const h = held.get(id);
+      if (h === undefined) added.push(id);
+      else if (h !== hashes[i]) changed.push(id);
+    }
+  }
+  const deleted: number[] = [];
+  if (live !== null) await eachYielding(held.keys(), (id) => void (live.has(id) || deleted.push(id)));
+  return { deleted, changed, added, scan, read: "all" };
+}
+
+/**
+ * The delta from what changed in the source between versions `since` (W) and `version` (V), without
+ * reading every id: rows written after W (`_row_last_updated_at_version > W`: inserted, updated, or
+ * moved by an update) are looked up in the view by id; rows deleted after W are found in the
+ * fragments whose deletions grew (their ids at W less their ids at V). Returns null — read every
+ * id instead — when the source's manifests do not allow that: version W cleaned up, a fragment of W
+ * gone or rewritten (compaction, a delete of whole fragments, an overwrite), a fragment with fewer
+ * deletions than at W or rows not written after W (a restore), or too many changes for lookups by
+ * id to pay off.
+ */
+async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, view: LanceNs.Table, srcRef: ResolvedTable, def: ViewDefinition, since: number, version: number): Promise<Delta | null> {
+  let mW: ManifestInfo;
+  let mV: ManifestInfo;
+  try {
+    [mW, mV] = await Promise.all([readManifest(srcRef.tableDir, since), readManifest(srcRef.tableDir, version)]);
+  } catch {
+    return null; // version W cleaned up (or the store is not a local directory)
+  }
+  const atV = new Map(mV.fragments.map((f) => [f.id, f]));
+  const atW = new Set(mW.fragments.map((f) => f.id));
+  /** Fragments of W with rows deleted or moved since (an update moves a row to a new fragment, keeping its id). */
+  const shrunk: { id: number; offsetW: number; offsetV: number; rowsW: number; rowsV: number }[] = [];
+  /** Fragments of W gone since: every row deleted or moved (updated, or compacted). */
+  const vanished: { id: number; offsetW: number; rowsW: number }[] = [];
+  for (const f of mW.fragments) {
+    const g = atV.get(f.id);
+    if (g === undefined) {
+      if (f.liveRows > 0) vanished.push({ id: f.id, offsetW: offsetOf(mW, f.id), rowsW: f.liveRows });
+    } else if (g.physicalRows !== f.physicalRows || g.liveRows > f.liveRows) {
+      return null; // rewritten in place, or rows brought back (a restore)
+    } else if (g.liveRows < f.liveRows) {
+      shrunk.push({ id: f.id, offsetW: offsetOf(mW, f.id), offsetV: offsetOf(mV, f.id), rowsW: f.liveRows, rowsV: g.liveRows });
+    }
+  }
+  const budget = Math.max(LOOKUP_MIN, Math.floor((await view.countRows()) * LOOKUP_SHARE));
+  if (shrunk.reduce((s, f) => s + f.rowsW - f.rowsV, 0) + vanished.reduce((s, f) => s + f.rowsW, 0) > budget) return null;
+
+  // Rows written after W, wherever they are.
+  const touchedQ = source.query().withRowId().select({ _rowaddr: "_rowaddr" } as never).where(`_row_last_updated_at_version > ${since}`);
+  const touchedData = await touchedQ.toArrow(SCAN);
+  if (touchedData.numRows > budget) return null;
+  const touched = new Set<number>();
+  const perFragment = new Map<number, number>();
+  for (const batch of touchedData.batches) {
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
+    const addrs = batch.getChild("_rowaddr")!.toArray() as BigUint64Array;
+    for (let i = 0; i < ids.length; i++) {
+      touched.add(ids[i]!);
+      const frag = Number(addrs[i]! >> 32n);
+      perFragment.set(frag, (perFragment.get(frag) ?? 0) + 1);
+    }
+  }
+  /** Rows of fragments new since W that were not written since W: moved there by a compaction (or brought back by a restore). */
+  let untouchedInNew = 0;
+  for (const g of mV.fragments) if (!atW.has(g.id)) untouchedInNew += g.liveRows - (perFragment.get(g.id) ?? 0);
+
+  // Rows deleted after W: ids of W's shrunk or vanished fragments that are neither still there nor
+  // written since (moved by an update) nor moved by a compaction.
+  const gone: number[] = [];
+  if (shrunk.length + vanished.length > 0) {
+    const atWTable = await conn.openTable(def.source);
+    await atWTable.checkout(since);
+    for (const f of shrunk) {
+      const idsW = await fragmentIds(atWTable, f.id, f.offsetW, f.rowsW);
+      const idsV = await fragmentIds(source, f.id, f.offsetV, f.rowsV);
+      if (idsW === null || idsV === null) return null;
+      let j = 0;
+      for (let i = 0; i < idsW.length; i++) {
+        if (j < idsV.length && idsW[i] === idsV[j]) j++;
+        else if (!touched.has(idsW[i]!)) gone.push(idsW[i]!);
+      }
+      if (j !== idsV.length) return null; // not the same rows less some: cannot tell
+      await yieldToLoop();
+    }
+    const candidates: number[] = [];
+    for (const f of vanished) {
+      const idsW = await fragmentIds(atWTable, f.id, f.offsetW, f.rowsW);
+      if (idsW === null) return null;
+      for (let i = 0; i < idsW.length; i++) if (!touched.has(idsW[i]!)) candidates.push(idsW[i]!);
+    }
+    const live = await liveIds(source, candidates);
+    for (const id of candidates) if (!live.has(id)) gone.push(id);
+    if (live.size !== untouchedInNew) return null; // rows that were not live at W are back (a restore)
+  } else if (untouchedInNew !== 0) {
+    return null;
+  }
+
+  // The rows written after W that match the view's filter, with their values.
+  let q = source.query().withRowId().select([...def.select]).where(def.where === null ? `_row_last_updated_at_version > ${since}` : `(_row_last_updated_at_version > ${since}) AND (${def.where})`);
+  const scan = await q.toArrow(SCAN);
+  const held = await viewHashes(view, [...touched, ...gone]);
+  const added: number[] = [];
+  const changed: number[] = [];
+  const matching = new Set<number>();
+  for (const batch of scan.batches) {
+    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
+    const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      matching.add(id);
+      const h = held.get(id);
+      if (h === undefined) added.push(id);
+      else if (h !== hashes[i]) changed.push(id);
+    }
+  }
+  // Held rows that are gone, or were written and no longer match.
+  const deleted = [...held.keys()].filter((id) => !matching.has(id));
+  return { deleted, changed, added, scan, read: "changes" };
+}
+
+/** A fragment's offset among the live rows of its version (the scan order is the manifest's fragment order). */
+function offsetOf(m: ManifestInfo, id: number): number {
+  let at = 0;
+  for (const f of m.fragments) {
+    if (f.id === id) return at;
+    at += f.liveRows;
+  }
+  throw new Error(`fragment ${id} is not in version ${m.version}`);
+}
+
+/** The ids of fragment `id`'s live rows, in order, read by offset on a pinned handle; null when the rows read are not that fragment's. */
+async function fragmentIds(table: LanceNs.Table, id: number, offset: number, rows: number): Promise<Float64Array | null> {
+  if (rows === 0) return new Float64Array(0);
+  const data = await table.query().withRowId().select({ _rowaddr: "_rowaddr" } as never).offset(offset).limit(rows).toArrow(SCAN);
+  if (data.numRows !== rows) return null;
+  const addrs = data.getChild("_rowaddr")!;
+  if (Number((addrs.get(0) as bigint) >> 32n) !== id || Number((addrs.get(rows - 1) as bigint) >> 32n) !== id) return null;
+  return idsOf(data.getChild("_rowid"), "_rowid");
+}
+
+/** Which of `ids` are rows of the pinned source, looked up by stable row id. */
+async function liveIds(source: LanceNs.Table, ids: readonly number[]): Promise<Set<number>> {
+  const out = new Set<number>();
+  for (let i = 0; i < ids.length; i += LOOKUP_BATCH) {
+    const data = await source.query().withRowId().select([]).where(`_rowid IN (${ids.slice(i, i + LOOKUP_BATCH).join(", ")})`).toArrow(SCAN);
+    for (const batch of data.batches) for (const id of idsOf(batch.getChild("_rowid"), "_rowid")) out.add(id);
+  }
+  return out;
+}
+
+/** Stored input hashes of the view rows of source ids `ids` (those the view holds), looked up by id. */
+async function viewHashes(view: LanceNs.Table, ids: readonly number[]): Promise<Map<number, bigint>> {
+  const out = new Map<number, bigint>();
+  for (let i = 0; i < ids.length; i += LOOKUP_BATCH) {
+    const data = await view.query().where(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + LOOKUP_BATCH).join(", ")})`).select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN);
+    for (const batch of data.batches) {
+      const got = idsOf(batch.getChild(SOURCE_ROW_ID), SOURCE_ROW_ID);
+      const hashes = batch.getChild(INPUT_HASH)!.toArray() as BigInt64Array;
+      for (let k = 0; k < got.length; k++) out.set(got[k]!, hashes[k]!);
+    }
+  }
+  return out;
 }
 
 async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<void> {
@@ -169,16 +369,18 @@ async function eachYielding<T>(items: Iterable<T>, fn: (x: T) => void): Promise<
 }
 
 /**
- * Row ids as JS numbers: Maps and Sets of bigints are ~10× slower. Stable row ids are a counter of
- * rows ever written, far below 2^53.
+ * Row ids (a 64-bit integer column) as JS numbers, read from the two 32-bit halves without making a
+ * bigint per id: Maps and Sets of bigints are ~10× slower. Stable row ids are a counter of rows ever
+ * written, far below 2^53.
  */
-function idsOf(v: ArrowNs.Vector | null, column: string): ArrayLike<number> {
+function idsOf(v: ArrowNs.Vector | null, column: string): Float64Array {
   const raw = v!.toArray() as BigInt64Array | BigUint64Array;
+  const words = new Uint32Array(raw.buffer, raw.byteOffset, raw.length * 2);
   const out = new Float64Array(raw.length);
   for (let i = 0; i < raw.length; i++) {
-    const x = raw[i]!;
-    if (x > 9007199254740991n || x < 0n) throw new ConfigError("TABLE_UNSUPPORTED", `${column} ${x} is outside the row ids Lancet's views support (0 .. 2^53-1)`);
-    out[i] = Number(x);
+    const hi = words[2 * i + 1]!;
+    if (hi >= 0x200000) throw new ConfigError("TABLE_UNSUPPORTED", `${column} ${raw[i]} is outside the row ids Lancet's views support (0 .. 2^53-1)`);
+    out[i] = hi * 4294967296 + words[2 * i]!;
   }
   return out;
 }
@@ -199,39 +401,6 @@ async function pinSource(source: LanceNs.Table, name: string, srcVersion: number
     throw new ConfigError("CONFIG_INVALID", `srcVersion ${srcVersion} of source table ${name} cannot be read (cleaned up?): ${(e as Error).message.split("\n")[0]}`, { table: name, cause: e });
   }
   return srcVersion;
-}
-
-/** Ids of the pinned source's rows matching the view's filter. */
-async function liveIds(source: LanceNs.Table, def: ViewDefinition): Promise<Set<number>> {
-  let q = source.query().withRowId().select([]);
-  if (def.where !== null) q = q.where(def.where);
-  const data = await q.toArrow(SCAN);
-  const out = new Set<number>();
-  for (const batch of data.batches) {
-    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
-    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
-    for (let i = 0; i < ids.length; i++) out.add(ids[i]!);
-  }
-  return out;
-}
-
-/**
- * Rows of the pinned source matching the view's filter (and written after version `since`, if set),
- * each with its input hash when the view holds the row (0n otherwise: a row to add, hashed when taken).
- */
-async function hashedRows(source: LanceNs.Table, def: ViewDefinition, since: number | null, held: ReadonlyMap<number, bigint>): Promise<{ hashes: Map<number, bigint>; scan: ArrowNs.Table }> {
-  const filters = [def.where === null ? null : `(${def.where})`, since === null ? null : `_row_last_updated_at_version > ${since}`].filter((f) => f !== null);
-  let q = source.query().withRowId().select([...def.select]);
-  if (filters.length > 0) q = q.where(filters.join(" AND "));
-  const data = await q.toArrow(SCAN);
-  const out = new Map<number, bigint>();
-  for (const batch of data.batches) {
-    await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
-    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
-    const cols = def.select.map((c) => batch.getChild(c)!);
-    for (let i = 0; i < ids.length; i++) out.set(ids[i]!, held.has(ids[i]!) ? rowHash(cols.map((c) => c.get(i))) : 0n);
-  }
-  return { hashes: out, scan: data };
 }
 
 /** The view's rows: source row id → stored input hash. */
@@ -278,11 +447,12 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
       if (wanted.delete(ids[i]!)) at.push(i);
     }
     if (at.length === 0) continue;
-    const selected = def.select.map((c) => takeRows(batch.getChild(c)! as ArrowNs.Vector, at));
+    const all = at.length === batch.numRows;
+    const selected = def.select.map((c) => (all ? batch.getChild(c)! : takeRows(batch.getChild(c)! as ArrowNs.Vector, at)));
     const cols: Record<string, ArrowNs.Vector> = {};
     for (const f of viewSchema.fields) {
-      if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(at.map((i) => BigInt(ids[i]!)), new arrow.Int64());
-      else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(at.map((_, k) => rowHash(selected.map((v) => v.get(k)))), new arrow.Int64());
+      if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.makeVector(rowIdsAt(batch.getChild("_rowid")!, at));
+      else if (f.name === INPUT_HASH) cols[f.name] = arrow.makeVector(hashRows(selected));
       else if (def.select.includes(f.name)) cols[f.name] = selected[def.select.indexOf(f.name)]!;
       // UDF columns are left out: the appended fragment has no file for them (they read NULL), so
       // the graft can write them (a file of explicit NULLs would send them through mergeInsert).
@@ -295,6 +465,19 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
   }
   await flush();
   return [...wanted];
+}
+
+/** `_rowid` values at rows `at` of a batch, as the view's int64 `__source_row_id` (same bits: ids are below 2^53). */
+function rowIdsAt(v: ArrowNs.Vector, at: readonly number[]): BigInt64Array {
+  const raw = v.toArray() as BigUint64Array | BigInt64Array;
+  const src = new Uint32Array(raw.buffer, raw.byteOffset, raw.length * 2);
+  const out = new BigInt64Array(at.length);
+  const dst = new Uint32Array(out.buffer);
+  for (let k = 0; k < at.length; k++) {
+    dst[2 * k] = src[2 * at[k]!]!;
+    dst[2 * k + 1] = src[2 * at[k]! + 1]!;
+  }
+  return out;
 }
 
 /**
@@ -315,11 +498,11 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
   }
   const rowIds = order ? order.map((j) => takenIds[j]!) : takenIds;
   const takenCols = def.select.map((c) => taken.getChild(c)!);
-  const hashes = (order ?? takenIds.map((_, j) => j)).map((j) => rowHash(takenCols.map((c) => c.get(j))));
+  const hashes = hashRows(takenCols, order ?? undefined);
   const cols: Record<string, ArrowNs.Vector> = {};
   for (const f of viewSchema.fields) {
     if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(rowIds.map(BigInt), new arrow.Int64());
-    else if (f.name === INPUT_HASH) cols[f.name] = arrow.vectorFromArray(hashes, new arrow.Int64());
+    else if (f.name === INPUT_HASH) cols[f.name] = arrow.makeVector(hashes);
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;
       cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => plain(v.get(j))), f.type) : v;
