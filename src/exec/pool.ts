@@ -6,12 +6,22 @@
  * spawning (no respawn loop): every later task is rejected with that error.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { homedir } from "node:os";
+import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { deserializeError, WorkerCrashedError, type BackfillError } from "../errors.ts";
 import { checkUdfEnv } from "./env.ts";
 import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "./protocol.ts";
 
 // ".ts" when running from source (type stripping), ".js" when running the built package.
+/**
+ * Where worker processes keep Node's compile cache (V8 code of Lancet's modules, LanceDB's and
+ * Arrow's JS, the UDF bundle): a process start loads them ~2× faster from it (~130 → ~70 ms on the
+ * benchmark machine). Per user; Node checks each entry against its source, and ignores a directory
+ * it cannot write.
+ */
+const COMPILE_CACHE = path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), ".cache"), "lancet", "node-compile-cache");
+
 const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 
 interface Slot {
@@ -93,7 +103,7 @@ export class LocalPool implements Executor {
         execArgv: memoryMb ? [`--max-old-space-size=${memoryMb}`] : [],
         serialization: "advanced",
         stdio: ["ignore", "pipe", "pipe", "ipc"],
-        env: { ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) },
+        env: { NODE_COMPILE_CACHE: COMPILE_CACHE, ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) },
       });
       // UDF output goes to stderr so it never mixes with a command's machine-readable stdout; the
       // tail of stderr is kept to tell an out-of-memory death from other crashes.

@@ -131,10 +131,10 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
     toAppend.sort((a, b) => cmpBig(keys.get(a)!, keys.get(b)!) || a - b);
   }
   // In source order, the rows to add are in the scan already: written from it, in few large
-  // fragments; with a shuffle (or a row the scan missed) they are taken by stable row id.
-  const rest = def.shuffleSeed === null ? await appendFromScan(view, def, viewSchema, delta.scan, toAppend) : toAppend;
-  for (let i = 0; i < rest.length; i += WRITE_BATCH) {
-    await view.add((await viewBatch(source, def, viewSchema, rest.slice(i, i + WRITE_BATCH), def.shuffleSeed !== null)) as never);
+  // fragments; with a shuffle they are taken by stable row id, in the shuffled order.
+  if (def.shuffleSeed === null) await appendFromScan(view, def, viewSchema, delta.scan, delta.append);
+  else {
+    for (let i = 0; i < toAppend.length; i += WRITE_BATCH) await view.add((await viewBatch(source, def, viewSchema, toAppend.slice(i, i + WRITE_BATCH))) as never);
   }
   if (added.length > 0 && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
     await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
@@ -151,8 +151,10 @@ interface Delta {
   readonly changed: number[];
   /** Source rows the view lacks. */
   readonly added: number[];
-  /** The pinned source's selected columns and `_rowid`, in source order, holding (at least) the added and changed rows. */
+  /** The pinned source's selected columns and `_rowid`, in source order, holding every added and changed row. */
   readonly scan: ArrowNs.Table;
+  /** Per row of `scan`: 1 when it is to be appended (added or changed). */
+  readonly append: Uint8Array;
   readonly read: SyncViewResult["read"];
 }
 
@@ -168,25 +170,31 @@ async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: ViewDef
   const added: number[] = [];
   const changed: number[] = [];
   const live = held.size > 0 ? new Set<number>() : null;
+  const append = new Uint8Array(scan.numRows);
+  let at = 0;
   for (const batch of scan.batches) {
     await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     if (live === null) {
       for (let i = 0; i < ids.length; i++) added.push(ids[i]!);
+      append.fill(1, at, at + ids.length);
+      at += ids.length;
       continue;
     }
     const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
-    for (let i = 0; i < ids.length; i++) {
+    for (let i = 0; i < ids.length; i++, at++) {
       const id = ids[i]!;
       live.add(id);
       const h = held.get(id);
       if (h === undefined) added.push(id);
       else if (h !== hashes[i]) changed.push(id);
+      else continue;
+      append[at] = 1;
     }
   }
   const deleted: number[] = [];
   if (live !== null) await eachYielding(held.keys(), (id) => void (live.has(id) || deleted.push(id)));
-  return { deleted, changed, added, scan, read: "all" };
+  return { deleted, changed, added, scan, append, read: "all" };
 }
 
 /**
@@ -283,20 +291,24 @@ async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, vie
   const added: number[] = [];
   const changed: number[] = [];
   const matching = new Set<number>();
+  const append = new Uint8Array(scan.numRows);
+  let at = 0;
   for (const batch of scan.batches) {
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
-    for (let i = 0; i < ids.length; i++) {
+    for (let i = 0; i < ids.length; i++, at++) {
       const id = ids[i]!;
       matching.add(id);
       const h = held.get(id);
       if (h === undefined) added.push(id);
       else if (h !== hashes[i]) changed.push(id);
+      else continue;
+      append[at] = 1;
     }
   }
   // Held rows that are gone, or were written and no longer match.
   const deleted = [...held.keys()].filter((id) => !matching.has(id));
-  return { deleted, changed, added, scan, read: "changes" };
+  return { deleted, changed, added, scan, append, read: "changes" };
 }
 
 /** A fragment's offset among the live rows of its version (the scan order is the manifest's fragment order). */
@@ -421,13 +433,11 @@ const APPEND_ROWS = 262_144;
 const APPEND_BYTES = 16 * 1024 * 1024;
 
 /**
- * Appends the rows of `ids` found in `scan` (the pinned source's selected columns with `_rowid`, in
- * source order) to the view, a few large appends, each row with its input hash and NULL UDF
- * columns; returns the ids the scan did not hold.
+ * Appends the rows of `scan` (the pinned source's selected columns with `_rowid`, in source order)
+ * flagged in `append` to the view, in a few large appends, each row with its input hash and NULL UDF
+ * columns.
  */
-async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, scan: ArrowNs.Table, ids: readonly number[]): Promise<number[]> {
-  const wanted = new Set<number>();
-  await eachYielding(ids, (id) => void wanted.add(id));
+async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, scan: ArrowNs.Table, append: Uint8Array): Promise<void> {
   let parts: ArrowNs.Table[] = [];
   let rows = 0;
   let bytes = 0;
@@ -439,13 +449,12 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
     rows = 0;
     bytes = 0;
   };
+  let first = 0;
   for (const batch of scan.batches) {
     await yieldToLoop();
-    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
     const at: number[] = [];
-    for (let i = 0; i < ids.length; i++) {
-      if (wanted.delete(ids[i]!)) at.push(i);
-    }
+    for (let i = 0; i < batch.numRows; i++) if (append[first + i] === 1) at.push(i);
+    first += batch.numRows;
     if (at.length === 0) continue;
     const all = at.length === batch.numRows;
     const selected = def.select.map((c) => (all ? batch.getChild(c)! : takeRows(batch.getChild(c)! as ArrowNs.Vector, at)));
@@ -464,7 +473,6 @@ async function appendFromScan(view: LanceNs.Table, def: ViewDefinition, viewSche
     if (rows >= APPEND_ROWS || bytes >= APPEND_BYTES) await flush();
   }
   await flush();
-  return [...wanted];
 }
 
 /** `_rowid` values at rows `at` of a batch, as the view's int64 `__source_row_id` (same bits: ids are below 2^53). */
@@ -481,31 +489,27 @@ function rowIdsAt(v: ArrowNs.Vector, at: readonly number[]): BigInt64Array {
 }
 
 /**
- * View rows for source ids `ids`: their selected values read from the pinned source by stable row
- * id, their input hash (computed from the values taken), and NULL in every other view column. LanceDB returns taken rows in id order; with
- * `keepOrder` they are put back in the order of `ids` (a shuffled append).
+ * View rows for source ids `ids`, in that order (a shuffled append): their selected values taken
+ * from the pinned source by stable row id (LanceDB returns them in id order), their input hash, and
+ * NULL in every other view column.
  */
-async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, ids: number[], keepOrder: boolean): Promise<ArrowNs.Table> {
+async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema: ArrowNs.Schema, ids: number[]): Promise<ArrowNs.Table> {
   const taken = await source.takeRowIds(ids).withRowId().select([...def.select]).toArrow();
   if (taken.numRows !== ids.length) {
     throw new ConfigError("TABLE_UNSUPPORTED", `source table ${def.source} returned ${taken.numRows} of ${ids.length} rows by stable row id; its row ids are not stable`, { table: def.source });
   }
   const takenIds: number[] = Array.from(idsOf(taken.getChild("_rowid"), "_rowid"));
-  let order: number[] | null = null;
-  if (keepOrder) {
-    const at = new Map(takenIds.map((id, i) => [id, i]));
-    order = ids.map((id) => at.get(id)!);
-  }
-  const rowIds = order ? order.map((j) => takenIds[j]!) : takenIds;
-  const takenCols = def.select.map((c) => taken.getChild(c)!);
-  const hashes = hashRows(takenCols, order ?? undefined);
+  const where = new Map(takenIds.map((id, i) => [id, i]));
+  const order = ids.map((id) => where.get(id)!);
+  const rowIds = order.map((j) => takenIds[j]!);
+  const hashes = hashRows(def.select.map((c) => taken.getChild(c)!), order);
   const cols: Record<string, ArrowNs.Vector> = {};
   for (const f of viewSchema.fields) {
     if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(rowIds.map(BigInt), new arrow.Int64());
     else if (f.name === INPUT_HASH) cols[f.name] = arrow.makeVector(hashes);
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;
-      cols[f.name] = order ? arrow.vectorFromArray(order.map((j) => plain(v.get(j))), f.type) : v;
+      cols[f.name] = arrow.vectorFromArray(order.map((j) => plain(v.get(j))), f.type);
     } // UDF columns are left out (no file in the new fragment: they read NULL until backfilled).
   }
   return new arrow.Table(cols);
