@@ -34,6 +34,7 @@ export type ErrorCode =
   | "JOB_ABANDONED"
   | "JOB_NOT_FOUND"
   | "TABLE_BUSY"
+  | "TABLE_EXISTS"
   | "NO_WORKER"
   | "STORAGE_UNREACHABLE"
   | "QUEUE_UNAVAILABLE"

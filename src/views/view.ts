@@ -73,15 +73,15 @@ export interface ViewInfo {
  * Creates view `name` in database `db` (a directory) over `options.source`. Writes no rows: the
  * first {@link refreshView} (or {@link syncView}) fills it.
  * @throws ConfigError TABLE_NOT_FOUND (unknown source), TABLE_UNSUPPORTED (source without stable row
- * ids), COLUMN_NOT_FOUND (unknown selected column), WHERE_INVALID, CONFIG_INVALID (the name is taken, or
- * malformed options), COLUMN_EXISTS (a UDF column named like a selected one), or addColumns' codes for a bad UDF; nothing is left behind.
+ * ids), COLUMN_NOT_FOUND (unknown selected column), WHERE_INVALID, TABLE_EXISTS (the name is taken),
+ * CONFIG_INVALID (malformed options), COLUMN_EXISTS (a UDF column named like a selected one), or addColumns' codes for a bad UDF; nothing is left behind.
  */
 export async function createView(db: string, name: string, options: ViewOptions): Promise<ViewInfo> {
   const def = checkOptions(name, options);
   const src = resolveTable({ db, table: def.source });
   const conn = await lancedb.connect(src.dbDir, { readConsistencyInterval: 0 });
   if ((await conn.tableNames()).includes(name)) {
-    throw new ConfigError("CONFIG_INVALID", `view name ${name} is taken: database ${src.dbDir} already has a table ${name}; pick another name`, { table: name });
+    throw new ConfigError("TABLE_EXISTS", `view name ${name} is taken: database ${src.dbDir} already has a table ${name}; pick another name (or drop that table)`, { table: name });
   }
   await assertStableRowIds(src, "create a view over it");
   const source = await conn.openTable(def.source);

@@ -144,7 +144,7 @@ test("bad input: each a clear error code, nothing written", async () => {
     ["unknown column", { source: "src", select: ["id", "zz"] }, "COLUMN_NOT_FOUND", /selected column zz is not a column of source table src; its columns are id, x, s, other/],
     ["where that does not parse", { source: "src", select: ["id"], where: "x >>> 3" }, "WHERE_INVALID", /where "x >>> 3" is not a valid filter on source table src/],
     ["where on an unknown column", { source: "src", select: ["id"], where: "zz > 3" }, "WHERE_INVALID", /No field named zz/],
-    ["name collision", { source: "src", select: ["id"] }, "CONFIG_INVALID", /view name plain is taken/, "plain"],
+    ["name collision", { source: "src", select: ["id"] }, "TABLE_EXISTS", /view name plain is taken/, "plain"],
     ["no stable row ids", { source: "plain", select: ["id"] }, "TABLE_UNSUPPORTED", /source table plain has no stable row ids.*new_table_enable_stable_row_ids: "true"/],
     ["reserved column", { source: "src", select: ["__source_row_id"] }, "CONFIG_INVALID", /cannot name __source_row_id/],
     ["empty select", { source: "src", select: [] }, "CONFIG_INVALID", /options.select must be a non-empty list/],
