@@ -27,6 +27,7 @@ export const FAILPOINTS = {
   "commit.before-marker": "a fragment group was committed; its done markers are not written yet",
   "refragment.mid-rewrite": "refragment wrote part of the new fragments; the rewrite is not committed yet",
   "lock.after-create": "a column lock file was created; the lock is not confirmed to its holder yet",
+  "chunk.after-flush": "a worker expanding a chunk view appended a buffer of children; the coordinator has not recorded their parents as expanded yet",
   "view.mid-sync": "a view refresh removed the rows that are gone or changed; it has not appended the new and changed rows yet",
 } as const;
 

@@ -13,18 +13,19 @@ const KNOBS = ["concurrency", "intra-applier-concurrency", "checkpoint-size", "c
 export const CREATE_VIEW: CommandSpec = {
   name: "create-view",
   summary: "create a view: a filtered projection of a source table (with stable row ids) with UDF columns of its own",
-  synopsis: "--db DIR --view NAME --source TABLE --select COL[,COL...] [--udf OUT=MODULE#EXPORT]... [--where SQL] [--shuffle-seed N] [--json]",
+  synopsis: "--db DIR --view NAME --source TABLE (--select COL[,COL...] | --chunker MODULE#EXPORT [--select COL,...]) [--udf OUT=MODULE#EXPORT]... [--where SQL] [--shuffle-seed N] [--json]",
   flags: [
     DB,
     VIEW,
     { name: "source", type: "string", value: "TABLE", help: "the source table (created with stable row ids)", required: true },
-    { name: "select", type: "string", value: "COL[,COL...]", help: "source columns the view keeps", required: true },
+    { name: "select", type: "string", value: "COL[,COL...]", help: "source columns the view keeps (a chunk view inherits them into every child)", default: "required without --chunker; none with it" },
+    { name: "chunker", type: "string", value: "MODULE#EXPORT", help: "a chunker (kind: \"chunker\"): the view holds the children it makes of each source row" },
     { name: "udf", type: "string", value: "OUT=MODULE#EXPORT", multiple: true, help: "a UDF column of the view, computed from selected columns (repeatable)" },
     { name: "where", type: "string", value: "SQL", help: "keep only source rows matching SQL", default: "every row" },
     { name: "shuffle-seed", type: "string", value: "N", integer: true, help: "append new rows in a deterministic pseudo-random order", default: "source order" },
     JSON_FLAG,
   ],
-  notes: "The view starts empty: run `lancet refresh` to fill it.",
+  notes: "The view starts empty: run `lancet refresh` to fill it. A chunk view's columns: __source_row_id (the parent), __child_index, the selected columns, the chunker's outputs, UDF columns.",
   example: "create-view --db ./data --view train --source docs --select id,text --udf words=./udfs.ts#wordCount --where \"lang = 'en'\"",
 };
 
@@ -36,6 +37,8 @@ export const REFRESH: CommandSpec = {
     DB,
     VIEW,
     { name: "src-version", type: "string", value: "N", integer: true, help: "refresh to this source version (forwards or backwards)", default: "the source's latest" },
+    { name: "source-task-size", type: "string", value: "N", integer: true, option: "sourceTaskSize", help: "chunk views: source rows (parents) per work item", default: "1024" },
+    { name: "max-rows-per-fragment", type: "string", value: "N", integer: true, option: "maxRowsPerFragment", help: "chunk views: children a worker buffers before appending them to the view", default: "65536" },
     { name: "full", type: "boolean", help: "compare every row of the source and the view, not only those changed since the last refresh", default: "only the changes" },
     ...KNOBS,
     { ...JSON_FLAG, help: "machine-readable output: the last line of stdout is {status, sourceVersion, rowsAdded, rowsDeleted, rowsUpdated, rowsComputed}" },
@@ -62,17 +65,19 @@ export async function createViewCommand(args: readonly string[], io: CliIo): Pro
     udfs[spec.slice(0, i)] = spec.slice(i + 1);
   }
   const seed = intOpt(values, "shuffle-seed", CREATE_VIEW.name);
-  const select = (values.select as string).split(",").map((c) => c.trim()).filter(Boolean);
+  if (values.select === undefined && values.chunker === undefined) throw new UsageError("--select COL[,COL...] is required (or --chunker MODULE#EXPORT for a chunk view)", CREATE_VIEW.name);
+  const select = ((values.select as string | undefined) ?? "").split(",").map((c) => c.trim()).filter(Boolean);
   const name = values.view as string;
   const info = await createView(values.db as string, name, {
     source: values.source as string,
-    select,
+    ...(select.length > 0 || values.chunker === undefined ? { select } : {}),
+    ...(typeof values.chunker === "string" ? { chunker: values.chunker } : {}),
     ...(Object.keys(udfs).length > 0 ? { udfs } : {}),
     ...(typeof values.where === "string" ? { where: values.where } : {}),
     ...(seed !== undefined ? { shuffleSeed: seed } : {}),
   });
   if (values.json === true) io.stdout.write(JSON.stringify({ status: "ok", view: name, definition: info }) + "\n");
-  else io.stdout.write(`created view ${name} of ${String(values.source)} (${select.join(", ")}${Object.keys(udfs).length > 0 ? `; UDF columns ${Object.keys(udfs).join(", ")}` : ""}); run \`lancet refresh --db ${String(values.db)} --view ${name}\` to fill it\n`);
+  else io.stdout.write(`created ${typeof values.chunker === "string" ? `chunk view ${name} of ${String(values.source)} by ${values.chunker}` : `view ${name} of ${String(values.source)}`} (${select.join(", ") || "no inherited columns"}${Object.keys(udfs).length > 0 ? `; UDF columns ${Object.keys(udfs).join(", ")}` : ""}); run \`lancet refresh --db ${String(values.db)} --view ${name}\` to fill it\n`);
   return 0;
 }
 
@@ -83,6 +88,10 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
   const src = intOpt(values, "src-version", REFRESH.name);
   if (src !== undefined) options.srcVersion = src;
   if (values.full === true) options.full = true;
+  for (const f of ["source-task-size", "max-rows-per-fragment"] as const) {
+    const v = intOpt(values, f, REFRESH.name);
+    if (v !== undefined) options[f === "source-task-size" ? "sourceTaskSize" : "maxRowsPerFragment"] = v;
+  }
   for (const f of KNOBS.filter((k) => k.integer)) {
     const v = intOpt(values, f.name, REFRESH.name);
     if (v !== undefined) (options as Record<string, unknown>)[f.option!] = v;
@@ -94,9 +103,9 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
     options.executor = { redis, ...(queue ? { queue } : {}) };
   }
   const r = await refreshView(values.db as string, values.view as string, options);
-  const out = { status: r.status, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: r.rowsComputed };
+  const out = { status: r.status, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: r.rowsComputed, ...(r.parents ? { parents: r.parents } : {}) };
   if (values.json === true) io.stdout.write(JSON.stringify(out) + "\n");
-  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated, ${fmt(r.rowsComputed)} UDF value(s) computed (${r.status}; job ${r.jobId})\n`);
+  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated${r.parents ? ` (parents: ${fmt(r.parents.added)} added, ${fmt(r.parents.deleted)} removed, ${fmt(r.parents.updated)} changed)` : ""}, ${fmt(r.rowsComputed)} ${r.parents ? "child row(s) and UDF value(s)" : "UDF value(s)"} computed (${r.status}; job ${r.jobId})\n`);
   return r.status === "finished" ? 0 : 1;
 }
 
@@ -110,7 +119,7 @@ export async function viewsCommand(args: readonly string[], io: CliIo): Promise<
     for (const v of views) {
       const d = v.definition;
       const udfs = Object.entries(d.udfs).map(([c, u]) => `${c}=${u}`).join(", ");
-      io.stdout.write(`${v.name}  of ${d.source}  select ${d.select.join(",")}${d.where ? `  where ${d.where}` : ""}${udfs ? `  udfs ${udfs}` : ""}${d.shuffleSeed !== null ? `  shuffle-seed ${d.shuffleSeed}` : ""}  ${v.watermark ? `at source version ${v.watermark.sourceVersion} (refreshed ${v.watermark.refreshedAt})` : "never refreshed"}\n`);
+      io.stdout.write(`${v.name}  of ${d.source}${d.chunker ? `  chunker ${d.chunker}` : ""}  select ${d.select.join(",") || "-"}${d.where ? `  where ${d.where}` : ""}${udfs ? `  udfs ${udfs}` : ""}${d.shuffleSeed !== null ? `  shuffle-seed ${d.shuffleSeed}` : ""}  ${v.watermark ? `at source version ${v.watermark.sourceVersion} (refreshed ${v.watermark.refreshedAt})` : "never refreshed"}\n`);
     }
   }
   return 0;

@@ -23,6 +23,22 @@ export interface WorkerConfig {
   readonly errorPolicy?: ErrorPolicy;
   /** The table version whose binding of `column` names `bundlePath` (the job's pinned version); the worker process checks it before importing. @default the latest */
   readonly bindingVersion?: number;
+  /** Set when the worker expands parents with a chunker into a chunk view (`table`; `column` is `__child_index`, which carries the binding) instead of computing a column. */
+  readonly chunker?: ChunkerTaskConfig;
+}
+
+/** What a worker needs to expand parents into a chunk view. */
+export interface ChunkerTaskConfig {
+  /** The source table (same database). */
+  readonly source: string;
+  /** Source columns inherited into every child. */
+  readonly select: readonly string[];
+  /** Source columns whose values make a parent's input hash, in order. */
+  readonly hashColumns: readonly string[];
+  /** Output column → canonical type. */
+  readonly outputs: Readonly<Record<string, string>>;
+  /** Children buffered before they are appended to the view. */
+  readonly maxRowsPerFragment: number;
 }
 
 /** One task: gaps of one fragment's range to compute and checkpoint. */
@@ -38,6 +54,8 @@ export interface TaskSpec {
   readonly batchKey: string;
   readonly checkpointSize: number;
   readonly maxCheckpointSize: number;
+  /** A chunker task: the source row ids (ascending) of the parents to expand; `gaps` index into it and `version` is the source version. */
+  readonly parents?: readonly number[];
 }
 
 /** A row the UDF failed on and the error policy skipped (its value is null). */
@@ -70,6 +88,15 @@ export interface BatchReport {
   /** Whether a call of the UDF returned a promise in this batch (an async UDF): the diagnosis's advice depends on it. */
   readonly udfAsync?: boolean;
   readonly checkpointMs: number;
+  /** A chunker task: the parents this batch finished (their children are in the view), with their input hash (decimal) and child count. */
+  readonly parents?: readonly ExpandedParent[];
+}
+
+/** A parent a chunker task expanded. */
+export interface ExpandedParent {
+  readonly id: number;
+  readonly hash: string;
+  readonly children: number;
 }
 
 export type ToWorker =

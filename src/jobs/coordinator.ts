@@ -88,6 +88,8 @@ export interface JobSpec {
   readonly events: { readonly started: string; readonly planned: string };
   readonly setPhase: (p: BackfillProgress["phase"]) => void;
   readonly writeGroup: GroupWriter;
+  /** Sees every batch report (a chunker's reports name the parents it finished). */
+  readonly onBatch?: (task: PlannedTask, report: BatchReport) => void;
   /** After every planned fragment is committed, before the job is recorded finished. */
   readonly afterSuccess?: () => Promise<void>;
 }
@@ -215,6 +217,7 @@ export async function runJob(spec: JobSpec): Promise<void> {
             batchKey: task.batchKey,
             checkpointSize: d.checkpointSize,
             maxCheckpointSize: d.maxCheckpointSize,
+            ...(task.parents ? { parents: task.parents } : {}),
           };
           try {
             m.workersActive++;
@@ -222,6 +225,7 @@ export async function runJob(spec: JobSpec): Promise<void> {
               taskSpec,
               (r: BatchReport) => {
                 doneRanges.push({ start: r.start, end: r.end });
+                spec.onBatch?.(task, r);
                 m.rowsProcessed += r.end - r.start;
                 m.rowsComputed += r.rowsComputed;
                 m.rowsCheckpointed += r.rowsComputed;

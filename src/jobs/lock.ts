@@ -88,7 +88,7 @@ export interface ColumnLockOptions {
  * at a time, with the column lock's guarantees. When another process holds it, throws TABLE_BUSY with
  * `busy` ("table t is being refragmented") and who holds it.
  */
-export async function holdingLock<T>(storeDir: string, table: string, name: string, busy: string, fn: () => Promise<T>): Promise<T> {
+export async function holdingLock<T>(storeDir: string, table: string, name: string, busy: string, fn: (lock: ColumnLock) => Promise<T>): Promise<T> {
   let lock: ColumnLock;
   try {
     lock = await ColumnLock.acquire(storeDir, table, name, `${name.replace(/^\./, "")}-${randomUUID()}`, undefined);
@@ -98,7 +98,7 @@ export async function holdingLock<T>(storeDir: string, table: string, name: stri
     throw new ConfigError("TABLE_BUSY", `${busy} by another process${h ? ` (pid ${h.pid} on ${h.host}, since ${h.since})` : ""}; wait for it to finish`, { table });
   }
   try {
-    return await fn();
+    return await fn(lock);
   } finally {
     await lock.release();
   }

@@ -101,6 +101,9 @@ export interface RefreshSummary {
   readonly rowsUpdated: number;
   /** `changes`: only source rows written or deleted since the last refresh were read; `all`: every id. */
   readonly read?: "changes" | "all";
+  /** Chunk views: parents added, deleted and changed; the expansion job's id. */
+  readonly parents?: { readonly added: number; readonly deleted: number; readonly updated: number };
+  readonly jobId?: string | null;
   /** The backfill job of each UDF column of the view. */
   readonly columnJobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
 }
@@ -108,7 +111,7 @@ export interface RefreshSummary {
 export interface JobRecord {
   readonly id: string;
   /** `backfill` fills one column of a table; `refresh` brings a view up to date (column `*`). */
-  readonly kind: "backfill" | "refresh";
+  readonly kind: "backfill" | "refresh" | "chunk";
   readonly table: string;
   readonly column: string;
   status: JobStatus;

@@ -40,6 +40,8 @@ export interface PlannedTask {
   readonly gaps: readonly BatchRange[];
   readonly selection: string;
   readonly batchKey: string;
+  /** A chunker task's parents (source row ids); `gaps` index into them. */
+  readonly parents?: readonly number[];
 }
 
 export interface PlannedFragment extends PlanFragmentInput {

@@ -193,7 +193,7 @@ export async function loadExport(file: string, exportName: string, label: string
   return validateUdfSpec(v, `export "${exportName}" of ${label}`);
 }
 
-async function importBundle(file: string, exportName: string, label: string): Promise<Record<string, unknown>> {
+export async function importBundle(file: string, exportName: string, label: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) {
     throw new ConfigError("UDF_MODULE_NOT_FOUND", `bound UDF snapshot ${file} for ${label} is missing; rebind the column with alter-column`);
   }

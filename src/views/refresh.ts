@@ -20,6 +20,9 @@ import type { BackfillOptions } from "../options.ts";
 import { resolveTable } from "../table.ts";
 import { BINDING_KEY } from "../udf/binding.ts";
 import { syncViewLocked, withViewLock } from "./sync.ts";
+import { syncChunkView, type ChunkSyncResult } from "./chunk.ts";
+import { resolveBackfillOptions } from "../options.ts";
+import { ConfigError } from "../errors.ts";
 import { readView } from "./view.ts";
 
 /** Options of {@link refreshView}: the source version, and the backfill knobs that apply to a view. */
@@ -29,6 +32,10 @@ export interface RefreshViewOptions
   srcVersion?: number;
   /** Compare every row of the source and the view, not only the rows changed since the last refresh. @default false */
   full?: boolean;
+  /** Chunk views: source rows (parents) per work item. @default 1024 */
+  sourceTaskSize?: number;
+  /** Chunk views: children a worker buffers before appending them to the view. @default 65,536 */
+  maxRowsPerFragment?: number;
 }
 
 /** What {@link refreshView} did. */
@@ -44,6 +51,8 @@ export interface RefreshViewResult {
   readonly rowsComputed: number;
   /** The backfill job of each UDF column. */
   readonly jobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
+  /** Chunk views: parents (source rows) added, deleted, and changed (their children replaced); rowsAdded / rowsDeleted count child rows. */
+  readonly parents?: { readonly added: number; readonly deleted: number; readonly updated: number };
 }
 
 /**
@@ -54,7 +63,7 @@ export interface RefreshViewResult {
 export async function refreshView(db: string, name: string, options: RefreshViewOptions = {}): Promise<RefreshViewResult> {
   const rec = await refreshViewAsync(db, name, options).wait();
   const r = rec.refresh!;
-  return { status: rec.status, jobId: rec.id, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: rec.metrics.rowsComputed, jobs: r.columnJobs };
+  return { status: rec.status, jobId: rec.id, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: rec.metrics.rowsComputed, jobs: r.columnJobs, ...(r.parents ? { parents: r.parents } : {}) };
 }
 
 /** Starts a refresh of view `name` and returns its job handle at once (`id`, `status()`, `progress()`, `wait()`, `cancel()`). */
@@ -82,18 +91,28 @@ function serializable(o: RefreshViewOptions): Record<string, unknown> {
 }
 
 async function runRefresh(db: string, name: string, options: RefreshViewOptions, ctl: JobController): Promise<void> {
-  await withViewLock(db, name, async () => {
+  await withViewLock(db, name, async (lock) => {
     const ref = resolveTable({ db, table: name });
     ctl.attach(await JobsTable.open(ref.dbDir), ref.dbDir);
     const { definition } = await readView(db, name);
     ctl.event("started", `refresh of view ${name} (source ${definition.source}) started`);
     ctl.setStatus("running");
-    const { srcVersion, full, onProgress: _p, statusIntervalMs: _s, ...knobs } = options;
-    const synced = await syncViewLocked(db, name, { ...(srcVersion === undefined ? {} : { srcVersion }), ...(full ? { full } : {}) });
+    const { srcVersion, full, sourceTaskSize, maxRowsPerFragment, onProgress: _p, statusIntervalMs: _s, ...knobs } = options;
+    for (const [k, v] of Object.entries({ sourceTaskSize, maxRowsPerFragment })) {
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new ConfigError("CONFIG_INVALID", `options.${k} must be a positive integer (got ${JSON.stringify(v)})`, { table: name });
+      if (v !== undefined && definition.chunker === null) throw new ConfigError("CONFIG_INVALID", `options.${k} applies to chunk views; view ${name} has no chunker`, { table: name });
+    }
+    const pinned = { ...(srcVersion === undefined ? {} : { srcVersion }), ...(full ? { full } : {}) };
+    const synced =
+      definition.chunker === null
+        ? await syncViewLocked(db, name, pinned)
+        : await syncChunkView(db, name, { ...resolveBackfillOptions(knobs), ...pinned, ...(sourceTaskSize ? { sourceTaskSize } : {}), ...(maxRowsPerFragment ? { maxRowsPerFragment } : {}) }, lock, ctl, (options.logger ?? silentLogger).child({ view: name }));
     const columnJobs: { column: string; jobId: string; status: JobStatus }[] = [];
     const summary = (): RefreshSummary => ({ view: name, source: definition.source, ...synced, columnJobs: [...columnJobs] });
     ctl.record.refresh = summary();
-    ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated (read ${synced.read === "all" ? "every row" : "the changes since the last refresh"})`);
+    const p = "parents" in synced ? (synced as ChunkSyncResult).parents : undefined;
+    const parentsText = p ? ` (parents: ${p.added} added, ${p.deleted} removed, ${p.updated} changed)` : "";
+    ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated${parentsText} (read ${synced.read === "all" ? "every row" : "the changes since the last refresh"})`);
     ctl.changed(true);
     const conn = await lancedb.connect(ref.dbDir, { readConsistencyInterval: 0 });
     const udfColumns = (await (await conn.openTable(name)).schema()).fields.filter((f) => f.metadata.has(BINDING_KEY)).map((f) => f.name);

@@ -24,7 +24,7 @@ import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import { ConfigError } from "../errors.ts";
-import { holdingLock } from "../jobs/lock.ts";
+import { holdingLock, type ColumnLock } from "../jobs/lock.ts";
 import { readManifest, type ManifestInfo } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
 import { failpoint } from "../failpoints.ts";
@@ -83,7 +83,7 @@ export const VIEW_REFRESH_LOCK = ".view-refresh";
  * a renewed lease, takeover of a dead holder's lock).
  * @throws ConfigError TABLE_BUSY when another process refreshes the view
  */
-export async function withViewLock<T>(db: string, name: string, fn: () => Promise<T>): Promise<T> {
+export async function withViewLock<T>(db: string, name: string, fn: (lock: ColumnLock) => Promise<T>): Promise<T> {
   await readView(db, name); // a clear error for a table that is not a view, before any lock file is written
   return holdingLock(resolveTable({ db, table: name }).storeDir, name, VIEW_REFRESH_LOCK, `view ${name} is being refreshed`, fn);
 }
@@ -91,6 +91,7 @@ export async function withViewLock<T>(db: string, name: string, fn: () => Promis
 /** {@link syncView}, for a caller that holds the view's refresh lock. */
 export async function syncViewLocked(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
   const { definition: def, watermark } = await readView(db, name);
+  if (def.chunker !== null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} is a chunk view: its rows come from its chunker on workers; refresh it with refreshView / lancet refresh`, { table: name });
   const viewRef = resolveTable({ db, table: name });
   const srcRef = resolveTable({ db, table: def.source });
   await assertStableRowIds(srcRef, `refresh view ${name} from it`);
@@ -108,7 +109,7 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   // Moving forwards from watermark W, only what changed since W is read; else (first or backwards
   // refresh, or a source rewritten since W) every id of the source and the view.
   const since = watermark !== null && sourceVersion >= watermark.sourceVersion && options.full !== true ? watermark.sourceVersion : null;
-  const delta = (since !== null ? await changesSince(conn, source, view, srcRef, def, since, sourceVersion) : null) ?? (await everyRow(source, view, def));
+  const delta = await sourceDelta(conn, source, view, srcRef, def, since, sourceVersion);
   const { deleted, changed, added } = delta;
   if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
     await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
@@ -143,8 +144,18 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   return { sourceVersion, rowsAdded: added.length, rowsDeleted: deleted.length, rowsUpdated: changed.length, read: delta.read };
 }
 
+/**
+ * What changed in the pinned source (at `version`) against `held` — a table of `__source_row_id` and
+ * `__input_hash` per source row it reflects (a view, or a chunk view's record of expanded parents):
+ * read from the changes since `since` where the source's history allows, else from every row.
+ * `def.select` names the hashed columns.
+ */
+export async function sourceDelta(conn: LanceNs.Connection, source: LanceNs.Table, held: LanceNs.Table, srcRef: ResolvedTable, def: Pick<ViewDefinition, "source" | "where" | "select">, since: number | null, version: number): Promise<Delta> {
+  return (since !== null ? await changesSince(conn, source, held, srcRef, def, since, version) : null) ?? (await everyRow(source, held, def));
+}
+
 /** What a sync changes in the view, and the source rows it appends from. */
-interface Delta {
+export interface Delta {
   /** View rows to remove: their source rows are gone or no longer match the view's filter. */
   readonly deleted: number[];
   /** View rows whose selected values changed (replaced). */
@@ -162,7 +173,7 @@ interface Delta {
  * The delta from every id: the pinned source's matching rows (their values, hashed) against every
  * row the view holds. For a first or backwards refresh, or when {@link changesSince} cannot tell.
  */
-async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: ViewDefinition): Promise<Delta> {
+async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: Pick<ViewDefinition, "source" | "where" | "select">): Promise<Delta> {
   let q = source.query().withRowId().select([...def.select]);
   if (def.where !== null) q = q.where(def.where);
   const scan = await q.toArrow(SCAN);
@@ -207,7 +218,7 @@ async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: ViewDef
  * deletions than at W or rows not written after W (a restore), or too many changes for lookups by
  * id to pay off.
  */
-async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, view: LanceNs.Table, srcRef: ResolvedTable, def: ViewDefinition, since: number, version: number): Promise<Delta | null> {
+async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, view: LanceNs.Table, srcRef: ResolvedTable, def: Pick<ViewDefinition, "source" | "where" | "select">, since: number, version: number): Promise<Delta | null> {
   let mW: ManifestInfo;
   let mV: ManifestInfo;
   try {
@@ -355,7 +366,7 @@ async function viewHashes(view: LanceNs.Table, ids: readonly number[]): Promise<
   return out;
 }
 
-async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<void> {
+export async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<void> {
   await view.updateFieldMetadata([{ path: SOURCE_ROW_ID, metadata: { [WATERMARK_KEY]: JSON.stringify(w) } }] as never);
 }
 
@@ -398,7 +409,7 @@ function idsOf(v: ArrowNs.Vector | null, column: string): Float64Array {
 }
 
 /** Checks out `srcVersion` (or stays at the latest) and returns the pinned version. */
-async function pinSource(source: LanceNs.Table, name: string, srcVersion: number | undefined): Promise<number> {
+export async function pinSource(source: LanceNs.Table, name: string, srcVersion: number | undefined): Promise<number> {
   const latest = await source.version();
   if (srcVersion === undefined) {
     await source.checkout(latest);

@@ -19,6 +19,8 @@ import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { readManifestFile } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
+import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts";
+import { parseDataType } from "../udf/types.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
 export const VIEW_KEY = "lancet:view";
@@ -26,8 +28,10 @@ export const VIEW_KEY = "lancet:view";
 export const WATERMARK_KEY = "lancet:view:watermark";
 export const SOURCE_ROW_ID = "__source_row_id";
 export const INPUT_HASH = "__input_hash";
+/** A chunk view's column: a child row's index among its siblings (the chunker binding lives in its field metadata). */
+export const CHILD_INDEX = "__child_index";
 /** Columns a view owns; a selection cannot name them. */
-export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, "_rowid", "_rowaddr", "_lancet_key"]);
+export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, CHILD_INDEX, "_rowid", "_rowaddr", "_lancet_key"]);
 const VIEW_FORMAT = 1;
 const STABLE_IDS = { new_table_enable_stable_row_ids: "true" } as const;
 
@@ -37,8 +41,10 @@ export interface ViewOptions {
   source: string;
   /** SQL filter on the source: only matching rows are in the view. @default all rows */
   where?: string;
-  /** Source columns copied into the view (a view's UDF inputs must be among them). */
-  select: readonly string[];
+  /** Source columns copied into the view (a view's UDF inputs must be among them); a chunk view inherits them into every child. @default none, for a chunk view */
+  select?: readonly string[];
+  /** A chunker (`MODULE#EXPORT` of a `kind: "chunker"` export): the view holds its children of each source row. @default none: one view row per source row */
+  chunker?: string;
   /** UDF columns of the view, `{ column: "MODULE#EXPORT" }`; filled by a refresh. @default none */
   udfs?: Readonly<Record<string, string>>;
   /** Rows added by a refresh are appended in a pseudo-random order of source row id under this seed. @default source order */
@@ -53,6 +59,8 @@ export interface ViewDefinition {
   readonly select: readonly string[];
   readonly udfs: Readonly<Record<string, string>>;
   readonly shuffleSeed: number | null;
+  /** The chunker as first bound (`MODULE#EXPORT`); the binding in force is on `__child_index`. */
+  readonly chunker: string | null;
   readonly createdAt: string;
 }
 
@@ -96,17 +104,22 @@ export async function createView(db: string, name: string, options: ViewOptions)
   }
   if (def.where !== null) await checkWhere(source, def.source, def.where);
 
-  const viewSchema = new arrow.Schema(
-    [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false), ...fields],
-    new Map([[VIEW_KEY, JSON.stringify(def)]]),
-  );
+  const storeDir = path.join(src.dbDir, "_lancet", name);
+  let own: ArrowNs.Field[];
+  try {
+    own = def.chunker === null ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false)] : await chunkViewFields(src, name, storeDir, def, schema);
+  } catch (e) {
+    rmSync(storeDir, { recursive: true, force: true });
+    throw e;
+  }
+  const viewSchema = new arrow.Schema([...own.slice(0, 2), ...fields, ...own.slice(2)], new Map([[VIEW_KEY, JSON.stringify(def)]]));
   await conn.createEmptyTable(name, viewSchema, { storageOptions: STABLE_IDS } as never);
   try {
     if (Object.keys(def.udfs).length > 0) await addColumns({ db: src.dbDir, table: name }, { ...def.udfs });
   } catch (e) {
     // Nothing written: drop the half-made view and its Lancet store.
     await conn.dropTable(name).catch(() => undefined);
-    rmSync(path.join(src.dbDir, "_lancet", name), { recursive: true, force: true });
+    rmSync(storeDir, { recursive: true, force: true });
     if (isBackfillError(e, "INPUT_COLUMN_NOT_FOUND")) {
       throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${e.message.replace(/; its columns are .*$/, "")}; a view's UDF inputs must be among its selected columns (select: ${def.select.join(", ")})`, { table: name, ...(e.context.column !== undefined ? { column: e.context.column } : {}), cause: e });
     }
@@ -117,18 +130,23 @@ export async function createView(db: string, name: string, options: ViewOptions)
 
 /** Validates and normalises {@link createView}'s options. */
 function checkOptions(name: string, o: ViewOptions): ViewDefinition {
-  if (typeof name !== "string" || !/^[A-Za-z0-9_.-]+$/.test(name)) {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_.-]+$/.test(name) || name.startsWith("_lancet")) {
     throw new ConfigError("CONFIG_INVALID", `view name must be a table name of letters, digits, "_", "-" or "." (got ${JSON.stringify(name)})`);
   }
   if (o === null || typeof o !== "object") throw new ConfigError("CONFIG_INVALID", "createView needs options { source, select, where?, udfs?, shuffleSeed? }");
   if (typeof o.source !== "string" || o.source.length === 0) throw new ConfigError("CONFIG_INVALID", `options.source must be a table name (got ${JSON.stringify(o.source)})`);
   if (o.source === name) throw new ConfigError("CONFIG_INVALID", `a view cannot be its own source (${name})`);
-  if (!Array.isArray(o.select) || o.select.length === 0 || o.select.some((c) => typeof c !== "string" || c.length === 0)) {
+  if (o.chunker !== undefined && (typeof o.chunker !== "string" || !o.chunker.includes("#"))) {
+    throw new ConfigError("CONFIG_INVALID", `options.chunker must be "MODULE#EXPORT" (got ${JSON.stringify(o.chunker)})`);
+  }
+  const select = o.select ?? (o.chunker !== undefined ? [] : undefined);
+  if (!Array.isArray(select) || (select.length === 0 && o.chunker === undefined) || select.some((c) => typeof c !== "string" || c.length === 0)) {
     throw new ConfigError("CONFIG_INVALID", `options.select must be a non-empty list of column names (got ${JSON.stringify(o.select)})`);
   }
-  const dup = o.select.find((c, i) => o.select.indexOf(c) !== i);
+  if (o.chunker !== undefined && o.shuffleSeed !== undefined) throw new ConfigError("CONFIG_INVALID", "options.shuffleSeed applies to views without a chunker");
+  const dup = select.find((c, i) => select.indexOf(c) !== i);
   if (dup !== undefined) throw new ConfigError("CONFIG_INVALID", `options.select names column ${dup} twice`);
-  const reserved = o.select.find((c) => VIEW_COLUMNS.has(c));
+  const reserved = select.find((c) => VIEW_COLUMNS.has(c));
   if (reserved !== undefined) throw new ConfigError("CONFIG_INVALID", `options.select cannot name ${reserved}: a view keeps its own ${[...VIEW_COLUMNS].join(", ")}`);
   if (o.where !== undefined && (typeof o.where !== "string" || o.where.trim() === "")) {
     throw new ConfigError("WHERE_INVALID", `options.where must be a non-empty SQL filter (got ${JSON.stringify(o.where)})`);
@@ -137,7 +155,7 @@ function checkOptions(name: string, o: ViewOptions): ViewDefinition {
   if (udfs === null || typeof udfs !== "object" || Object.values(udfs).some((r) => typeof r !== "string" || r.length === 0)) {
     throw new ConfigError("CONFIG_INVALID", `options.udfs must map column names to "MODULE#EXPORT" (got ${JSON.stringify(o.udfs)})`);
   }
-  const clash = Object.keys(udfs).find((c) => o.select.includes(c) || VIEW_COLUMNS.has(c));
+  const clash = Object.keys(udfs).find((c) => select.includes(c) || VIEW_COLUMNS.has(c));
   if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `UDF column ${clash} clashes with a selected or view column of view ${name}; pick another name`, { table: name, column: clash });
   if (o.shuffleSeed !== undefined && (!Number.isSafeInteger(o.shuffleSeed) || o.shuffleSeed < 0)) {
     throw new ConfigError("CONFIG_INVALID", `options.shuffleSeed must be a non-negative integer (got ${JSON.stringify(o.shuffleSeed)})`);
@@ -146,9 +164,10 @@ function checkOptions(name: string, o: ViewOptions): ViewDefinition {
     format: VIEW_FORMAT,
     source: o.source,
     where: o.where ?? null,
-    select: [...o.select],
+    select: [...select],
     udfs: { ...udfs },
     shuffleSeed: o.shuffleSeed ?? null,
+    chunker: o.chunker ?? null,
     createdAt: new Date().toISOString(),
   };
 }
@@ -189,7 +208,7 @@ export function parseDefinition(metadata: Map<string, string> | undefined, table
   if (d.format !== VIEW_FORMAT || typeof d.source !== "string" || !Array.isArray(d.select) || typeof d.udfs !== "object" || d.udfs === null) {
     throw new ConfigError("TABLE_UNSUPPORTED", `table ${table} has a view definition this version of Lancet cannot read (format ${String(d.format)}); recreate the view`, { table });
   }
-  return { format: VIEW_FORMAT, source: d.source, where: d.where ?? null, select: d.select, udfs: d.udfs, shuffleSeed: d.shuffleSeed ?? null, createdAt: d.createdAt ?? "" };
+  return { format: VIEW_FORMAT, source: d.source, where: d.where ?? null, select: d.select, udfs: d.udfs, shuffleSeed: d.shuffleSeed ?? null, chunker: d.chunker ?? null, createdAt: d.createdAt ?? "" };
 }
 
 /** Parses the watermark from the field metadata of `__source_row_id`. */
@@ -245,4 +264,56 @@ function resolveDb(db: string): void {
   } catch (e) {
     if (!isBackfillError(e, "TABLE_NOT_FOUND")) throw e;
   }
+}
+
+/**
+ * A chunk view's own leading columns and its chunker's output columns: `__source_row_id`,
+ * `__child_index` (carrying the chunker binding), then (after the selected ones) one per output.
+ * Binds the chunker into the view's store.
+ */
+async function chunkViewFields(src: ResolvedTable, name: string, storeDir: string, def: ViewDefinition, sourceSchema: ArrowNs.Schema): Promise<ArrowNs.Field[]> {
+  const { binding } = await bindChunker({ ...src, ref: { db: src.dbDir, table: name }, name, tableDir: path.join(src.dbDir, `${name}.lance`), storeDir }, def.chunker!);
+  const label = `${binding.module}#${binding.exportName}`;
+  for (const input of binding.inputs) {
+    if (!sourceSchema.fields.some((f) => f.name === input)) {
+      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `chunker ${label} takes input ${input}, which source table ${def.source} does not have; its columns are ${sourceSchema.fields.map((f) => f.name).join(", ")}`, { table: def.source, column: input });
+    }
+  }
+  const clash = Object.keys(binding.outputs).find((c) => def.select.includes(c) || c in def.udfs || VIEW_COLUMNS.has(c));
+  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `chunker ${label} outputs column ${clash}, which clashes with a selected, UDF or view column of view ${name}; rename the output or the column`, { table: name, column: clash });
+  return [
+    new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false),
+    new arrow.Field(CHILD_INDEX, new arrow.Int32(), false, new Map([[CHUNKER_KEY, JSON.stringify(binding)]])),
+    ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true)),
+  ];
+}
+
+/** What {@link alterView} changes. */
+export interface AlterViewOptions {
+  /** Rebind the chunker of a chunk view (`MODULE#EXPORT`); a new version regenerates every child at the next refresh. Its outputs must keep the view's output columns and types. */
+  chunker?: string;
+}
+
+/**
+ * Changes a view's binding: `chunker` rebinds a chunk view's chunker.
+ * @throws ConfigError TABLE_UNSUPPORTED (not a chunk view), UDF_INVALID, INPUT_COLUMN_NOT_FOUND, CONFIG_INVALID (outputs differ)
+ */
+export async function alterView(db: string, name: string, options: AlterViewOptions): Promise<ViewInfo> {
+  const info = await readView(db, name);
+  if (options.chunker === undefined) return info;
+  if (info.definition.chunker === null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no chunker to rebind; create a chunk view with createView(db, name, { source, chunker })`, { table: name });
+  const t = resolveTable({ db, table: name });
+  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
+  const view = await conn.openTable(name);
+  const viewSchema = await view.schema();
+  const old = readChunkerBinding(viewSchema.fields.find((f) => f.name === CHILD_INDEX)?.metadata, name);
+  const { binding } = await bindChunker(t, options.chunker);
+  if (JSON.stringify(Object.entries(binding.outputs)) !== JSON.stringify(Object.entries(old.outputs))) {
+    throw new ConfigError("CONFIG_INVALID", `chunker ${options.chunker} outputs ${JSON.stringify(binding.outputs)}, but view ${name}'s output columns are ${JSON.stringify(old.outputs)}; a rebind keeps the output columns — create a new view for new outputs`, { table: name });
+  }
+  const sourceSchema = await (await conn.openTable(info.definition.source)).schema();
+  const missing = binding.inputs.find((c) => !sourceSchema.fields.some((f) => f.name === c));
+  if (missing !== undefined) throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `chunker ${options.chunker} takes input ${missing}, which source table ${info.definition.source} does not have`, { table: info.definition.source, column: missing });
+  await view.updateFieldMetadata([{ path: CHILD_INDEX, metadata: { [CHUNKER_KEY]: JSON.stringify(binding) } }] as never);
+  return info;
 }

@@ -1,0 +1,282 @@
+/**
+ * The row step of a chunk view's refresh: its children in step with the source, exactly.
+ *
+ * A chunk view keeps, in its Lancet store, a record of the parents it has expanded (`parents`: a
+ * LanceDB table of `__source_row_id`, `__input_hash` of the chunker's inputs and the inherited
+ * columns, `children`, `version` of the chunker). Against the source pinned at V it works out which
+ * parents appeared, disappeared or changed ({@link sourceDelta}, as a view's row sync: only the changes
+ * since the watermark where the source's history allows), then:
+ *
+ * 1. removed and changed parents lose their records, then their children (in that order: a crash in
+ *    between leaves children of an unrecorded parent, which the next refresh expands again after
+ *    deleting them);
+ * 2. new and changed parents are expanded on workers, in work items of `sourceTaskSize` parents, by a
+ *    job of kind `chunk` on the shared coordinator (`runJob`: executors, retries of dead workers,
+ *    events, errors table, cancellation). A worker deletes an item's existing children first, appends
+ *    children every `maxRowsPerFragment` rows and reports parents once all their children are in;
+ *    the coordinator records them (zero-child parents too) a group of items at a time;
+ * 3. the watermark (V) is written last.
+ *
+ * A new chunker version (a rebind with `alterView`) drops every record and child first, so every
+ * parent is expanded again. Re-running after a kill at any point converges to the same children.
+ */
+import { randomUUID } from "node:crypto";
+import * as path from "node:path";
+import { arrow, lancedb } from "../arrow.ts";
+import type { LanceNs } from "../arrow.ts";
+import { ConfigError, isBackfillError } from "../errors.ts";
+import type { BatchReport, ExpandedParent, WorkerConfig } from "../exec/protocol.ts";
+import { runJob, coresFor } from "../jobs/coordinator.ts";
+import { JobController } from "../jobs/job.ts";
+import type { ColumnLock } from "../jobs/lock.ts";
+import { JobsTable } from "../jobs/store.ts";
+import type { Logger } from "../log.ts";
+import type { ResolvedBackfillOptions } from "../options.ts";
+import type { PlannedFragment, PlannedTask } from "../plan/plan.ts";
+import { resolveTable } from "../table.ts";
+import { bundlePath } from "../udf/bundle.ts";
+import { readChunkerBinding } from "../udf/chunker.ts";
+import { pinSource, sourceDelta, writeWatermark } from "./sync.ts";
+import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, readView, SOURCE_ROW_ID } from "./view.ts";
+
+/** Options of a chunk view's refresh that only chunk views have. */
+export interface ChunkRefreshOptions {
+  /** Source rows (parents) per work item. @default 1024 */
+  readonly sourceTaskSize?: number;
+  /** Children a worker buffers before it appends them to the view. @default 65,536 */
+  readonly maxRowsPerFragment?: number;
+}
+
+/** What the row step of a chunk view's refresh did. */
+export interface ChunkSyncResult {
+  readonly sourceVersion: number;
+  /** Child rows appended. */
+  readonly rowsAdded: number;
+  /** Child rows removed (of parents gone or changed). */
+  readonly rowsDeleted: number;
+  readonly rowsUpdated: 0;
+  readonly read: "changes" | "all";
+  readonly parents: { readonly added: number; readonly deleted: number; readonly updated: number };
+  /** The expansion job (kind `chunk`), when there was anything to expand. */
+  readonly jobId: string | null;
+}
+
+const PARENTS = "parents";
+const BATCH = 10_000;
+
+/** Opens (or creates) the record of expanded parents of chunk view `name`. */
+async function parentsTable(storeDir: string): Promise<LanceNs.Table> {
+  const conn = await lancedb.connect(storeDir, { readConsistencyInterval: 0 });
+  if ((await conn.tableNames()).includes(PARENTS)) return conn.openTable(PARENTS);
+  const schema = new arrow.Schema([
+    new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false),
+    new arrow.Field(INPUT_HASH, new arrow.Int64(), false),
+    new arrow.Field("children", new arrow.Int32(), false),
+    new arrow.Field("version", new arrow.Utf8(), false),
+  ]);
+  return conn.createEmptyTable(PARENTS, schema, { existOk: true } as never);
+}
+
+async function deleteIn(table: LanceNs.Table, ids: readonly number[]): Promise<void> {
+  for (let i = 0; i < ids.length; i += BATCH) await table.delete(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + BATCH).join(", ")})`);
+}
+
+async function countIn(table: LanceNs.Table, ids: readonly number[]): Promise<number> {
+  let n = 0;
+  for (let i = 0; i < ids.length; i += BATCH) n += await table.countRows(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + BATCH).join(", ")})`);
+  return n;
+}
+
+const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+/**
+ * Brings chunk view `name`'s children in step with its source, expanding parents on workers. The
+ * caller holds the view's refresh lock (`lock`) and runs the refresh job `refresh` (cancelling it
+ * cancels the expansion).
+ */
+export async function syncChunkView(
+  db: string,
+  name: string,
+  opts: ResolvedBackfillOptions & ChunkRefreshOptions & { srcVersion?: number; full?: boolean },
+  lock: ColumnLock,
+  refresh: JobController,
+  log: Logger,
+): Promise<ChunkSyncResult> {
+  const { definition: def, watermark } = await readView(db, name);
+  const viewRef = resolveTable({ db, table: name });
+  const srcRef = resolveTable({ db, table: def.source });
+  await assertStableRowIds(srcRef, `refresh chunk view ${name} from it`);
+  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
+  const source = await conn.openTable(def.source);
+  const view = await conn.openTable(name);
+  const sourceVersion = await pinSource(source, def.source, opts.srcVersion);
+  const binding = readChunkerBinding((await view.schema()).fields.find((f) => f.name === CHILD_INDEX)?.metadata, name);
+  const srcSchema = await source.schema();
+  const hashColumns = [...def.select, ...binding.inputs.filter((c) => !def.select.includes(c))];
+  for (const col of hashColumns) {
+    if (!srcSchema.fields.some((f) => f.name === col)) {
+      throw new ConfigError("COLUMN_NOT_FOUND", `chunk view ${name} ${def.select.includes(col) ? "selects" : "takes as chunker input"} column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col });
+    }
+  }
+  const parents = await parentsTable(viewRef.storeDir);
+
+  // A new chunker version: every record and child goes, and every parent is expanded again.
+  const stale = (await parents.countRows(`version != ${sqlString(binding.version)}`)) > 0;
+  if (stale) {
+    log.info(`chunker ${binding.module}#${binding.exportName} is at version ${binding.version}: regenerating every child of view ${name}`);
+    await parents.delete("true");
+    await view.delete("true");
+  }
+  const since = !stale && watermark !== null && sourceVersion >= watermark.sourceVersion && opts.full !== true ? watermark.sourceVersion : null;
+  const delta = await sourceDelta(conn, source, parents, srcRef, { source: def.source, where: def.where, select: hashColumns }, since, sourceVersion);
+  const { deleted, changed, added } = delta;
+  if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
+    await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
+  }
+  const removed = [...deleted, ...changed];
+  const rowsDeleted = await countIn(view, removed);
+  await deleteIn(parents, removed);
+  await deleteIn(view, removed);
+
+  const toExpand = [...added, ...changed].sort((a, b) => a - b);
+  let rowsAdded = 0;
+  let jobId: string | null = null;
+  if (toExpand.length > 0) {
+    jobId = randomUUID();
+    rowsAdded = await expand(viewRef.dbDir, name, def.source, def.select, hashColumns, binding, toExpand, sourceVersion, opts, lock, refresh, jobId, log);
+  }
+  if ((rowsAdded > 0 || toExpand.length > 0) && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
+    await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
+  }
+  await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
+  return { sourceVersion, rowsAdded, rowsDeleted, rowsUpdated: 0, read: stale ? "all" : delta.read, parents: { added: added.length, deleted: deleted.length, updated: changed.length }, jobId };
+}
+
+/** Runs the expansion job: work items of parents on the executor, their records written as they finish. Returns the children written. */
+async function expand(
+  dbDir: string,
+  name: string,
+  sourceName: string,
+  select: readonly string[],
+  hashColumns: readonly string[],
+  binding: ReturnType<typeof readChunkerBinding>,
+  ids: readonly number[],
+  sourceVersion: number,
+  opts: ResolvedBackfillOptions & ChunkRefreshOptions,
+  lock: ColumnLock,
+  refresh: JobController,
+  jobId: string,
+  log: Logger,
+): Promise<number> {
+  const viewRef = resolveTable({ db: dbDir, table: name });
+  const itemSize = opts.sourceTaskSize ?? 1024;
+  const maxRows = opts.maxRowsPerFragment ?? 65_536;
+  const fragments: PlannedFragment[] = [];
+  const tasks: PlannedTask[] = [];
+  for (let i = 0, item = 0; i < ids.length; i += itemSize, item++) {
+    const parents = ids.slice(i, i + itemSize);
+    const batchKey = `chunk-${jobId}-${item}`;
+    const task: PlannedTask = { id: `item-${item}`, fragmentId: item, globalOffset: 0, start: 0, end: parents.length, gaps: [{ start: 0, end: parents.length }], selection: "", batchKey, parents };
+    tasks.push(task);
+    fragments.push({ id: item, liveRows: parents.length, globalOffset: 0, selection: "", batchKey, covered: [], done: false, tasks: [task], rowsToCompute: parents.length });
+  }
+  const viewVersion = await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(name)).version();
+  const config: WorkerConfig = {
+    bundlePath: bundlePath(viewRef.storeDir, binding.bundle),
+    exportName: binding.exportName,
+    label: `${binding.module}#${binding.exportName}`,
+    dbDir,
+    table: name,
+    column: CHILD_INDEX,
+    dataType: binding.dataType,
+    inputs: binding.inputs,
+    checkpointRoot: path.join(viewRef.storeDir, "ckp"),
+    intraApplierConcurrency: opts.intraApplierConcurrency,
+    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+    bindingVersion: viewVersion,
+    chunker: { source: sourceName, select: [...select], hashColumns: [...hashColumns], outputs: binding.outputs, maxRowsPerFragment: maxRows },
+  };
+  const ctl = new JobController({ id: jobId, kind: "chunk", table: name, column: CHILD_INDEX, options: { sourceTaskSize: itemSize, maxRowsPerFragment: maxRows, concurrency: opts.concurrency }, statusIntervalMs: opts.statusIntervalMs, log });
+  ctl.attach(await JobsTable.open(dbDir), dbDir);
+  const stop = (): void => ctl.requestCancel(`refresh ${refresh.record.id}`);
+  refresh.signal.addEventListener("abort", stop);
+  const finished = new Map<number, ExpandedParent[]>();
+  let children = 0;
+  const parents = await parentsTable(viewRef.storeDir);
+  const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
+  try {
+    await runJob({
+      ctl,
+      log,
+      lock,
+      noun: "refresh",
+      dbDir,
+      table: name,
+      column: CHILD_INDEX,
+      udf: { label: config.label, version: binding.version },
+      plan: { fragments, tasks, commitGranularity: opts.commitGranularity ?? Math.min(64, Math.max(1, Math.ceil(fragments.length / 20))) },
+      dispatch: {
+        executor: opts.executor,
+        config,
+        env: opts.env,
+        taskTimeoutMs: opts.taskTimeoutMs,
+        memoryMb,
+        needs: memoryMb !== undefined ? { memory: memoryMb } : {},
+        concurrency: opts.concurrency,
+        concurrencyGiven: opts.concurrencyGiven,
+        maxTaskAttempts: opts.maxTaskAttempts,
+        readVersion: sourceVersion,
+        checkpointSize: itemSize,
+        maxCheckpointSize: itemSize,
+      },
+      writerConcurrency: 1,
+      cores: coresFor(opts.executor, 0, opts.concurrency),
+      udfTraits: { batch: binding.batch },
+      events: {
+        started: `expansion of ${ids.length} parent(s) of ${sourceName} into chunk view ${name} started (chunker ${binding.exportName}, version ${binding.version}) at source version ${sourceVersion}`,
+        planned: `plan: ${tasks.length} work item(s) of up to ${itemSize} parent(s); children appended every ${maxRows} row(s)`,
+      },
+      setPhase: () => {},
+      onBatch: (task: PlannedTask, r: BatchReport) => {
+        if (!r.parents) return;
+        const list = finished.get(task.fragmentId) ?? [];
+        list.push(...r.parents);
+        finished.set(task.fragmentId, list);
+        children += r.rowsComputed;
+      },
+      // A group of finished items: their parents are recorded as expanded (children counted, zero included).
+      writeGroup: async (group) => {
+        const records = group.flatMap((f) => finished.get(f.id) ?? []);
+        if (records.length > 0) {
+          await parents.add(
+            new arrow.Table({
+              [SOURCE_ROW_ID]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.id))),
+              [INPUT_HASH]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.hash))),
+              children: arrow.makeVector(Int32Array.from(records, (p) => p.children)),
+              version: arrow.vectorFromArray(records.map(() => binding.version), new arrow.Utf8()),
+            }) as never,
+          );
+        }
+        for (const f of group) finished.delete(f.id);
+        ctl.metrics.fragmentsCommitted += group.length;
+        ctl.metrics.rowsCommitted += records.length;
+        ctl.metrics.commits++;
+      },
+    });
+  } catch (e) {
+    await ctl.finish(isBackfillError(e, "CANCELLED") ? "cancelled" : "failed", e);
+    throw e;
+  } finally {
+    refresh.signal.removeEventListener("abort", stop);
+    addMetrics(refresh, ctl);
+  }
+  return children;
+}
+
+/** Adds the expansion job's counters to the refresh's. */
+function addMetrics(into: JobController, from: JobController): void {
+  for (const [k, v] of Object.entries(from.metrics)) {
+    if (k === "elapsedMs" || k === "rowsPerSec" || typeof v !== "number") continue;
+    (into.metrics as unknown as Record<string, number>)[k] = ((into.metrics as unknown as Record<string, number>)[k] ?? 0) + v;
+  }
+}
