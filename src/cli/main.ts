@@ -15,7 +15,7 @@ import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
 import { BACKFILL, COLUMN, DB, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 import { WORKER, WORKERS, workerCommand, workersCommand } from "./worker.ts";
-import { CREATE_VIEW, createViewCommand, REFRESH, refreshCommand, VIEWS, viewsCommand } from "./views.ts";
+import { ALTER_VIEW, alterViewCommand, CREATE_VIEW, createViewCommand, REFRESH, refreshCommand, VIEWS, viewsCommand } from "./views.ts";
 
 export type { CliIo } from "./shared.ts";
 
@@ -98,7 +98,7 @@ const HELP_CMD: CommandSpec = {
 };
 
 /** Every command, in the order the overview lists them. */
-export const COMMANDS: readonly CommandSpec[] = [ADD_COLUMN, ALTER_COLUMN, BACKFILL, STATUS, JOBS, ...JOBS_SUBCOMMANDS, CREATE_VIEW, REFRESH, VIEWS, REFRAGMENT, ERRORS, WORKER, WORKERS, HELP_CMD];
+export const COMMANDS: readonly CommandSpec[] = [ADD_COLUMN, ALTER_COLUMN, BACKFILL, STATUS, JOBS, ...JOBS_SUBCOMMANDS, CREATE_VIEW, ALTER_VIEW, REFRESH, VIEWS, REFRAGMENT, ERRORS, WORKER, WORKERS, HELP_CMD];
 
 /** Top-level commands (what a typo of the first word is compared with). */
 const TOP = COMMANDS.filter((c) => !c.name.includes(" "));
@@ -185,9 +185,10 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return await errorsCommand(values, io);
       }
       case "create-view":
+      case "alter-view":
       case "refresh":
       case "views": {
-        const [s, handler] = command === "create-view" ? [CREATE_VIEW, createViewCommand] : command === "refresh" ? [REFRESH, refreshCommand] : [VIEWS, viewsCommand];
+        const [s, handler] = command === "create-view" ? [CREATE_VIEW, createViewCommand] : command === "alter-view" ? [ALTER_VIEW, alterViewCommand] : command === "refresh" ? [REFRESH, refreshCommand] : [VIEWS, viewsCommand];
         spec = s;
         const r = await handler(rest, io);
         return r === "help" ? printHelp(s, io) : r;

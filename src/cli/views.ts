@@ -2,7 +2,7 @@
  * `lancet create-view`, `lancet refresh` and `lancet views`: materialized views of a source table
  * (a filtered projection with UDF columns of its own), refreshed incrementally.
  */
-import { createView, listViews, refreshView } from "../index.ts";
+import { alterView, createView, listViews, refreshView } from "../index.ts";
 import type { RefreshViewOptions } from "../index.ts";
 import { BACKFILL, DB, fmt, flagOrEnv, intOpt, JSON_FLAG, parseFlags, UsageError, type CliIo, type CommandSpec, type FlagSpec } from "./shared.ts";
 
@@ -45,6 +45,14 @@ export const REFRESH: CommandSpec = {
   ],
   notes: "Incremental: only rows that appeared, disappeared or whose selected columns changed are touched, and only source rows written or deleted since the last refresh are read (every id after a compaction of the source, or with --full); unrelated source writes recompute nothing. Two refreshes of one view never run at once (TABLE_BUSY).",
   example: "refresh --db ./data --view train",
+};
+
+export const ALTER_VIEW: CommandSpec = {
+  name: "alter-view",
+  summary: "rebind a chunk view's chunker (a new version regenerates every child at the next refresh)",
+  synopsis: "--db DIR --view NAME --chunker MODULE#EXPORT [--json]",
+  flags: [DB, VIEW, { name: "chunker", type: "string", value: "MODULE#EXPORT", help: "the new chunker (same output columns and types)", required: true }, JSON_FLAG],
+  example: "alter-view --db ./data --view passages --chunker ./chunkers.ts#passagesV2",
 };
 
 export const VIEWS: CommandSpec = {
@@ -107,6 +115,15 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
   if (values.json === true) io.stdout.write(JSON.stringify(out) + "\n");
   else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated${r.parents ? ` (parents: ${fmt(r.parents.added)} added, ${fmt(r.parents.deleted)} removed, ${fmt(r.parents.updated)} changed)` : ""}, ${fmt(r.rowsComputed)} ${r.parents ? "child row(s) and UDF value(s)" : "UDF value(s)"} computed (${r.status}; job ${r.jobId})\n`);
   return r.status === "finished" ? 0 : 1;
+}
+
+export async function alterViewCommand(args: readonly string[], io: CliIo): Promise<number | "help"> {
+  const { values, help } = parseFlags(ALTER_VIEW, args);
+  if (help) return "help";
+  await alterView(values.db as string, values.view as string, { chunker: values.chunker as string });
+  if (values.json === true) io.stdout.write(JSON.stringify({ status: "ok", view: values.view, chunker: values.chunker }) + "\n");
+  else io.stdout.write(`rebound the chunker of view ${String(values.view)} to ${String(values.chunker)}; run \`lancet refresh --db ${String(values.db)} --view ${String(values.view)}\` (a new version regenerates every child)\n`);
+  return 0;
 }
 
 export async function viewsCommand(args: readonly string[], io: CliIo): Promise<number | "help"> {

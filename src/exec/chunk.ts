@@ -171,9 +171,12 @@ export class ChunkRunner {
       for (let k = 0; k < pieceIds.length; k++) {
         const id = pieceIds[k]!;
         const children = batched !== null ? batched[k]! : await timed(() => this.callOne(task, id, values.map((col) => col[order[k]!]), errors, first + p + k));
-        children.forEach((child, n) => {
-          buffer.push(id, n, child, inherited, order[k]!, (what) => new UdfError("UDF_OUTPUT_TYPE", `chunker ${this.config.label} yielded a bad child for view ${this.config.table} (parent source row ${id}, child ${n}): ${what}; its outputs are ${JSON.stringify(c.outputs)}`, where));
-        });
+        for (let n = 0; n < children.length; n++) {
+          buffer.push(id, n, children[n], inherited, order[k]!, (what) => new UdfError("UDF_OUTPUT_TYPE", `chunker ${this.config.label} yielded a bad child for view ${this.config.table} (parent source row ${id}, child ${n}): ${what}; its outputs are ${JSON.stringify(c.outputs)}`, where));
+          // A full buffer is appended even in the middle of a parent's children (that parent is
+          // reported once all of them are in): no append exceeds maxRowsPerFragment rows.
+          if (buffer.rows >= c.maxRowsPerFragment) await flush();
+        }
         done.push({ id, hash: String(hashes[k]!), children: children.length });
         finishedTo = first + p + k + 1;
         if (buffer.rows >= c.maxRowsPerFragment) await flush();
@@ -310,7 +313,14 @@ class ChildBuffer {
       else if (this.select.includes(f.name)) cols[f.name] = valuesToVector(this.inherited[this.select.indexOf(f.name)]!, f.type) as ArrowNs.Vector;
       else {
         const i = this.outputTypes.findIndex(([k]) => k === f.name);
-        if (i >= 0) cols[f.name] = valuesToVector(this.outputs[i]!, this.outputTypes[i]![1]) as ArrowNs.Vector;
+        if (i >= 0) {
+          try {
+            cols[f.name] = valuesToVector(this.outputs[i]!, this.outputTypes[i]![1]) as ArrowNs.Vector;
+          } catch (e) {
+            if (!(e instanceof ValueTypeError) || e.row < 0) throw e;
+            throw new ValueTypeError(e.row, `parent source row ${this.parentIds[e.row]}, child ${this.indices[e.row]}, field ${f.name}: ${e.message}`);
+          }
+        }
       }
     }
     this.parentIds = [];

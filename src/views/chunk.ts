@@ -122,8 +122,16 @@ export async function syncChunkView(
 
   // A new chunker version: every record and child goes, and every parent is expanded again.
   const stale = (await parents.countRows(`version != ${sqlString(binding.version)}`)) > 0;
+  /** Parents expanded by the old version, and their children, when regenerating: reported as updated and deleted. */
+  let regenerated: Set<number> | null = null;
+  let childrenDropped = 0;
   if (stale) {
     log.info(`chunker ${binding.module}#${binding.exportName} is at version ${binding.version}: regenerating every child of view ${name}`);
+    regenerated = new Set<number>();
+    for (const batch of (await parents.query().select([SOURCE_ROW_ID]).toArrow()).batches) {
+      for (const id of batch.getChild(SOURCE_ROW_ID)!.toArray() as BigInt64Array) regenerated.add(Number(id));
+    }
+    childrenDropped = await view.countRows();
     await parents.delete("true");
     await view.delete("true");
   }
@@ -149,7 +157,16 @@ export async function syncChunkView(
     await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
   }
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
-  return { sourceVersion, rowsAdded, rowsDeleted, rowsUpdated: 0, read: stale ? "all" : delta.read, parents: { added: added.length, deleted: deleted.length, updated: changed.length }, jobId };
+  const again = regenerated === null ? 0 : added.filter((id) => regenerated.has(id)).length;
+  return {
+    sourceVersion,
+    rowsAdded,
+    rowsDeleted: rowsDeleted + childrenDropped,
+    rowsUpdated: 0,
+    read: stale ? "all" : delta.read,
+    parents: { added: added.length - again, deleted: deleted.length + (regenerated === null ? 0 : regenerated.size - again), updated: changed.length + again },
+    jobId,
+  };
 }
 
 /** Runs the expansion job: work items of parents on the executor, their records written as they finish. Returns the children written. */
@@ -197,6 +214,8 @@ async function expand(
     chunker: { source: sourceName, select: [...select], hashColumns: [...hashColumns], outputs: binding.outputs, maxRowsPerFragment: maxRows },
   };
   const ctl = new JobController({ id: jobId, kind: "chunk", table: name, column: CHILD_INDEX, options: { sourceTaskSize: itemSize, maxRowsPerFragment: maxRows, concurrency: opts.concurrency }, statusIntervalMs: opts.statusIntervalMs, log });
+  ctl.record.binding = binding;
+  ctl.record.udfVersion = binding.version;
   ctl.attach(await JobsTable.open(dbDir), dbDir);
   const stop = (): void => ctl.requestCancel(`refresh ${refresh.record.id}`);
   refresh.signal.addEventListener("abort", stop);
