@@ -3,7 +3,7 @@
  * {@link alterColumns} (rebind to another UDF or version) and {@link columnStatus}.
  */
 import { existsSync } from "node:fs";
-import { arrow } from "./arrow.ts";
+import { arrow, lancedb } from "./arrow.ts";
 import type { ArrowNs, LanceNs } from "./arrow.ts";
 import { ConfigError } from "./errors.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "./table.ts";
@@ -127,7 +127,10 @@ export async function addColumns(ref: TableRef, columns: Record<string, string |
     }
     const { binding } = bound;
     checkInputs(t, column, binding, schema);
-    fields.push(new arrow.Field(column, parseDataType(binding.dataType), true, new Map([[BINDING_KEY, JSON.stringify(binding)]])));
+    const meta = new Map([[BINDING_KEY, JSON.stringify(binding)]]);
+    // A blob column is LanceDB's blob v2 field (its `lance.blob.v2` marker), not a plain struct.
+    const field = binding.dataType === "blob" ? lancedb.blob(column) : new arrow.Field(column, parseDataType(binding.dataType), true);
+    fields.push(new arrow.Field(column, field.type, true, new Map([...field.metadata, ...meta])));
     out.push({ column, binding });
   }
   if (fields.length > 0) await retryDdl(table, () => table.addColumns(fields));

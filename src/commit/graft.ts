@@ -31,11 +31,18 @@ import type { Logger } from "../log.ts";
 import { columnFields, intOf, manifestName, parseDataFile, parseFragment, type DataFileInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, packedInts, type RawField } from "../read/protobuf.ts";
 import type { ResolvedTable } from "../table.ts";
-import { formatDataType, parseDataType } from "../udf/types.ts";
+import { formatDataType, isBlobType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
 import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
 import { withShadowVersion } from "./shadow.ts";
+
+/**
+ * Why blob columns are never grafted: LanceDB writes a blob v2 column's larger payloads into sidecar
+ * files next to the data file (packed or dedicated blob files), and the graft moves and references
+ * exactly one data file per fragment.
+ */
+export const GRAFT_BLOB_REASON = "column is a blob v2 column, whose payloads LanceDB keeps in sidecar blob files the graft does not carry (only one data file per fragment); it goes through mergeInsert";
 
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 const MAX_ROWS_PER_FILE = 1_048_576;
@@ -152,6 +159,7 @@ export class GraftCommitter implements Committer {
   }
 
   private unsafeManifest(m: RawManifest): string | undefined {
+    if (isBlobType(this.type)) return GRAFT_BLOB_REASON;
     const unknown = m.fields.find((f) => !KNOWN_MANIFEST_FIELDS.has(f.no));
     if (unknown) return `the manifest has field ${unknown.no}, unknown to this version of Lancet`;
     const defs = fieldDefs(m.fields);

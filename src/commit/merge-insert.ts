@@ -256,7 +256,9 @@ export class MergeInsertCommitter implements Committer {
       const valueVec = concat(values);
       const keyVec = concat(keys);
       const keyF = new arrow.Field(KEY_COLUMN, new arrow.Utf8(), false);
-      const valF = new arrow.Field(this.column, valueField.type, true);
+      // A blob v2 column keeps its marker: without it LanceDB takes the values for a plain struct.
+      const blobMeta = valueField.metadata?.get("ARROW:extension:name") === "lance.blob.v2" ? new Map([["ARROW:extension:name", "lance.blob.v2"]]) : undefined;
+      const valF = new arrow.Field(this.column, valueField.type, true, blobMeta);
       const src = new arrow.Table(
         new arrow.Schema(keyFirst ? [keyF, valF] : [valF, keyF]),
         keyFirst ? { [KEY_COLUMN]: keyVec, [this.column]: valueVec } : { [this.column]: valueVec, [KEY_COLUMN]: keyVec },

@@ -8,6 +8,7 @@ import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { FileCheckpointStore, type BatchRange } from "../checkpoint/store.ts";
 import { BackfillError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
+import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadUdf } from "../udf/bundle.ts";
 import { parseDataType, type DataType } from "../udf/types.ts";
 import type { UdfContext, UdfSpec } from "../udf/udf.ts";
@@ -16,6 +17,8 @@ import type { BatchReport, RowError, TaskSpec, WorkerConfig } from "./protocol.t
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 
 type Vec = ArrowNs.Vector;
+/** One input column of a batch: an Arrow vector, or for a blob v2 column one lazy handle per row. */
+type Input = Vec | (BlobHandle | null)[];
 const SELECT_ALIAS = "__lancet_selected";
 /** Adaptive checkpoint sizing aims at this much UDF time per batch (Geneva's target). */
 const TARGET_BATCH_MS = 10_000;
@@ -37,6 +40,7 @@ export class TaskRunner {
   private readonly store: FileCheckpointStore;
   private readonly abort = new AbortController();
   private readonly pinned = new Map<number, Promise<LanceNs.Table>>();
+  private readonly blobColumns = new Map<number, Promise<Set<string>>>();
   private readonly policy: ErrorPolicy;
   /** Whether a call in the current batch returned a promise. */
   private sawPromise = false;
@@ -105,9 +109,18 @@ export class TaskRunner {
   private async runBatch(task: TaskSpec, range: BatchRange): Promise<BatchReport> {
     const t0 = performance.now();
     const table = await this.table(task.version);
+    let blobCols = this.blobColumns.get(task.version);
+    if (!blobCols) {
+      blobCols = blobColumnsOf(table);
+      this.blobColumns.set(task.version, blobCols);
+    }
+    // Blob v2 inputs are never scanned: only row ids are read, and each row gets a lazy handle.
+    const blobSet = await blobCols;
+    const blobInputs = new Set(this.config.inputs.filter((c) => blobSet.has(c)));
     const select: Record<string, string> = {};
-    for (const c of this.config.inputs) select[c] = quoteIdent(c);
+    for (const c of this.config.inputs) if (!blobInputs.has(c)) select[c] = quoteIdent(c);
     select._rowaddr = "_rowaddr";
+    if (blobInputs.size > 0) select._rowid = "_rowid";
     if (task.selection !== "") select[SELECT_ALIAS] = `(${task.selection})`;
     const data = await table
       .query()
@@ -132,7 +145,26 @@ export class TaskRunner {
       for (let i = 0; i < n; i++) if (sel.get(i) === true) selected.push(i);
       if (selected.length === n) selected = null;
     }
-    const inputs = this.config.inputs.map((c) => data.getChild(c)!);
+    let rowIds: BigUint64Array | undefined;
+    if (blobInputs.size > 0) {
+      const all = data.getChild("_rowid")!.toArray() as unknown;
+      const ids = all instanceof BigUint64Array ? all : BigUint64Array.from(all as ArrayLike<bigint>);
+      rowIds = selected === null ? ids : BigUint64Array.from(selected, (i) => ids[i]!);
+    }
+    const inputs: Input[] = [];
+    for (const c of this.config.inputs) {
+      if (!blobInputs.has(c)) {
+        inputs.push(data.getChild(c)!);
+        continue;
+      }
+      const handles = await blobHandles(table, c, rowIds!);
+      if (selected === null) inputs.push(handles);
+      else {
+        const sparse = new Array<BlobHandle | null>(n).fill(null);
+        for (let k = 0; k < selected.length; k++) sparse[selected[k]!] = handles[k]!;
+        inputs.push(sparse);
+      }
+    }
     const t1 = performance.now();
     const cpu0 = process.cpuUsage();
     const rows = selected ?? null;
@@ -161,7 +193,7 @@ export class TaskRunner {
     return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: this.sawPromise } : {}) };
   }
 
-  private async apply(task: TaskSpec, range: BatchRange, inputs: Vec[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {
+  private async apply(task: TaskSpec, range: BatchRange, inputs: Input[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {
     const where = this.ctx(task, range);
     const ctx: UdfContext = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
     const fn = this.spec.fn as unknown as (...args: unknown[]) => unknown;
@@ -216,7 +248,7 @@ export class TaskRunner {
       // whole call, then bisect down to the rows that fail on their own, which are skipped.
       // `idx` undefined: every row of the batch, in order (no index list is built unless bisecting).
       const callBatch = async (idx: number[] | undefined, depth: number): Promise<Vec> => {
-        const args = idx === undefined ? inputs : inputs.map((v) => takeRows(v, idx));
+        const args = idx === undefined ? inputs : inputs.map((v) => (Array.isArray(v) ? idx.map((i) => v[i]!) : takeRows(v, idx)));
         const len = idx === undefined ? n : idx.length;
         for (let attempt = 1; ; attempt++) {
           let result: unknown;
@@ -254,7 +286,7 @@ export class TaskRunner {
       return callBatch(all, 0);
     }
 
-    const columns = inputs.map(vectorToValues);
+    const columns = inputs.map((v) => (Array.isArray(v) ? v : vectorToValues(v)));
     const results = new Array<unknown>(count);
     const limit = this.config.intraApplierConcurrency;
     const inflight = new Set<Promise<void>>();

@@ -49,7 +49,7 @@ class Parser {
     throw new ConfigError(
       "CONFIG_INVALID",
       `dataType ${JSON.stringify(this.src)} is not a valid type (${what} at position ${this.pos}); ` +
-        `use e.g. "float64", "utf8", "list<float32>", "fixed_size_list<float32>[384]" or "struct<a:int32,b:utf8>"`,
+        `use e.g. "float64", "utf8", "blob", "list<float32>", "fixed_size_list<float32>[384]" or "struct<a:int32,b:utf8>"`,
     );
   }
   ws(): void {
@@ -108,6 +108,7 @@ class Parser {
       this.expect(">");
       return new arrow.Struct(fields);
     }
+    if (name === "blob") return blobStorageType();
     const simple = SIMPLE[name];
     if (!simple) this.fail(`unknown type "${name}"`);
     return simple();
@@ -118,6 +119,24 @@ class Parser {
     if (this.pos !== this.src.length) this.fail("unexpected trailing text");
     return t;
   }
+}
+
+/**
+ * The `blob` type: a LanceDB blob v2 column's storage type, struct `{ data: large_binary, uri: utf8 }`.
+ * What makes a column a blob column is its field's `lance.blob.v2` marker (`lancedb.blob(name)`), which
+ * a DataType cannot carry; Lancet's type strings call this struct shape `blob`, and an added column of
+ * type `blob` is always declared with the marker.
+ */
+export function blobStorageType(): DataType {
+  return new arrow.Struct([new arrow.Field("data", new arrow.LargeBinary(), true), new arrow.Field("uri", new arrow.Utf8(), true)]);
+}
+
+/** Whether `t` has the blob v2 storage shape (struct `{ data: large_binary, uri: utf8 }`). */
+export function isBlobType(t: { readonly typeId: number }): boolean {
+  const dt = t as { typeId: number; children?: { name: string; type: { typeId: number } }[] };
+  if (dt.typeId !== arrow.Type.Struct || dt.children?.length !== 2) return false;
+  const [a, b] = dt.children;
+  return a!.name === "data" && a!.type.typeId === arrow.Type.LargeBinary && b!.name === "uri" && b!.type.typeId === arrow.Type.Utf8;
 }
 
 /** Parses a type string into an Arrow type. Throws ConfigError with the accepted forms. */
@@ -161,6 +180,7 @@ export function formatDataType(t: { readonly typeId: number }): string {
     case T.FixedSizeList:
       return `fixed_size_list<${formatDataType(dt.children![0]!.type)}>[${dt.listSize}]`;
     case T.Struct:
+      if (isBlobType(dt)) return "blob";
       return `struct<${dt.children!.map((c) => `${c.name}:${formatDataType(c.type)}`).join(",")}>`;
     default:
       if ((dt.typeId as number) === 30) return `large_list<${formatDataType(dt.children![0]!.type)}>`;

@@ -5,7 +5,8 @@
  */
 import { arrow } from "../arrow.ts";
 import type { ArrowNs } from "../arrow.ts";
-import { formatDataType, type DataType } from "./types.ts";
+import { isBlobHandle } from "./blob.ts";
+import { formatDataType, isBlobType, type DataType } from "./types.ts";
 
 type Vec = ArrowNs.Vector;
 
@@ -20,6 +21,7 @@ export class ValueTypeError extends Error {
 
 function describe(v: unknown): string {
   if (v === null) return "null";
+  if (isBlobHandle(v)) return `a blob handle (${v.size} bytes; return await handle.bytes() to copy its bytes)`;
   if (Array.isArray(v)) return `an array of length ${v.length}`;
   if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
   if (typeof v === "object") return `an object (${v.constructor?.name ?? "Object"})`;
@@ -34,12 +36,34 @@ function isVectorLike(v: unknown): v is { toArray(): ArrayLike<unknown>; length:
   return typeof v === "object" && v !== null && typeof (v as { toArray?: unknown }).toArray === "function" && typeof (v as { get?: unknown }).get === "function";
 }
 
+/**
+ * The largest value a `blob` output takes. Blob columns are written through `mergeInsert`, and
+ * LanceDB 0.39 refuses a source row over 25 MiB ("a single row is N bytes which exceeds the maximum
+ * allowed batch size of 26214400 bytes"); 64 KiB are left for the row key and the struct.
+ */
+export const MAX_BLOB_VALUE_BYTES = 25 * 1024 * 1024 - 64 * 1024;
+
 function makeCheck(t: DataType): Check {
   const T = arrow.Type;
   const expected = formatDataType(t);
   const bad = (v: unknown): never => {
     throw new Error(`got ${describe(v)}, expected ${expected}`);
   };
+  if (isBlobType(t)) {
+    // A blob output: bytes per row, stored as the blob v2 struct with `data` set.
+    const sized = (b: Uint8Array): { data: Uint8Array; uri: null } => {
+      if (b.byteLength > MAX_BLOB_VALUE_BYTES) {
+        throw new Error(`got a value of ${b.byteLength} bytes, more than a blob column can take per row (${MAX_BLOB_VALUE_BYTES} bytes: LanceDB's mergeInsert, the only path that writes blob columns, refuses rows over 25 MiB)`);
+      }
+      return { data: b, uri: null };
+    };
+    return (v) => {
+      if (v instanceof Uint8Array) return sized(v);
+      if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return sized(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+      if (v instanceof ArrayBuffer) return sized(new Uint8Array(v));
+      throw new Error(`got ${describe(v)}, expected blob (a Uint8Array or Buffer per row, or null)`);
+    };
+  }
   switch (t.typeId) {
     case T.Bool:
       return (v) => (typeof v === "boolean" ? v : bad(v));
@@ -145,8 +169,36 @@ export function valuesToVector(values: ArrayLike<unknown>, type: DataType): Vec 
       throw new ValueTypeError(i, (e as Error).message);
     }
   }
+  if (type.typeId === arrow.Type.Binary || type.typeId === arrow.Type.Utf8) checkOffsets(out, type);
   if (type.typeId === arrow.Type.FixedSizeList) return fixedSizeListVector(out, type as ArrowNs.FixedSizeList);
   return arrow.vectorFromArray(out as unknown[], type as never) as Vec;
+}
+
+/** The most bytes one batch of a `binary` or `utf8` column can hold (Arrow's 32-bit offsets). */
+export const MAX_OFFSET_BYTES = 2 ** 31 - 1;
+
+/**
+ * `binary` and `utf8` vectors address their bytes with 32-bit offsets: a value, or a batch of values,
+ * past 2 GiB would wrap them. Strings are measured by UTF-16 length × 3 only when that could matter.
+ */
+function checkOffsets(values: unknown[], type: DataType): void {
+  const binary = type.typeId === arrow.Type.Binary;
+  if (!binary) {
+    let units = 0;
+    for (const v of values) if (typeof v === "string") units += v.length;
+    if (units * 3 <= MAX_OFFSET_BYTES) return;
+  }
+  let total = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) continue;
+    total += binary ? (v as Uint8Array).byteLength : Buffer.byteLength(v as string);
+    if (total > MAX_OFFSET_BYTES) {
+      const size = binary ? (v as Uint8Array).byteLength : Buffer.byteLength(v as string);
+      const what = size > MAX_OFFSET_BYTES ? `a value of ${size} bytes` : `values totalling ${total} bytes up to this row`;
+      throw new ValueTypeError(i, `got ${what}, more than a ${formatDataType(type)} column holds per batch (${MAX_OFFSET_BYTES} bytes, 32-bit offsets); declare dataType "blob" (large payloads, read lazily) or "large_${formatDataType(type)}"`);
+    }
+  }
 }
 
 /**
