@@ -28,6 +28,8 @@ export const FAILPOINTS = {
   "refragment.mid-rewrite": "refragment wrote part of the new fragments; the rewrite is not committed yet",
   "lock.after-create": "a column lock file was created; the lock is not confirmed to its holder yet",
   "chunk.after-flush": "a worker expanding a chunk view appended a buffer of children; the coordinator has not recorded their parents as expanded yet",
+  "udtf.after-partition": "a worker computing a UDTF view staged a partition's rows; the coordinator has not recorded the partition as done yet",
+  "udtf.before-swap": "a UDTF view's refresh staged every partition; it has not replaced the view's rows yet",
   "view.mid-sync": "a view refresh removed the rows that are gone or changed; it has not appended the new and changed rows yet",
 } as const;
 

@@ -13,6 +13,8 @@ export { refragment } from "./commit/refragment.ts";
 export { createView, readView, listViews, alterView } from "./views/view.ts";
 export type { ViewOptions, ViewDefinition, ViewWatermark, ViewInfo, AlterViewOptions } from "./views/view.ts";
 export { chunker } from "./udf/chunker.ts";
+export { udtf } from "./udf/udtf.ts";
+export type { UdtfSpec } from "./udf/udtf.ts";
 export type { ChunkerSpec, ChunkerContext } from "./udf/chunker.ts";
 export { syncView } from "./views/sync.ts";
 export type { SyncViewOptions, SyncViewResult } from "./views/sync.ts";

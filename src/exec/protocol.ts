@@ -25,6 +25,21 @@ export interface WorkerConfig {
   readonly bindingVersion?: number;
   /** Set when the worker expands parents with a chunker into a chunk view (`table`; `column` is `__child_index`, which carries the binding) instead of computing a column. */
   readonly chunker?: ChunkerTaskConfig;
+  /** Set when the worker computes partitions of a UDTF view (`table`; `column` is `__partition`, which carries the binding) into its staging table. */
+  readonly udtf?: UdtfTaskConfig;
+}
+
+/** What a worker needs to compute UDTF partitions. */
+export interface UdtfTaskConfig {
+  readonly source: string;
+  /** The view's filter on the source. */
+  readonly where: string | null;
+  readonly outputs: Readonly<Record<string, string>>;
+  /** The staging table (in the LanceDB database `stageDir`) the partitions' rows go to, with their `__partition`. */
+  readonly stageDir: string;
+  readonly stageTable: string;
+  /** Output rows buffered before they are appended to the staging table. */
+  readonly maxRowsPerFragment: number;
 }
 
 /** What a worker needs to expand parents into a chunk view. */
@@ -56,6 +71,8 @@ export interface TaskSpec {
   readonly maxCheckpointSize: number;
   /** A chunker task: the source row ids (ascending) of the parents to expand; `gaps` index into it and `version` is the source version. */
   readonly parents?: readonly number[];
+  /** A UDTF task: the partition to compute (`key`: its value as JSON; `filter`: the SQL predicate selecting its rows, null for the whole source). */
+  readonly partition?: { readonly key: string; readonly filter: string | null };
 }
 
 /** A row the UDF failed on and the error policy skipped (its value is null). */
@@ -90,6 +107,8 @@ export interface BatchReport {
   readonly checkpointMs: number;
   /** A chunker task: the parents this batch finished (their children are in the view), with their input hash (decimal) and child count. */
   readonly parents?: readonly ExpandedParent[];
+  /** A UDTF task: the partition staged, with its row count. */
+  readonly partition?: { readonly key: string; readonly rows: number };
 }
 
 /** A parent a chunker task expanded. */

@@ -12,6 +12,7 @@ import { serializeError } from "../errors.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
 import { TaskRunner } from "./apply.ts";
 import { ChunkRunner } from "./chunk.ts";
+import { UdtfRunner } from "./udtf.ts";
 import { verifyStoredBundle } from "../udf/bundle.ts";
 import { assertBundleBound } from "../udf/binding.ts";
 
@@ -19,7 +20,7 @@ function send(m: FromWorker): void {
   process.send?.(m);
 }
 
-let runner: TaskRunner | ChunkRunner | undefined;
+let runner: TaskRunner | ChunkRunner | UdtfRunner | undefined;
 const stopped = new Set<number>();
 
 process.on("disconnect", () => process.exit(0));
@@ -33,7 +34,7 @@ process.on("message", (raw) => {
           const subject = `the worker process for column ${c.column} (table ${c.table})`;
           verifyStoredBundle(c, { subject, context: { table: c.table, column: c.column } });
           await assertBundleBound(c, subject);
-          return c.chunker ? ChunkRunner.create(c) : TaskRunner.create(c);
+          return c.chunker ? ChunkRunner.create(c) : c.udtf ? UdtfRunner.create(c) : TaskRunner.create(c);
         })
         .then(
           (r) => {

@@ -218,6 +218,7 @@ export async function runJob(spec: JobSpec): Promise<void> {
             checkpointSize: d.checkpointSize,
             maxCheckpointSize: d.maxCheckpointSize,
             ...(task.parents ? { parents: task.parents } : {}),
+            ...(task.partition ? { partition: task.partition } : {}),
           };
           try {
             m.workersActive++;

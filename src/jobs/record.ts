@@ -103,6 +103,9 @@ export interface RefreshSummary {
   readonly read?: "changes" | "all";
   /** Chunk views: parents added, deleted and changed; the expansion job's id. */
   readonly parents?: { readonly added: number; readonly deleted: number; readonly updated: number };
+  /** UDTF views: partitions total and computed; whether the refresh was skipped (nothing changed). */
+  readonly partitions?: { readonly total: number; readonly computed: number };
+  readonly skipped?: boolean;
   readonly jobId?: string | null;
   /** The backfill job of each UDF column of the view. */
   readonly columnJobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
@@ -111,7 +114,7 @@ export interface RefreshSummary {
 export interface JobRecord {
   readonly id: string;
   /** `backfill` fills one column of a table; `refresh` brings a view up to date (column `*`). */
-  readonly kind: "backfill" | "refresh" | "chunk";
+  readonly kind: "backfill" | "refresh" | "chunk" | "udtf";
   readonly table: string;
   readonly column: string;
   status: JobStatus;

@@ -42,6 +42,8 @@ export interface PlannedTask {
   readonly batchKey: string;
   /** A chunker task's parents (source row ids); `gaps` index into them. */
   readonly parents?: readonly number[];
+  /** A UDTF task's partition. */
+  readonly partition?: { readonly key: string; readonly filter: string | null };
 }
 
 export interface PlannedFragment extends PlanFragmentInput {

@@ -10,6 +10,7 @@ import type { ResolvedTable } from "../table.ts";
 import { bundleModule, bundlePath, loadExport, parseUdfRef, storeBundle } from "./bundle.ts";
 import { isSqlUdf } from "./udf.ts";
 import { readChunkerBinding } from "./chunker.ts";
+import { readUdtfBinding } from "./udtf.ts";
 import { resolveDataType } from "./types.ts";
 import { resolveErrorPolicy } from "./policy.ts";
 import type { UdfSpec } from "./udf.ts";
@@ -19,7 +20,7 @@ export const BINDING_KEY = "lancet:udf";
 export interface Binding {
   readonly format: 1;
   /** `sql`: a LanceDB native computed column, filled by LanceDB's own refresh. @default "js" */
-  readonly kind?: "js" | "sql" | "chunker";
+  readonly kind?: "js" | "sql" | "chunker" | "udtf";
   /** The SQL expression of a `sql` binding. */
   readonly sql?: string;
   /** Absolute path of the module file as bound. */
@@ -119,13 +120,13 @@ export function readBinding(metadata: Map<string, string> | undefined, table: st
  * in a store (a task from Redis names its bundle).
  * @throws ConfigError CONFIG_INVALID when the column binds another bundle, or none
  */
-export async function assertBundleBound(c: { readonly dbDir: string; readonly table: string; readonly column: string; readonly bundlePath: string; readonly bindingVersion?: number; readonly chunker?: unknown }, subject: string): Promise<void> {
+export async function assertBundleBound(c: { readonly dbDir: string; readonly table: string; readonly column: string; readonly bundlePath: string; readonly bindingVersion?: number; readonly chunker?: unknown; readonly udtf?: unknown }, subject: string): Promise<void> {
   const { lancedb } = await import("../arrow.ts");
   const db = await lancedb.connect(c.dbDir);
   const table = await db.openTable(c.table, undefined, (c.bindingVersion !== undefined ? { version: c.bindingVersion } : {}) as never);
   const field = (await table.schema()).fields.find((f) => f.name === c.column);
   // A chunk view's chunker is bound on its __child_index column, under its own key.
-  const b = !field ? undefined : c.chunker !== undefined ? readChunkerBinding(field.metadata, c.table) : readBinding(field.metadata, c.table, c.column);
+  const b = !field ? undefined : c.chunker !== undefined ? readChunkerBinding(field.metadata, c.table) : c.udtf !== undefined ? readUdtfBinding(field.metadata, c.table) : readBinding(field.metadata, c.table, c.column);
   const named = path.basename(c.bundlePath).replace(/\.mjs$/, "");
   if (b?.bundle !== named) {
     const at = c.bindingVersion !== undefined ? `version ${c.bindingVersion}` : "its latest version";

@@ -24,19 +24,18 @@ import { randomUUID } from "node:crypto";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
-import { ConfigError, isBackfillError } from "../errors.ts";
-import type { BatchReport, ExpandedParent, WorkerConfig } from "../exec/protocol.ts";
-import { runJob, coresFor } from "../jobs/coordinator.ts";
-import { JobController } from "../jobs/job.ts";
+import { ConfigError } from "../errors.ts";
+import type { ExpandedParent, WorkerConfig } from "../exec/protocol.ts";
+import type { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
-import { JobsTable } from "../jobs/store.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedBackfillOptions } from "../options.ts";
-import type { PlannedFragment, PlannedTask } from "../plan/plan.ts";
+import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import { bundlePath } from "../udf/bundle.ts";
 import { readChunkerBinding } from "../udf/chunker.ts";
 import { pinSource, sourceDelta, writeWatermark } from "./sync.ts";
+import { runViewJob } from "./view-job.ts";
 import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, readView, SOURCE_ROW_ID } from "./view.ts";
 
 /** Options of a chunk view's refresh that only chunk views have. */
@@ -188,14 +187,10 @@ async function expand(
   const viewRef = resolveTable({ db: dbDir, table: name });
   const itemSize = opts.sourceTaskSize ?? 1024;
   const maxRows = opts.maxRowsPerFragment ?? 65_536;
-  const fragments: PlannedFragment[] = [];
   const tasks: PlannedTask[] = [];
   for (let i = 0, item = 0; i < ids.length; i += itemSize, item++) {
     const parents = ids.slice(i, i + itemSize);
-    const batchKey = `chunk-${jobId}-${item}`;
-    const task: PlannedTask = { id: `item-${item}`, fragmentId: item, globalOffset: 0, start: 0, end: parents.length, gaps: [{ start: 0, end: parents.length }], selection: "", batchKey, parents };
-    tasks.push(task);
-    fragments.push({ id: item, liveRows: parents.length, globalOffset: 0, selection: "", batchKey, covered: [], done: false, tasks: [task], rowsToCompute: parents.length });
+    tasks.push({ id: `item-${item}`, fragmentId: item, globalOffset: 0, start: 0, end: parents.length, gaps: [{ start: 0, end: parents.length }], selection: "", batchKey: `chunk-${jobId}-${item}`, parents });
   }
   const viewVersion = await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(name)).version();
   const config: WorkerConfig = {
@@ -213,89 +208,50 @@ async function expand(
     bindingVersion: viewVersion,
     chunker: { source: sourceName, select: [...select], hashColumns: [...hashColumns], outputs: binding.outputs, maxRowsPerFragment: maxRows },
   };
-  const ctl = new JobController({ id: jobId, kind: "chunk", table: name, column: CHILD_INDEX, options: { sourceTaskSize: itemSize, maxRowsPerFragment: maxRows, concurrency: opts.concurrency }, statusIntervalMs: opts.statusIntervalMs, log });
-  ctl.record.binding = binding;
-  ctl.record.udfVersion = binding.version;
-  ctl.attach(await JobsTable.open(dbDir), dbDir);
-  const stop = (): void => ctl.requestCancel(`refresh ${refresh.record.id}`);
-  refresh.signal.addEventListener("abort", stop);
   const finished = new Map<number, ExpandedParent[]>();
   let children = 0;
   const parents = await parentsTable(viewRef.storeDir);
-  const memoryMb = opts.workerMemoryMb ?? (binding.memory !== undefined ? Math.ceil(binding.memory / 2 ** 20) : undefined);
-  try {
-    await runJob({
-      ctl,
-      log,
-      lock,
-      noun: "refresh",
-      dbDir,
-      table: name,
-      column: CHILD_INDEX,
-      udf: { label: config.label, version: binding.version },
-      plan: { fragments, tasks, commitGranularity: opts.commitGranularity ?? Math.min(64, Math.max(1, Math.ceil(fragments.length / 20))) },
-      dispatch: {
-        executor: opts.executor,
-        config,
-        env: opts.env,
-        taskTimeoutMs: opts.taskTimeoutMs,
-        memoryMb,
-        needs: memoryMb !== undefined ? { memory: memoryMb } : {},
-        concurrency: opts.concurrency,
-        concurrencyGiven: opts.concurrencyGiven,
-        maxTaskAttempts: opts.maxTaskAttempts,
-        readVersion: sourceVersion,
-        checkpointSize: itemSize,
-        maxCheckpointSize: itemSize,
-      },
-      writerConcurrency: 1,
-      cores: coresFor(opts.executor, 0, opts.concurrency),
-      udfTraits: { batch: binding.batch },
-      events: {
-        started: `expansion of ${ids.length} parent(s) of ${sourceName} into chunk view ${name} started (chunker ${binding.exportName}, version ${binding.version}) at source version ${sourceVersion}`,
-        planned: `plan: ${tasks.length} work item(s) of up to ${itemSize} parent(s); children appended every ${maxRows} row(s)`,
-      },
-      setPhase: () => {},
-      onBatch: (task: PlannedTask, r: BatchReport) => {
-        if (!r.parents) return;
-        const list = finished.get(task.fragmentId) ?? [];
-        list.push(...r.parents);
-        finished.set(task.fragmentId, list);
-        children += r.rowsComputed;
-      },
-      // A group of finished items: their parents are recorded as expanded (children counted, zero included).
-      writeGroup: async (group) => {
-        const records = group.flatMap((f) => finished.get(f.id) ?? []);
-        if (records.length > 0) {
-          await parents.add(
-            new arrow.Table({
-              [SOURCE_ROW_ID]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.id))),
-              [INPUT_HASH]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.hash))),
-              children: arrow.makeVector(Int32Array.from(records, (p) => p.children)),
-              version: arrow.vectorFromArray(records.map(() => binding.version), new arrow.Utf8()),
-            }) as never,
-          );
-        }
-        for (const f of group) finished.delete(f.id);
-        ctl.metrics.fragmentsCommitted += group.length;
-        ctl.metrics.rowsCommitted += records.length;
-        ctl.metrics.commits++;
-      },
-    });
-  } catch (e) {
-    await ctl.finish(isBackfillError(e, "CANCELLED") ? "cancelled" : "failed", e);
-    throw e;
-  } finally {
-    refresh.signal.removeEventListener("abort", stop);
-    addMetrics(refresh, ctl);
-  }
+  await runViewJob({
+    jobId,
+    kind: "chunk",
+    dbDir,
+    table: name,
+    column: CHILD_INDEX,
+    binding,
+    config,
+    tasks,
+    readVersion: sourceVersion,
+    options: { sourceTaskSize: itemSize, maxRowsPerFragment: maxRows, concurrency: opts.concurrency },
+    opts,
+    lock,
+    refresh,
+    log,
+    events: {
+      started: `expansion of ${ids.length} parent(s) of ${sourceName} into chunk view ${name} started (chunker ${binding.exportName}, version ${binding.version}) at source version ${sourceVersion}`,
+      planned: `plan: ${tasks.length} work item(s) of up to ${itemSize} parent(s); children appended every ${maxRows} row(s)`,
+    },
+    onBatch: (task, r) => {
+      if (!r.parents) return;
+      const list = finished.get(task.fragmentId) ?? [];
+      list.push(...r.parents);
+      finished.set(task.fragmentId, list);
+      children += r.rowsComputed;
+    },
+    // A group of finished items: their parents are recorded as expanded (children counted, zero included).
+    writeGroup: async (group) => {
+      const records = group.flatMap((f) => finished.get(f.id) ?? []);
+      if (records.length > 0) {
+        await parents.add(
+          new arrow.Table({
+            [SOURCE_ROW_ID]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.id))),
+            [INPUT_HASH]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.hash))),
+            children: arrow.makeVector(Int32Array.from(records, (p) => p.children)),
+            version: arrow.vectorFromArray(records.map(() => binding.version), new arrow.Utf8()),
+          }) as never,
+        );
+      }
+      for (const f of group) finished.delete(f.id);
+    },
+  });
   return children;
-}
-
-/** Adds the expansion job's counters to the refresh's. */
-function addMetrics(into: JobController, from: JobController): void {
-  for (const [k, v] of Object.entries(from.metrics)) {
-    if (k === "elapsedMs" || k === "rowsPerSec" || typeof v !== "number") continue;
-    (into.metrics as unknown as Record<string, number>)[k] = ((into.metrics as unknown as Record<string, number>)[k] ?? 0) + v;
-  }
 }

@@ -21,6 +21,7 @@ import { resolveTable } from "../table.ts";
 import { BINDING_KEY } from "../udf/binding.ts";
 import { syncViewLocked, withViewLock } from "./sync.ts";
 import { syncChunkView, type ChunkSyncResult } from "./chunk.ts";
+import { syncUdtfView, type UdtfSyncResult } from "./udtf.ts";
 import { resolveBackfillOptions } from "../options.ts";
 import { ConfigError } from "../errors.ts";
 import { readView } from "./view.ts";
@@ -53,6 +54,10 @@ export interface RefreshViewResult {
   readonly jobs: readonly { readonly column: string; readonly jobId: string; readonly status: JobStatus }[];
   /** Chunk views: parents (source rows) added, deleted, and changed (their children replaced); rowsAdded / rowsDeleted count child rows. */
   readonly parents?: { readonly added: number; readonly deleted: number; readonly updated: number };
+  /** UDTF views: partitions in the source, and those computed by this refresh (the others were staged by an earlier, interrupted one). */
+  readonly partitions?: { readonly total: number; readonly computed: number };
+  /** UDTF views: true when neither the source nor the UDTF changed since the last refresh (nothing computed or written). */
+  readonly skipped?: boolean;
 }
 
 /**
@@ -63,7 +68,7 @@ export interface RefreshViewResult {
 export async function refreshView(db: string, name: string, options: RefreshViewOptions = {}): Promise<RefreshViewResult> {
   const rec = await refreshViewAsync(db, name, options).wait();
   const r = rec.refresh!;
-  return { status: rec.status, jobId: rec.id, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: rec.metrics.rowsComputed, jobs: r.columnJobs, ...(r.parents ? { parents: r.parents } : {}) };
+  return { status: rec.status, jobId: rec.id, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: rec.metrics.rowsComputed, jobs: r.columnJobs, ...(r.parents ? { parents: r.parents } : {}), ...(r.partitions ? { partitions: r.partitions, skipped: r.skipped ?? false } : {}) };
 }
 
 /** Starts a refresh of view `name` and returns its job handle at once (`id`, `status()`, `progress()`, `wait()`, `cancel()`). */
@@ -100,18 +105,22 @@ async function runRefresh(db: string, name: string, options: RefreshViewOptions,
     const { srcVersion, full, sourceTaskSize, maxRowsPerFragment, onProgress: _p, statusIntervalMs: _s, ...knobs } = options;
     for (const [k, v] of Object.entries({ sourceTaskSize, maxRowsPerFragment })) {
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new ConfigError("CONFIG_INVALID", `options.${k} must be a positive integer (got ${JSON.stringify(v)})`, { table: name });
-      if (v !== undefined && definition.chunker === null) throw new ConfigError("CONFIG_INVALID", `options.${k} applies to chunk views; view ${name} has no chunker`, { table: name });
+      if (v !== undefined && definition.chunker === null && !(k === "maxRowsPerFragment" && definition.udtf !== null)) throw new ConfigError("CONFIG_INVALID", `options.${k} applies to ${k === "maxRowsPerFragment" ? "chunk and UDTF views" : "chunk views"}; view ${name} is neither`, { table: name });
     }
     const pinned = { ...(srcVersion === undefined ? {} : { srcVersion }), ...(full ? { full } : {}) };
+    const viewLog = (options.logger ?? silentLogger).child({ view: name });
     const synced =
-      definition.chunker === null
-        ? await syncViewLocked(db, name, pinned)
-        : await syncChunkView(db, name, { ...resolveBackfillOptions(knobs), ...pinned, ...(sourceTaskSize ? { sourceTaskSize } : {}), ...(maxRowsPerFragment ? { maxRowsPerFragment } : {}) }, lock, ctl, (options.logger ?? silentLogger).child({ view: name }));
+      definition.udtf !== null
+        ? await syncUdtfView(db, name, { ...resolveBackfillOptions(knobs), ...pinned, ...(maxRowsPerFragment ? { maxRowsPerFragment } : {}) }, lock, ctl, viewLog)
+        : definition.chunker === null
+          ? await syncViewLocked(db, name, pinned)
+          : await syncChunkView(db, name, { ...resolveBackfillOptions(knobs), ...pinned, ...(sourceTaskSize ? { sourceTaskSize } : {}), ...(maxRowsPerFragment ? { maxRowsPerFragment } : {}) }, lock, ctl, viewLog);
     const columnJobs: { column: string; jobId: string; status: JobStatus }[] = [];
     const summary = (): RefreshSummary => ({ view: name, source: definition.source, ...synced, columnJobs: [...columnJobs] });
     ctl.record.refresh = summary();
     const p = "parents" in synced ? (synced as ChunkSyncResult).parents : undefined;
-    const parentsText = p ? ` (parents: ${p.added} added, ${p.deleted} removed, ${p.updated} changed)` : "";
+    const u = "partitions" in synced ? (synced as UdtfSyncResult) : undefined;
+    const parentsText = p ? ` (parents: ${p.added} added, ${p.deleted} removed, ${p.updated} changed)` : u ? (u.skipped ? " (skipped: the source and the UDTF are unchanged)" : ` (${u.partitions.computed} of ${u.partitions.total} partition(s) computed; rows replaced at once)`) : "";
     ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated${parentsText} (read ${synced.read === "all" ? "every row" : "the changes since the last refresh"})`);
     ctl.changed(true);
     const conn = await lancedb.connect(ref.dbDir, { readConsistencyInterval: 0 });

@@ -30,7 +30,7 @@ import { resolveTable, type ResolvedTable } from "../table.ts";
 import { failpoint } from "../failpoints.ts";
 import { takeRows } from "../udf/values.ts";
 import { hashRows, shuffleKey } from "./hash.ts";
-import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, type ViewDefinition, type ViewWatermark } from "./view.ts";
+import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, watermarkField, type ViewDefinition, type ViewWatermark } from "./view.ts";
 
 /** Options of {@link syncView}. */
 export interface SyncViewOptions {
@@ -91,7 +91,7 @@ export async function withViewLock<T>(db: string, name: string, fn: (lock: Colum
 /** {@link syncView}, for a caller that holds the view's refresh lock. */
 export async function syncViewLocked(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
   const { definition: def, watermark } = await readView(db, name);
-  if (def.chunker !== null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} is a chunk view: its rows come from its chunker on workers; refresh it with refreshView / lancet refresh`, { table: name });
+  if (def.chunker !== null || def.udtf !== null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} is a ${def.chunker !== null ? "chunk" : "UDTF"} view: its rows are computed on workers; refresh it with refreshView / lancet refresh`, { table: name });
   const viewRef = resolveTable({ db, table: name });
   const srcRef = resolveTable({ db, table: def.source });
   await assertStableRowIds(srcRef, `refresh view ${name} from it`);
@@ -367,7 +367,7 @@ async function viewHashes(view: LanceNs.Table, ids: readonly number[]): Promise<
 }
 
 export async function writeWatermark(view: LanceNs.Table, w: ViewWatermark): Promise<void> {
-  await view.updateFieldMetadata([{ path: SOURCE_ROW_ID, metadata: { [WATERMARK_KEY]: JSON.stringify(w) } }] as never);
+  await view.updateFieldMetadata([{ path: watermarkField(await view.schema()), metadata: { [WATERMARK_KEY]: JSON.stringify(w) } }] as never);
 }
 
 /** An Arrow value as plain JS (lists as arrays, structs as objects), which vectorFromArray rebuilds for any type. */

@@ -20,6 +20,7 @@ import { ConfigError, isBackfillError } from "../errors.ts";
 import { readManifestFile } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
 import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts";
+import { bindUdtf, readUdtfBinding, UDTF_KEY, type UdtfBinding } from "../udf/udtf.ts";
 import { parseDataType } from "../udf/types.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
@@ -30,8 +31,10 @@ export const SOURCE_ROW_ID = "__source_row_id";
 export const INPUT_HASH = "__input_hash";
 /** A chunk view's column: a child row's index among its siblings (the chunker binding lives in its field metadata). */
 export const CHILD_INDEX = "__child_index";
+/** A UDTF view's column: the partition an output row came from, as JSON (the UDTF binding lives in its field metadata). */
+export const PARTITION = "__partition";
 /** Columns a view owns; a selection cannot name them. */
-export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, CHILD_INDEX, "_rowid", "_rowaddr", "_lancet_key"]);
+export const VIEW_COLUMNS: ReadonlySet<string> = new Set([SOURCE_ROW_ID, INPUT_HASH, CHILD_INDEX, PARTITION, "_rowid", "_rowaddr", "_lancet_key"]);
 const VIEW_FORMAT = 1;
 const STABLE_IDS = { new_table_enable_stable_row_ids: "true" } as const;
 
@@ -45,6 +48,8 @@ export interface ViewOptions {
   select?: readonly string[];
   /** A chunker (`MODULE#EXPORT` of a `kind: "chunker"` export): the view holds its children of each source row. @default none: one view row per source row */
   chunker?: string;
+  /** A batch UDTF (`MODULE#EXPORT` of a `kind: "udtf"` export): the view holds its output over the source, recomputed partition by partition and replaced at once on each refresh that has anything new. @default none */
+  udtf?: string;
   /** UDF columns of the view, `{ column: "MODULE#EXPORT" }`; filled by a refresh. @default none */
   udfs?: Readonly<Record<string, string>>;
   /** Rows added by a refresh are appended in a pseudo-random order of source row id under this seed. @default source order */
@@ -61,6 +66,8 @@ export interface ViewDefinition {
   readonly shuffleSeed: number | null;
   /** The chunker as first bound (`MODULE#EXPORT`); the binding in force is on `__child_index`. */
   readonly chunker: string | null;
+  /** The UDTF as first bound (`MODULE#EXPORT`); the binding in force is on `__partition`. */
+  readonly udtf: string | null;
   readonly createdAt: string;
 }
 
@@ -68,6 +75,8 @@ export interface ViewDefinition {
 export interface ViewWatermark {
   readonly sourceVersion: number;
   readonly refreshedAt: string;
+  /** UDTF views: the UDTF version the rows were computed with. */
+  readonly version?: string;
 }
 
 /** A view as {@link readView} and {@link listViews} report it. */
@@ -107,12 +116,18 @@ export async function createView(db: string, name: string, options: ViewOptions)
   const storeDir = path.join(src.dbDir, "_lancet", name);
   let own: ArrowNs.Field[];
   try {
-    own = def.chunker === null ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false)] : await chunkViewFields(src, name, storeDir, def, schema);
+    own =
+      def.udtf !== null
+        ? await udtfViewFields(src, name, storeDir, def, schema)
+        : def.chunker === null
+          ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false)]
+          : await chunkViewFields(src, name, storeDir, def, schema);
   } catch (e) {
     rmSync(storeDir, { recursive: true, force: true });
     throw e;
   }
-  const viewSchema = new arrow.Schema([...own.slice(0, 2), ...fields, ...own.slice(2)], new Map([[VIEW_KEY, JSON.stringify(def)]]));
+  const lead = def.udtf !== null ? 1 : 2;
+  const viewSchema = new arrow.Schema([...own.slice(0, lead), ...fields, ...own.slice(lead)], new Map([[VIEW_KEY, JSON.stringify(def)]]));
   await conn.createEmptyTable(name, viewSchema, { storageOptions: STABLE_IDS } as never);
   try {
     if (Object.keys(def.udfs).length > 0) await addColumns({ db: src.dbDir, table: name }, { ...def.udfs });
@@ -121,7 +136,7 @@ export async function createView(db: string, name: string, options: ViewOptions)
     await conn.dropTable(name).catch(() => undefined);
     rmSync(storeDir, { recursive: true, force: true });
     if (isBackfillError(e, "INPUT_COLUMN_NOT_FOUND")) {
-      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${e.message.replace(/; its columns are .*$/, "")}; a view's UDF inputs must be among its selected columns (select: ${def.select.join(", ")})`, { table: name, ...(e.context.column !== undefined ? { column: e.context.column } : {}), cause: e });
+      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${e.message.replace(/; its columns are .*$/, "")}; a view's UDF inputs must be among its ${def.chunker === null && def.udtf === null ? `selected columns (select: ${def.select.join(", ")})` : "selected and output columns"}`, { table: name, ...(e.context.column !== undefined ? { column: e.context.column } : {}), cause: e });
     }
     throw e;
   }
@@ -139,8 +154,14 @@ function checkOptions(name: string, o: ViewOptions): ViewDefinition {
   if (o.chunker !== undefined && (typeof o.chunker !== "string" || !o.chunker.includes("#"))) {
     throw new ConfigError("CONFIG_INVALID", `options.chunker must be "MODULE#EXPORT" (got ${JSON.stringify(o.chunker)})`);
   }
-  const select = o.select ?? (o.chunker !== undefined ? [] : undefined);
-  if (!Array.isArray(select) || (select.length === 0 && o.chunker === undefined) || select.some((c) => typeof c !== "string" || c.length === 0)) {
+  if (o.udtf !== undefined && (typeof o.udtf !== "string" || !o.udtf.includes("#"))) {
+    throw new ConfigError("CONFIG_INVALID", `options.udtf must be "MODULE#EXPORT" (got ${JSON.stringify(o.udtf)})`);
+  }
+  if (o.udtf !== undefined && (o.chunker !== undefined || (o.select !== undefined && o.select.length > 0) || o.shuffleSeed !== undefined)) {
+    throw new ConfigError("CONFIG_INVALID", "a UDTF view takes no chunker, select or shuffleSeed: its columns are the UDTF's outputs (and UDF columns)");
+  }
+  const select = o.select ?? (o.chunker !== undefined || o.udtf !== undefined ? [] : undefined);
+  if (!Array.isArray(select) || (select.length === 0 && o.chunker === undefined && o.udtf === undefined) || select.some((c) => typeof c !== "string" || c.length === 0)) {
     throw new ConfigError("CONFIG_INVALID", `options.select must be a non-empty list of column names (got ${JSON.stringify(o.select)})`);
   }
   if (o.chunker !== undefined && o.shuffleSeed !== undefined) throw new ConfigError("CONFIG_INVALID", "options.shuffleSeed applies to views without a chunker");
@@ -168,6 +189,7 @@ function checkOptions(name: string, o: ViewOptions): ViewDefinition {
     udfs: { ...udfs },
     shuffleSeed: o.shuffleSeed ?? null,
     chunker: o.chunker ?? null,
+    udtf: o.udtf ?? null,
     createdAt: new Date().toISOString(),
   };
 }
@@ -208,16 +230,21 @@ export function parseDefinition(metadata: Map<string, string> | undefined, table
   if (d.format !== VIEW_FORMAT || typeof d.source !== "string" || !Array.isArray(d.select) || typeof d.udfs !== "object" || d.udfs === null) {
     throw new ConfigError("TABLE_UNSUPPORTED", `table ${table} has a view definition this version of Lancet cannot read (format ${String(d.format)}); recreate the view`, { table });
   }
-  return { format: VIEW_FORMAT, source: d.source, where: d.where ?? null, select: d.select, udfs: d.udfs, shuffleSeed: d.shuffleSeed ?? null, chunker: d.chunker ?? null, createdAt: d.createdAt ?? "" };
+  return { format: VIEW_FORMAT, source: d.source, where: d.where ?? null, select: d.select, udfs: d.udfs, shuffleSeed: d.shuffleSeed ?? null, chunker: d.chunker ?? null, udtf: d.udtf ?? null, createdAt: d.createdAt ?? "" };
 }
 
-/** Parses the watermark from the field metadata of `__source_row_id`. */
+/** The column whose field metadata holds a view's watermark: `__source_row_id`, or a UDTF view's `__partition`. */
+export function watermarkField(schema: ArrowNs.Schema): string {
+  return schema.fields.some((f) => f.name === SOURCE_ROW_ID) ? SOURCE_ROW_ID : PARTITION;
+}
+
+/** Parses the watermark from the field metadata of `__source_row_id` (a UDTF view's `__partition`). */
 export function parseWatermark(schema: ArrowNs.Schema): ViewWatermark | null {
-  const raw = schema.fields.find((f) => f.name === SOURCE_ROW_ID)?.metadata.get(WATERMARK_KEY);
+  const raw = schema.fields.find((f) => f.name === watermarkField(schema))?.metadata.get(WATERMARK_KEY);
   if (raw === undefined) return null;
   try {
     const w = JSON.parse(raw) as Partial<ViewWatermark>;
-    return typeof w.sourceVersion === "number" ? { sourceVersion: w.sourceVersion, refreshedAt: w.refreshedAt ?? "" } : null;
+    return typeof w.sourceVersion === "number" ? { sourceVersion: w.sourceVersion, refreshedAt: w.refreshedAt ?? "", ...(typeof w.version === "string" ? { version: w.version } : {}) } : null;
   } catch {
     return null;
   }
@@ -292,6 +319,8 @@ async function chunkViewFields(src: ResolvedTable, name: string, storeDir: strin
 export interface AlterViewOptions {
   /** Rebind the chunker of a chunk view (`MODULE#EXPORT`); a new version regenerates every child at the next refresh. Its outputs must keep the view's output columns and types. */
   chunker?: string;
+  /** Rebind the UDTF of a UDTF view (`MODULE#EXPORT`, same outputs); a new version recomputes the view at the next refresh. */
+  udtf?: string;
 }
 
 /**
@@ -300,6 +329,7 @@ export interface AlterViewOptions {
  */
 export async function alterView(db: string, name: string, options: AlterViewOptions): Promise<ViewInfo> {
   const info = await readView(db, name);
+  if (options.udtf !== undefined) return alterUdtf(db, name, info, options.udtf);
   if (options.chunker === undefined) return info;
   if (info.definition.chunker === null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no chunker to rebind; create a chunk view with createView(db, name, { source, chunker })`, { table: name });
   const t = resolveTable({ db, table: name });
@@ -315,5 +345,41 @@ export async function alterView(db: string, name: string, options: AlterViewOpti
   const missing = binding.inputs.find((c) => !sourceSchema.fields.some((f) => f.name === c));
   if (missing !== undefined) throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `chunker ${options.chunker} takes input ${missing}, which source table ${info.definition.source} does not have`, { table: info.definition.source, column: missing });
   await view.updateFieldMetadata([{ path: CHILD_INDEX, metadata: { [CHUNKER_KEY]: JSON.stringify(binding) } }] as never);
+  return info;
+}
+
+/**
+ * A UDTF view's own leading column `__partition` (carrying the UDTF binding) and its output columns.
+ * Binds the UDTF into the view's store.
+ */
+async function udtfViewFields(src: ResolvedTable, name: string, storeDir: string, def: ViewDefinition, sourceSchema: ArrowNs.Schema): Promise<ArrowNs.Field[]> {
+  const { binding } = await bindUdtf({ ...src, ref: { db: src.dbDir, table: name }, name, tableDir: path.join(src.dbDir, `${name}.lance`), storeDir }, def.udtf!);
+  checkUdtfColumns(binding, def.source, sourceSchema);
+  const clash = Object.keys(binding.outputs).find((c) => c in def.udfs || VIEW_COLUMNS.has(c));
+  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `UDTF ${binding.module}#${binding.exportName} outputs column ${clash}, which clashes with a UDF or view column of view ${name}; rename one`, { table: name, column: clash });
+  return [new arrow.Field(PARTITION, new arrow.Utf8(), true, new Map([[UDTF_KEY, JSON.stringify(binding)]])), ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true))];
+}
+
+function checkUdtfColumns(binding: UdtfBinding, source: string, sourceSchema: ArrowNs.Schema): void {
+  const label = `${binding.module}#${binding.exportName}`;
+  for (const input of [...binding.inputs, ...(binding.partitionBy !== null ? [binding.partitionBy] : [])]) {
+    if (!sourceSchema.fields.some((f) => f.name === input)) {
+      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF ${label} ${binding.inputs.includes(input) ? "takes input" : "partitions by"} ${input}, which source table ${source} does not have; its columns are ${sourceSchema.fields.map((f) => f.name).join(", ")}`, { table: source, column: input });
+    }
+  }
+}
+
+async function alterUdtf(db: string, name: string, info: ViewInfo, ref: string): Promise<ViewInfo> {
+  if (info.definition.udtf === null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no UDTF to rebind; create a UDTF view with createView(db, name, { source, udtf })`, { table: name });
+  const t = resolveTable({ db, table: name });
+  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
+  const view = await conn.openTable(name);
+  const old = readUdtfBinding((await view.schema()).fields.find((f) => f.name === PARTITION)?.metadata, name);
+  const { binding } = await bindUdtf(t, ref);
+  if (JSON.stringify(Object.entries(binding.outputs)) !== JSON.stringify(Object.entries(old.outputs))) {
+    throw new ConfigError("CONFIG_INVALID", `UDTF ${ref} outputs ${JSON.stringify(binding.outputs)}, but view ${name}'s output columns are ${JSON.stringify(old.outputs)}; a rebind keeps the output columns — create a new view for new outputs`, { table: name });
+  }
+  checkUdtfColumns(binding, info.definition.source, await (await conn.openTable(info.definition.source)).schema());
+  await view.updateFieldMetadata([{ path: PARTITION, metadata: { [UDTF_KEY]: JSON.stringify(binding) } }] as never);
   return info;
 }

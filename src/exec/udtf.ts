@@ -1,0 +1,181 @@
+/**
+ * The worker side of a UDTF view's refresh: computes one partition of the source (at the pinned
+ * version) with the view's UDTF and appends its output rows, tagged with the partition, to the
+ * refresh's staging table. The coordinator replaces the view's rows with the staging table's once
+ * every partition is staged.
+ *
+ * A task first deletes whatever its partition already has in the staging table (a previous attempt's,
+ * cut short), so a retried partition is never staged twice; it reports the partition only once all
+ * its rows are appended. `fn` gets the partition's rows as an async iterable of Arrow record batches,
+ * streamed from LanceDB; its output is appended every `maxRowsPerFragment` rows. A partition that
+ * fails is retried or skipped as the error policy says; a failure removes its staged rows.
+ */
+import { arrow, lancedb } from "../arrow.ts";
+import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { BackfillError, UdfError } from "../errors.ts";
+import { failpoint } from "../failpoints.ts";
+import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
+import { parseDataType } from "../udf/types.ts";
+import { loadUdtf, type UdtfSpec } from "../udf/udtf.ts";
+import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
+import type { BatchReport, RowError, TaskSpec, UdtfTaskConfig, WorkerConfig } from "./protocol.ts";
+
+const PARTITION = "__partition";
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+export class UdtfRunner {
+  private readonly abort = new AbortController();
+  private readonly config: WorkerConfig;
+  private readonly spec: UdtfSpec;
+  private readonly state: unknown;
+  private readonly db: LanceNs.Connection;
+  private readonly u: UdtfTaskConfig;
+  private readonly policy: ErrorPolicy;
+  private readonly outputTypes: [string, ArrowNs.DataType][];
+
+  private constructor(config: WorkerConfig, spec: UdtfSpec, state: unknown, db: LanceNs.Connection) {
+    this.config = config;
+    this.spec = spec;
+    this.state = state;
+    this.db = db;
+    this.u = config.udtf!;
+    this.policy = config.errorPolicy ?? resolveErrorPolicy(spec.errorPolicy, `errorPolicy of UDTF ${config.label}`);
+    this.outputTypes = Object.entries(this.u.outputs).map(([k, t]) => [k, parseDataType(t)]);
+  }
+
+  static async create(config: WorkerConfig): Promise<UdtfRunner> {
+    const spec = await loadUdtf(config.bundlePath, config.exportName, config.label);
+    let state: unknown;
+    if (spec.setup) {
+      try {
+        state = await spec.setup();
+      } catch (e) {
+        throw new UdfError("UDF_SETUP_FAILED", `setup() of UDTF ${config.label} for view ${config.table} failed: ${(e as Error)?.message ?? String(e)}`, { table: config.table, cause: e });
+      }
+    }
+    return new UdtfRunner(config, spec, state, await lancedb.connect(config.dbDir));
+  }
+
+  shutdown(): void {
+    this.abort.abort();
+  }
+
+  async run(task: TaskSpec, onBatch: (r: BatchReport) => void, shouldStop: () => boolean = () => false): Promise<void> {
+    const part = task.partition!;
+    if (task.gaps.length === 0 || shouldStop()) return;
+    const source = await this.db.openTable(this.u.source, undefined, { version: task.version } as never);
+    const stage = await (await lancedb.connect(this.u.stageDir)).openTable(this.u.stageTable);
+    const mine = `${PARTITION} = ${sqlString(part.key)}`;
+    const errors: RowError[] = [];
+    const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
+    let rows = 0;
+    for (let attempt = 1; ; attempt++) {
+      await stage.delete(mine);
+      try {
+        rows = await this.compute(task, source, stage, shouldStop);
+        break;
+      } catch (e) {
+        await stage.delete(mine).catch(() => undefined);
+        if (e instanceof BackfillError) throw e;
+        const rule = matchRule(this.policy, e);
+        if (rule?.action === "retry" && attempt < (rule.attempts ?? 3)) {
+          await sleep(backoffMs(rule, attempt));
+          continue;
+        }
+        const err = e as Error;
+        if (!(rule?.action === "skip" || (rule?.action === "retry" && rule.then === "skip"))) {
+          throw new UdfError("UDF_FAILED", `UDTF ${this.config.label} threw on partition ${part.key}${attempt > 1 ? ` after ${attempt} attempts` : ""} (view ${this.config.table}): ${err?.name ?? "Error"}: ${err?.message ?? String(e)}; error policy ${this.policy.label}`, { table: this.config.table, cause: e });
+        }
+        errors.push({ rowOffset: 0, rowAddress: part.key, name: err?.name ?? "Error", message: err?.message ?? String(e), stack: err?.stack ?? "", attempt, bisectDepth: 0 });
+        rows = 0;
+        break;
+      }
+    }
+    failpoint("udtf.after-partition");
+    const used = process.cpuUsage(cpu0);
+    onBatch({ start: 0, end: 1, rowsComputed: rows, rowsSkipped: errors.length, errors, readMs: 0, udfMs: performance.now() - t0, udfCpuMs: (used.user + used.system) / 1000, checkpointMs: 0, partition: { key: part.key, rows } });
+  }
+
+  /** Runs the UDTF over the partition's rows and stages its output; returns the rows staged. */
+  private async compute(task: TaskSpec, source: LanceNs.Table, stage: LanceNs.Table, shouldStop: () => boolean): Promise<number> {
+    const part = task.partition!;
+    const filter = [this.u.where, part.filter].filter((f): f is string => f !== null).map((f) => `(${f})`).join(" AND ");
+    let q = source.query().select([...this.spec.inputs]);
+    if (filter !== "") q = q.where(filter);
+    const query = q;
+    const batches: AsyncIterable<ArrowNs.RecordBatch> = {
+      async *[Symbol.asyncIterator]() {
+        for await (const b of query) {
+          if (shouldStop()) return;
+          yield b as ArrowNs.RecordBatch;
+        }
+      },
+    };
+    const ctx = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
+    const where = { table: this.config.table };
+    const bad = (what: string): UdfError => new UdfError("UDF_OUTPUT_TYPE", `UDTF ${this.config.label} produced a bad row for view ${this.config.table} (partition ${part.key}): ${what}; its outputs are ${JSON.stringify(this.u.outputs)}`, where);
+    const columns: unknown[][] = this.outputTypes.map(() => []);
+    let buffered = 0;
+    let staged = 0;
+    const flush = async (): Promise<void> => {
+      if (buffered === 0) return;
+      const cols: Record<string, ArrowNs.Vector> = { [PARTITION]: arrow.vectorFromArray(new Array<string>(buffered).fill(part.key), new arrow.Utf8()) };
+      this.outputTypes.forEach(([k, type], i) => {
+        try {
+          cols[k] = valuesToVector(columns[i]!, type) as ArrowNs.Vector;
+        } catch (e) {
+          if (!(e instanceof ValueTypeError)) throw e;
+          throw bad(`field ${k}${e.row >= 0 ? ` of output row ${staged + e.row}` : ""}: ${e.message}`);
+        }
+        columns[i] = [];
+      });
+      await stage.add(new arrow.Table(cols) as never);
+      staged += buffered;
+      buffered = 0;
+    };
+    const push = async (row: unknown): Promise<void> => {
+      if (row === null || typeof row !== "object" || Array.isArray(row)) throw bad(`expected an object with fields ${this.outputTypes.map(([k]) => k).join(", ")}, got ${row === null ? "null" : Array.isArray(row) ? "an array" : typeof row}`);
+      const o = row as Record<string, unknown>;
+      for (const [k] of this.outputTypes) if (!(k in o)) throw bad(`field ${k} is missing`);
+      const extra = Object.keys(o).find((k) => !this.outputTypes.some(([n]) => n === k));
+      if (extra !== undefined) throw bad(`field ${extra} is not one of its outputs`);
+      this.outputTypes.forEach(([k], i) => columns[i]!.push(o[k]));
+      if (++buffered >= this.u.maxRowsPerFragment) await flush();
+    };
+    const fn = this.spec.fn as unknown as (b: AsyncIterable<ArrowNs.RecordBatch>, c: typeof ctx) => unknown;
+    for await (const item of iterate(await fn(batches, ctx))) {
+      if (isArrowData(item)) {
+        const names = item.schema.fields.map((f) => f.name);
+        for (const [k] of this.outputTypes) if (!names.includes(k)) throw bad(`an Arrow ${item instanceof arrow.Table ? "table" : "record batch"} without column ${k}`);
+        const values = this.outputTypes.map(([k]) => vectorToValues(item.getChild(k)! as ArrowNs.Vector));
+        for (let r = 0; r < item.numRows; r++) await push(Object.fromEntries(this.outputTypes.map(([k], i) => [k, values[i]![r]])));
+      } else if (Array.isArray(item)) {
+        for (const row of item) await push(row);
+      } else {
+        await push(item);
+      }
+    }
+    await flush();
+    return staged;
+  }
+}
+
+function isArrowData(x: unknown): x is ArrowNs.Table | ArrowNs.RecordBatch {
+  // Duck-typed: a UDTF module may build its tables with its own copy of apache-arrow.
+  return typeof x === "object" && x !== null && typeof (x as { getChild?: unknown }).getChild === "function" && typeof (x as { numRows?: unknown }).numRows === "number" && typeof (x as { schema?: unknown }).schema === "object";
+}
+
+async function* iterate(x: unknown): AsyncGenerator<unknown> {
+  if (x === null || x === undefined) return;
+  if (isArrowData(x) || Array.isArray(x)) {
+    yield x;
+  } else if (typeof (x as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
+    for await (const c of x as AsyncIterable<unknown>) yield c;
+  } else if (typeof (x as Iterable<unknown>)[Symbol.iterator] === "function" && typeof x !== "string") {
+    yield* x as Iterable<unknown>;
+  } else {
+    throw new TypeError(`a UDTF must yield or return output objects, arrays of them, or Arrow tables, got ${typeof x}`);
+  }
+}
