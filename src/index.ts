@@ -32,6 +32,7 @@ export type { Resources, StallSettings } from "./exec/bullmq/queue.ts";
 export { udf } from "./udf/udf.ts";
 export type { UdfSpec, UdfContext } from "./udf/udf.ts";
 export type { DataTypeLike } from "./udf/types.ts";
+export type { BlobHandle } from "./udf/blob.ts";
 export type { Binding } from "./udf/binding.ts";
 export type { TableRef } from "./table.ts";
 export {

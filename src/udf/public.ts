@@ -5,3 +5,4 @@
 export { udf } from "./udf.ts";
 export type { UdfSpec, UdfContext } from "./udf.ts";
 export type { DataTypeLike } from "./types.ts";
+export type { BlobHandle } from "./blob.ts";
