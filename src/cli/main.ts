@@ -252,7 +252,8 @@ async function statusCommand(values: FlagValues, io: CliIo): Promise<number> {
   const view = (await listViews(ref.db)).find((v) => v.name === ref.table);
   if (view) {
     const d = view.definition;
-    io.stdout.write(`view of ${d.source} (select ${d.select.join(",")}${d.where ? `; where ${d.where}` : ""}), ${view.watermark ? `at source version ${view.watermark.sourceVersion}` : "never refreshed"}; refresh with \`lancet refresh --db ${ref.db} --view ${ref.table}\`\n`);
+    const kind = d.chunker ? `chunk view of ${d.source} by chunker ${d.chunker}` : d.udtf ? `UDTF view of ${d.source} by ${d.udtf}` : `view of ${d.source}`;
+    io.stdout.write(`${kind} (select ${d.select.join(",") || "-"}${d.where ? `; where ${d.where}` : ""}), ${view.watermark ? `at source version ${view.watermark.sourceVersion}` : "never refreshed"}; refresh with \`lancet refresh --db ${ref.db} --view ${ref.table}\`\n`);
   }
   // Lancet's own columns (the mergeInsert path's row key) are in the user's schema: say what they are.
   for (const c of await internalColumns(ref)) io.stdout.write(`${c.column}  ${c.dataType}  ${c.purpose}\n`);
