@@ -15,12 +15,29 @@ import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
+import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadChunker, type ChunkerSpec } from "../udf/chunker.ts";
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 import { parseDataType } from "../udf/types.ts";
 import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
 import { hashRows } from "../views/hash.ts";
 import type { BatchReport, ChunkerTaskConfig, ExpandedParent, RowError, TaskSpec, WorkerConfig } from "./protocol.ts";
+
+/**
+ * A worker appends its buffered rows once they hold about this many bytes of output values, even
+ * before `maxRowsPerFragment` rows: with large children (KBs each) a row cap alone lets the buffer
+ * and the append's copies take gigabytes (BENCHMARKS.md, issue 13).
+ */
+export const MAX_BUFFER_BYTES = 32 * 2 ** 20;
+
+/** About how many bytes a value takes in an Arrow column (strings and binary values by length, else 8). */
+export function approxBytes(v: unknown): number {
+  if (typeof v === "string") return v.length + 4;
+  if (v instanceof Uint8Array) return v.byteLength + 4;
+  if (ArrayBuffer.isView(v)) return (v as ArrayBufferView).byteLength;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + approxBytes(x), 4);
+  return 8;
+}
 
 /** Parents read from the source at once. */
 const PIECE = 1024;
@@ -66,6 +83,17 @@ export class ChunkRunner {
 
   shutdown(): void {
     this.abort.abort();
+  }
+
+  private readonly blobsAt = new Map<number, Promise<Set<string>>>();
+  /** The source's blob v2 columns at `version`. */
+  private blobColumns(version: number, source: LanceNs.Table): Promise<Set<string>> {
+    let b = this.blobsAt.get(version);
+    if (!b) {
+      b = blobColumnsOf(source);
+      this.blobsAt.set(version, b);
+    }
+    return b;
   }
 
   private source(version: number): Promise<LanceNs.Table> {
@@ -152,6 +180,9 @@ export class ChunkRunner {
       const order = pieceIds.map((id) => at.get(id)!);
       const hashes = hashRows(c.hashColumns.map((col) => data.getChild(col)! as ArrowNs.Vector), order);
       const inputs = this.spec.inputs.map((col) => data.getChild(col)! as ArrowNs.Vector);
+      // A blob input arrives as a lazy handle per parent (in piece order), never as its bytes.
+      const blobs = await this.blobColumns(task.version, source);
+      const handles = await Promise.all(this.spec.inputs.map((col) => (blobs.has(col) ? blobHandles(source, col, pieceIds.map((id) => BigInt(id))) : null)));
       const inherited = c.select.map((col) => data.getChild(col)! as ArrowNs.Vector);
       const timed = async <T>(f: () => Promise<T>): Promise<T> => {
         const cpu0 = process.cpuUsage();
@@ -166,20 +197,20 @@ export class ChunkRunner {
       };
       // Batched: one call for the piece. Per parent: one call at a time, so at most one parent's
       // children are held besides the buffer.
-      const batched = this.spec.batch === true ? await timed(() => this.callBatch(task, pieceIds, order, inputs, errors, first + p)) : null;
-      const values = batched === null ? inputs.map((v) => vectorToValues(v)) : [];
+      const batched = this.spec.batch === true ? await timed(() => this.callBatch(task, pieceIds, order, inputs, handles, errors, first + p)) : null;
+      const values = batched === null ? inputs.map((v, j) => (handles[j] ? [] : vectorToValues(v))) : [];
       for (let k = 0; k < pieceIds.length; k++) {
         const id = pieceIds[k]!;
-        const children = batched !== null ? batched[k]! : await timed(() => this.callOne(task, id, values.map((col) => col[order[k]!]), errors, first + p + k));
+        const children = batched !== null ? batched[k]! : await timed(() => this.callOne(task, id, values.map((col, j) => (handles[j] ? handles[j][k] : col[order[k]!])), errors, first + p + k));
         for (let n = 0; n < children.length; n++) {
           buffer.push(id, n, children[n], inherited, order[k]!, (what) => new UdfError("UDF_OUTPUT_TYPE", `chunker ${this.config.label} yielded a bad child for view ${this.config.table} (parent source row ${id}, child ${n}): ${what}; its outputs are ${JSON.stringify(c.outputs)}`, where));
           // A full buffer is appended even in the middle of a parent's children (that parent is
           // reported once all of them are in): no append exceeds maxRowsPerFragment rows.
-          if (buffer.rows >= c.maxRowsPerFragment) await flush();
+          if (buffer.full(c.maxRowsPerFragment)) await flush();
         }
         done.push({ id, hash: String(hashes[k]!), children: children.length });
         finishedTo = first + p + k + 1;
-        if (buffer.rows >= c.maxRowsPerFragment) await flush();
+        if (buffer.full(c.maxRowsPerFragment)) await flush();
       }
     }
     await flush();
@@ -218,9 +249,9 @@ export class ChunkRunner {
   }
 
   /** A batched chunker's children for each parent of a piece. */
-  private callBatch(task: TaskSpec, ids: readonly number[], order: readonly number[], inputs: ArrowNs.Vector[], errors: RowError[], offset: number): Promise<unknown[][]> {
+  private callBatch(task: TaskSpec, ids: readonly number[], order: readonly number[], inputs: ArrowNs.Vector[], handles: readonly ((BlobHandle | null)[] | null)[], errors: RowError[], offset: number): Promise<unknown[][]> {
     const fn = this.spec.fn as unknown as (...a: unknown[]) => unknown;
-    const args = inputs.map((v) => pick(v, order));
+    const args = inputs.map((v, j) => handles[j] ?? pick(v, order));
     return this.underPolicy(
       async () => {
         const out = await fn(...args, this.ctx(task));
@@ -274,6 +305,8 @@ function pick(v: ArrowNs.Vector, rows: readonly number[]): ArrowNs.Vector {
 /** Children waiting to be appended: parent id, index, inherited values and outputs, column by column. */
 class ChildBuffer {
   rows = 0;
+  /** About how many bytes the buffered values take (strings and binary values by length, others 8 each). */
+  bytes = 0;
   private parentIds: bigint[] = [];
   private indices: number[] = [];
   private inherited: unknown[][];
@@ -300,8 +333,16 @@ class ChildBuffer {
     this.parentIds.push(BigInt(parent));
     this.indices.push(index);
     this.select.forEach((_, i) => this.inherited[i]!.push(inherited[i]!.get(row)));
-    this.outputTypes.forEach(([k], i) => this.outputs[i]!.push(o[k]));
+    this.outputTypes.forEach(([k], i) => {
+      this.outputs[i]!.push(o[k]);
+      this.bytes += approxBytes(o[k]);
+    });
     this.rows++;
+  }
+
+  /** Whether the buffer is due to be appended: `maxRows` rows, or {@link MAX_BUFFER_BYTES} of values. */
+  full(maxRows: number): boolean {
+    return this.rows >= maxRows || this.bytes >= MAX_BUFFER_BYTES;
   }
 
   /** The buffered children as an Arrow table in the view's column order (UDF columns left out: NULL until backfilled); empties the buffer. */
@@ -328,6 +369,7 @@ class ChildBuffer {
     this.inherited = this.select.map(() => []);
     this.outputs = this.outputTypes.map(() => []);
     this.rows = 0;
+    this.bytes = 0;
     return new arrow.Table(cols);
   }
 }

@@ -16,8 +16,10 @@ import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 import { parseDataType } from "../udf/types.ts";
+import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadUdtf, type UdtfSpec } from "../udf/udtf.ts";
 import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
+import { approxBytes, MAX_BUFFER_BYTES } from "./chunk.ts";
 import type { BatchReport, RowError, TaskSpec, UdtfTaskConfig, WorkerConfig } from "./protocol.ts";
 
 const PARTITION = "__partition";
@@ -102,7 +104,10 @@ export class UdtfRunner {
   private async compute(task: TaskSpec, source: LanceNs.Table, stage: LanceNs.Table, shouldStop: () => boolean): Promise<number> {
     const part = task.partition!;
     const filter = [this.u.where, part.filter].filter((f): f is string => f !== null).map((f) => `(${f})`).join(" AND ");
+    const blobs = await blobColumnsOf(source);
+    const hasBlobs = this.spec.inputs.some((c) => blobs.has(c));
     let q = source.query().select([...this.spec.inputs]);
+    if (hasBlobs) q = q.withRowId();
     if (filter !== "") q = q.where(filter);
     const query = q;
     const batches: AsyncIterable<ArrowNs.RecordBatch> = {
@@ -113,11 +118,24 @@ export class UdtfRunner {
         }
       },
     };
-    const ctx = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
+    // A blob input's values in the batches are LanceDB's blob descriptors; `ctx.blobs(batch, column)`
+    // gives lazy handles for the batch's rows (read from the pinned version, never scanned into memory).
+    const ctx = {
+      state: this.state,
+      fragmentId: task.fragmentId,
+      signal: this.abort.signal,
+      blobs: async (batch: ArrowNs.RecordBatch, column: string): Promise<(BlobHandle | null)[]> => {
+        if (!blobs.has(column)) throw new TypeError(`ctx.blobs: ${column} is not a blob column of ${this.u.source}`);
+        const ids = batch.getChild("_rowid");
+        if (!ids) throw new TypeError("ctx.blobs needs a batch the UDTF received");
+        return blobHandles(source, column, ids.toArray() as BigUint64Array);
+      },
+    };
     const where = { table: this.config.table };
     const bad = (what: string): UdfError => new UdfError("UDF_OUTPUT_TYPE", `UDTF ${this.config.label} produced a bad row for view ${this.config.table} (partition ${part.key}): ${what}; its outputs are ${JSON.stringify(this.u.outputs)}`, where);
     const columns: unknown[][] = this.outputTypes.map(() => []);
     let buffered = 0;
+    let bytes = 0;
     let staged = 0;
     const flush = async (): Promise<void> => {
       if (buffered === 0) return;
@@ -134,6 +152,7 @@ export class UdtfRunner {
       await stage.add(new arrow.Table(cols) as never);
       staged += buffered;
       buffered = 0;
+      bytes = 0;
     };
     const push = async (row: unknown): Promise<void> => {
       if (row === null || typeof row !== "object" || Array.isArray(row)) throw bad(`expected an object with fields ${this.outputTypes.map(([k]) => k).join(", ")}, got ${row === null ? "null" : Array.isArray(row) ? "an array" : typeof row}`);
@@ -141,8 +160,11 @@ export class UdtfRunner {
       for (const [k] of this.outputTypes) if (!(k in o)) throw bad(`field ${k} is missing`);
       const extra = Object.keys(o).find((k) => !this.outputTypes.some(([n]) => n === k));
       if (extra !== undefined) throw bad(`field ${extra} is not one of its outputs`);
-      this.outputTypes.forEach(([k], i) => columns[i]!.push(o[k]));
-      if (++buffered >= this.u.maxRowsPerFragment) await flush();
+      this.outputTypes.forEach(([k], i) => {
+        columns[i]!.push(o[k]);
+        bytes += approxBytes(o[k]);
+      });
+      if (++buffered >= this.u.maxRowsPerFragment || bytes >= MAX_BUFFER_BYTES) await flush();
     };
     const fn = this.spec.fn as unknown as (b: AsyncIterable<ArrowNs.RecordBatch>, c: typeof ctx) => unknown;
     for await (const item of iterate(await fn(batches, ctx))) {

@@ -18,10 +18,10 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { ResolvedTable } from "../table.ts";
-import type { Binding } from "./binding.ts";
-import { bundleModule, importBundle, parseUdfRef, storeBundle } from "./bundle.ts";
-import { resolveErrorPolicy, type ErrorPolicySpec } from "./policy.ts";
-import { resolveDataType, type DataTypeLike } from "./types.ts";
+import { importBundle } from "./bundle.ts";
+import type { ErrorPolicySpec } from "./policy.ts";
+import { bindTableFn, readTableFnBinding, validateTableFn, type TableFnBinding } from "./table-fn.ts";
+import type { DataTypeLike } from "./types.ts";
 import type { UdfContext } from "./udf.ts";
 
 /** Field metadata key (on `__child_index`) holding a chunk view's chunker binding. */
@@ -57,41 +57,19 @@ export function chunker<S = unknown>(spec: ChunkerSpec<S>): ChunkerSpec<S> {
   return spec;
 }
 
-export function isChunker(v: unknown): boolean {
-  return typeof v === "object" && v !== null && (v as { kind?: unknown }).kind === "chunker";
-}
-
 /** Checks that `value` (a module export) is a usable chunker declaration. */
 export function validateChunkerSpec(value: unknown, where: string): ChunkerSpec {
   const fail = (what: string): never => {
     throw new ConfigError("UDF_INVALID", `${where} is not a valid chunker: ${what}; export an object like { kind: "chunker", inputs: ["text"], outputs: { passage: "utf8" }, *fn(text) { yield { passage: text } } }`);
   };
-  if (!isChunker(value)) fail(`expected an object with kind: "chunker"`);
-  const v = value as Record<string, unknown>;
-  if (!Array.isArray(v.inputs) || v.inputs.length === 0 || !v.inputs.every((x) => typeof x === "string" && x.length > 0)) fail("inputs must be a non-empty array of column names");
-  if (new Set(v.inputs as string[]).size !== (v.inputs as string[]).length) fail("inputs must not repeat a column");
-  if (typeof v.outputs !== "object" || v.outputs === null || Array.isArray(v.outputs) || Object.keys(v.outputs).length === 0) fail("outputs must map one or more output column names to types");
-  for (const [name, t] of Object.entries(v.outputs as Record<string, unknown>)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name.startsWith("__")) fail(`output name ${JSON.stringify(name)} must be a plain column name (letters, digits, _; not starting with __)`);
-    try {
-      resolveDataType(t as DataTypeLike);
-    } catch (e) {
-      fail(`output ${name}: ${(e as Error).message}`);
-    }
-  }
-  if (typeof v.fn !== "function") fail("fn must be a function (or a generator function)");
+  const v = validateTableFn(value, "chunker", where, fail);
   if (v.batch !== undefined && typeof v.batch !== "boolean") fail("batch must be a boolean");
-  if (v.setup !== undefined && typeof v.setup !== "function") fail("setup must be a function");
-  if (v.version !== undefined && (typeof v.version !== "string" || v.version.length === 0)) fail("version must be a non-empty string");
-  if (v.memory !== undefined && (typeof v.memory !== "number" || !Number.isInteger(v.memory) || v.memory < 64 * 2 ** 20)) fail(`memory must be a number of bytes, at least 64 MiB (got ${JSON.stringify(v.memory)})`);
-  resolveErrorPolicy(v.errorPolicy, `${where}: errorPolicy`);
   return value as ChunkerSpec;
 }
 
 /** A chunk view's chunker binding: a {@link Binding} of kind `chunker` with its outputs' canonical types. */
-export interface ChunkerBinding extends Binding {
+export interface ChunkerBinding extends TableFnBinding {
   readonly kind: "chunker";
-  readonly outputs: Readonly<Record<string, string>>;
 }
 
 /** Imports a stored bundle and returns the named export as a validated chunker. */
@@ -102,41 +80,10 @@ export async function loadChunker(file: string, exportName: string, label: strin
 
 /** Bundles and stores the chunker `ref` (MODULE#EXPORT) in view `t`'s store; returns its binding. */
 export async function bindChunker(t: ResolvedTable, ref: string): Promise<{ binding: ChunkerBinding; spec: ChunkerSpec }> {
-  const { module, exportName } = parseUdfRef(ref);
-  const { code, hash } = await bundleModule(module);
-  const file = await storeBundle(t.storeDir, code, hash);
-  const spec = await loadChunker(file, exportName, `${module}#${exportName}`);
-  const outputs = Object.fromEntries(Object.entries(spec.outputs).map(([k, ty]) => [k, resolveDataType(ty).text]));
-  const binding: ChunkerBinding = {
-    format: 1,
-    kind: "chunker",
-    module,
-    exportName,
-    version: spec.version ?? hash.slice(0, 16),
-    bundle: hash,
-    inputs: [...spec.inputs],
-    dataType: `struct<${Object.entries(outputs).map(([k, ty]) => `${k}: ${ty}`).join(", ")}>`,
-    outputs,
-    batch: spec.batch === true,
-    hasSetup: typeof spec.setup === "function",
-    errorPolicy: resolveErrorPolicy(spec.errorPolicy, "errorPolicy").label,
-    ...(spec.memory !== undefined ? { memory: spec.memory } : {}),
-    boundAt: new Date().toISOString(),
-  };
-  return { binding, spec };
+  return (await bindTableFn(t, ref, "chunker", loadChunker)) as { binding: ChunkerBinding; spec: ChunkerSpec };
 }
 
 /** Reads a chunk view's chunker binding from the field metadata of `__child_index`. */
 export function readChunkerBinding(metadata: Map<string, string> | undefined, view: string): ChunkerBinding {
-  const raw = metadata?.get(CHUNKER_KEY);
-  let b: Partial<ChunkerBinding> | undefined;
-  try {
-    b = raw === undefined ? undefined : (JSON.parse(raw) as Partial<ChunkerBinding>);
-  } catch {
-    b = undefined;
-  }
-  if (!b || b.kind !== "chunker" || typeof b.bundle !== "string" || typeof b.exportName !== "string" || typeof b.outputs !== "object" || !Array.isArray(b.inputs)) {
-    throw new ConfigError("UDF_INVALID", `view ${view} has no readable chunker binding (${CHUNKER_KEY} on __child_index); rebind it with alterView(db, "${view}", { chunker })`, { table: view });
-  }
-  return b as ChunkerBinding;
+  return readTableFnBinding(metadata, CHUNKER_KEY, "chunker", view, "__child_index") as ChunkerBinding;
 }

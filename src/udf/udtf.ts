@@ -17,10 +17,10 @@
  */
 import { ConfigError } from "../errors.ts";
 import type { ResolvedTable } from "../table.ts";
-import type { Binding } from "./binding.ts";
-import { bundleModule, importBundle, parseUdfRef, storeBundle } from "./bundle.ts";
-import { resolveErrorPolicy, type ErrorPolicySpec } from "./policy.ts";
-import { resolveDataType, type DataTypeLike } from "./types.ts";
+import { importBundle } from "./bundle.ts";
+import type { ErrorPolicySpec } from "./policy.ts";
+import { bindTableFn, readTableFnBinding, validateTableFn, type TableFnBinding } from "./table-fn.ts";
+import type { DataTypeLike } from "./types.ts";
 import type { UdfContext } from "./udf.ts";
 
 /** Field metadata key (on `__partition`) holding a UDTF view's binding. */
@@ -54,32 +54,14 @@ export function validateUdtfSpec(value: unknown, where: string): UdtfSpec {
   const fail = (what: string): never => {
     throw new ConfigError("UDF_INVALID", `${where} is not a valid UDTF: ${what}; export an object like { kind: "udtf", inputs: ["lang"], outputs: { lang: "utf8", n: "int64" }, partitionBy: "lang", async *fn(batches) { ... } }`);
   };
-  if (typeof value !== "object" || value === null || (value as { kind?: unknown }).kind !== "udtf") fail(`expected an object with kind: "udtf"`);
-  const v = value as Record<string, unknown>;
-  if (!Array.isArray(v.inputs) || v.inputs.length === 0 || !v.inputs.every((x) => typeof x === "string" && x.length > 0)) fail("inputs must be a non-empty array of column names");
-  if (new Set(v.inputs as string[]).size !== (v.inputs as string[]).length) fail("inputs must not repeat a column");
-  if (typeof v.outputs !== "object" || v.outputs === null || Array.isArray(v.outputs) || Object.keys(v.outputs).length === 0) fail("outputs must map one or more output column names to types");
-  for (const [name, t] of Object.entries(v.outputs as Record<string, unknown>)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name.startsWith("__")) fail(`output name ${JSON.stringify(name)} must be a plain column name (letters, digits, _; not starting with __)`);
-    try {
-      resolveDataType(t as DataTypeLike);
-    } catch (e) {
-      fail(`output ${name}: ${(e as Error).message}`);
-    }
-  }
+  const v = validateTableFn(value, "udtf", where, fail);
   if (v.partitionBy !== undefined && (typeof v.partitionBy !== "string" || v.partitionBy.length === 0)) fail("partitionBy must be a column name");
-  if (typeof v.fn !== "function") fail("fn must be a function (or an async generator function)");
-  if (v.setup !== undefined && typeof v.setup !== "function") fail("setup must be a function");
-  if (v.version !== undefined && (typeof v.version !== "string" || v.version.length === 0)) fail("version must be a non-empty string");
-  if (v.memory !== undefined && (typeof v.memory !== "number" || !Number.isInteger(v.memory) || v.memory < 64 * 2 ** 20)) fail(`memory must be a number of bytes, at least 64 MiB (got ${JSON.stringify(v.memory)})`);
-  resolveErrorPolicy(v.errorPolicy, `${where}: errorPolicy`);
   return value as UdtfSpec;
 }
 
 /** A UDTF view's binding: a {@link Binding} of kind `udtf` with its outputs and partition column. */
-export interface UdtfBinding extends Binding {
+export interface UdtfBinding extends TableFnBinding {
   readonly kind: "udtf";
-  readonly outputs: Readonly<Record<string, string>>;
   readonly partitionBy: string | null;
 }
 
@@ -90,42 +72,12 @@ export async function loadUdtf(file: string, exportName: string, label: string):
 
 /** Bundles and stores UDTF `ref` (MODULE#EXPORT) in view `t`'s store; returns its binding. */
 export async function bindUdtf(t: ResolvedTable, ref: string): Promise<{ binding: UdtfBinding; spec: UdtfSpec }> {
-  const { module, exportName } = parseUdfRef(ref);
-  const { code, hash } = await bundleModule(module);
-  const file = await storeBundle(t.storeDir, code, hash);
-  const spec = await loadUdtf(file, exportName, `${module}#${exportName}`);
-  const outputs = Object.fromEntries(Object.entries(spec.outputs).map(([k, ty]) => [k, resolveDataType(ty).text]));
-  const binding: UdtfBinding = {
-    format: 1,
-    kind: "udtf",
-    module,
-    exportName,
-    version: spec.version ?? hash.slice(0, 16),
-    bundle: hash,
-    inputs: [...spec.inputs],
-    dataType: `struct<${Object.entries(outputs).map(([k, ty]) => `${k}: ${ty}`).join(", ")}>`,
-    outputs,
-    partitionBy: spec.partitionBy ?? null,
-    batch: true,
-    hasSetup: typeof spec.setup === "function",
-    errorPolicy: resolveErrorPolicy(spec.errorPolicy, "errorPolicy").label,
-    ...(spec.memory !== undefined ? { memory: spec.memory } : {}),
-    boundAt: new Date().toISOString(),
-  };
-  return { binding, spec };
+  const { binding, spec } = await bindTableFn(t, ref, "udtf", loadUdtf);
+  return { binding: { ...binding, kind: "udtf", partitionBy: spec.partitionBy ?? null }, spec };
 }
 
 /** Reads a UDTF view's binding from the field metadata of `__partition`. */
 export function readUdtfBinding(metadata: Map<string, string> | undefined, view: string): UdtfBinding {
-  const raw = metadata?.get(UDTF_KEY);
-  let b: Partial<UdtfBinding> | undefined;
-  try {
-    b = raw === undefined ? undefined : (JSON.parse(raw) as Partial<UdtfBinding>);
-  } catch {
-    b = undefined;
-  }
-  if (!b || b.kind !== "udtf" || typeof b.bundle !== "string" || typeof b.exportName !== "string" || typeof b.outputs !== "object" || !Array.isArray(b.inputs)) {
-    throw new ConfigError("UDF_INVALID", `view ${view} has no readable UDTF binding (${UDTF_KEY} on __partition); rebind it with alterView(db, "${view}", { udtf })`, { table: view });
-  }
-  return b as UdtfBinding;
+  const b = readTableFnBinding(metadata, UDTF_KEY, "udtf", view, "__partition") as UdtfBinding;
+  return { ...b, partitionBy: b.partitionBy ?? null };
 }

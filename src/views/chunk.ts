@@ -21,21 +21,19 @@
  * parent is expanded again. Re-running after a kill at any point converges to the same children.
  */
 import { randomUUID } from "node:crypto";
-import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
-import type { ExpandedParent, WorkerConfig } from "../exec/protocol.ts";
+import type { ExpandedParent } from "../exec/protocol.ts";
 import type { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
-import { bundlePath } from "../udf/bundle.ts";
 import { readChunkerBinding } from "../udf/chunker.ts";
 import { pinSource, sourceDelta, writeWatermark } from "./sync.ts";
-import { runViewJob } from "./view-job.ts";
+import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, readView, SOURCE_ROW_ID } from "./view.ts";
 
 /** Options of a chunk view's refresh that only chunk views have. */
@@ -192,22 +190,9 @@ async function expand(
     const parents = ids.slice(i, i + itemSize);
     tasks.push({ id: `item-${item}`, fragmentId: item, globalOffset: 0, start: 0, end: parents.length, gaps: [{ start: 0, end: parents.length }], selection: "", batchKey: `chunk-${jobId}-${item}`, parents });
   }
-  const viewVersion = await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(name)).version();
-  const config: WorkerConfig = {
-    bundlePath: bundlePath(viewRef.storeDir, binding.bundle),
-    exportName: binding.exportName,
-    label: `${binding.module}#${binding.exportName}`,
-    dbDir,
-    table: name,
-    column: CHILD_INDEX,
-    dataType: binding.dataType,
-    inputs: binding.inputs,
-    checkpointRoot: path.join(viewRef.storeDir, "ckp"),
-    intraApplierConcurrency: opts.intraApplierConcurrency,
-    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-    bindingVersion: viewVersion,
+  const config = await viewWorkerConfig(dbDir, name, CHILD_INDEX, binding, opts, {
     chunker: { source: sourceName, select: [...select], hashColumns: [...hashColumns], outputs: binding.outputs, maxRowsPerFragment: maxRows },
-  };
+  });
   const finished = new Map<number, ExpandedParent[]>();
   let children = 0;
   const parents = await parentsTable(viewRef.storeDir);

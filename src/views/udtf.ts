@@ -22,7 +22,6 @@ import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
-import type { WorkerConfig } from "../exec/protocol.ts";
 import { failpoint } from "../failpoints.ts";
 import type { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
@@ -30,12 +29,11 @@ import type { Logger } from "../log.ts";
 import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
-import { bundlePath } from "../udf/bundle.ts";
 import { parseDataType } from "../udf/types.ts";
 import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
 import { pinSource, writeWatermark } from "./sync.ts";
 import { PARTITION, readView } from "./view.ts";
-import { runViewJob } from "./view-job.ts";
+import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 
 /** What the row step of a UDTF view's refresh did. */
 export interface UdtfSyncResult {
@@ -151,7 +149,9 @@ async function listPartitions(source: LanceNs.Table, binding: UdtfBinding, where
 
 /** `staged` (partition + outputs) as a table of the view's schema: every view column, NULL where staging has none. */
 function inViewSchema(viewSchema: ArrowNs.Schema, staged: ArrowNs.Table): ArrowNs.Table {
-  const batches = staged.batches.map((b) => {
+  // An empty staging table still gives one (empty) batch: LanceDB refuses to write none.
+  const source = staged.batches.length > 0 ? staged.batches : [new arrow.RecordBatch(staged.schema, arrow.makeData({ type: new arrow.Struct(staged.schema.fields), length: 0, nullCount: 0, children: staged.schema.fields.map((f) => arrow.vectorFromArray([], f.type).data[0]!) }))];
+  const batches = source.map((b) => {
     const children = viewSchema.fields.map((f) => b.getChild(f.name)?.data[0] ?? arrow.vectorFromArray(new Array<null>(b.numRows).fill(null), f.type).data[0]!);
     return new arrow.RecordBatch(viewSchema, arrow.makeData({ type: new arrow.Struct(viewSchema.fields), length: b.numRows, nullCount: 0, children }));
   });
@@ -175,24 +175,11 @@ async function compute(
   jobId: string,
   log: Logger,
 ): Promise<void> {
-  const viewRef = resolveTable({ db: dbDir, table: name });
   const maxRows = opts.maxRowsPerFragment ?? 65_536;
   const tasks: PlannedTask[] = pending.map((p, i) => ({ id: `partition-${i}`, fragmentId: i, globalOffset: 0, start: 0, end: 1, gaps: [{ start: 0, end: 1 }], selection: "", batchKey: `udtf-${jobId}-${i}`, partition: p }));
-  const config: WorkerConfig = {
-    bundlePath: bundlePath(viewRef.storeDir, binding.bundle),
-    exportName: binding.exportName,
-    label: `${binding.module}#${binding.exportName}`,
-    dbDir,
-    table: name,
-    column: PARTITION,
-    dataType: binding.dataType,
-    inputs: binding.inputs,
-    checkpointRoot: path.join(viewRef.storeDir, "ckp"),
-    intraApplierConcurrency: opts.intraApplierConcurrency,
-    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-    bindingVersion: await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(name)).version(),
+  const config = await viewWorkerConfig(dbDir, name, PARTITION, binding, opts, {
     udtf: { source: sourceName, where, outputs: binding.outputs, stageDir, stageTable, maxRowsPerFragment: maxRows },
-  };
+  });
   const staged = new Map<number, { key: string; rows: number }>();
   await runViewJob({
     jobId,

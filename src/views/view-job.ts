@@ -5,6 +5,8 @@
  * errors table and cancellation (cancelling the refresh cancels it). What a finished group of items
  * means — parents recorded, partitions marked done — is the caller's `writeGroup`.
  */
+import * as path from "node:path";
+import { lancedb } from "../arrow.ts";
 import type { BatchReport, WorkerConfig } from "../exec/protocol.ts";
 import { isBackfillError } from "../errors.ts";
 import { coresFor, runJob, type GroupWriter } from "../jobs/coordinator.ts";
@@ -15,7 +17,9 @@ import { JobsTable } from "../jobs/store.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedFragment, PlannedTask } from "../plan/plan.ts";
+import { resolveTable } from "../table.ts";
 import type { Binding } from "../udf/binding.ts";
+import { bundlePath } from "../udf/bundle.ts";
 
 export interface ViewJobSpec {
   readonly jobId: string;
@@ -40,6 +44,30 @@ export interface ViewJobSpec {
   readonly events: { readonly started: string; readonly planned: string };
   readonly onBatch: (task: PlannedTask, report: BatchReport) => void;
   readonly writeGroup: GroupWriter;
+}
+
+/**
+ * The worker configuration of a view's job: the bound bundle of `binding` in the view's store,
+ * checked by the workers against `column`'s binding at the view's current version, and `task` — what
+ * the workers do (expand parents, compute partitions).
+ */
+export async function viewWorkerConfig(dbDir: string, view: string, column: string, binding: Binding, opts: ResolvedBackfillOptions, task: Pick<WorkerConfig, "chunker" | "udtf">): Promise<WorkerConfig> {
+  const ref = resolveTable({ db: dbDir, table: view });
+  return {
+    bundlePath: bundlePath(ref.storeDir, binding.bundle),
+    exportName: binding.exportName,
+    label: `${binding.module}#${binding.exportName}`,
+    dbDir,
+    table: view,
+    column,
+    dataType: binding.dataType,
+    inputs: binding.inputs,
+    checkpointRoot: path.join(ref.storeDir, "ckp"),
+    intraApplierConcurrency: opts.intraApplierConcurrency,
+    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+    bindingVersion: await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(view)).version(),
+    ...task,
+  };
 }
 
 /** Runs a view's worker job to its end; rejects with its error (after recording it failed or cancelled). */

@@ -109,6 +109,9 @@ export async function createView(db: string, name: string, options: ViewOptions)
     if (!f) {
       throw new ConfigError("COLUMN_NOT_FOUND", `selected column ${col} is not a column of source table ${def.source}; its columns are ${schema.fields.map((x) => x.name).join(", ")}`, { table: def.source, column: col });
     }
+    if (lancedb.isBlobField(f as never)) {
+      throw new ConfigError("CONFIG_INVALID", `selected column ${col} of source table ${def.source} is a blob column, which a view does not copy; select the columns that identify the row and read the blob from the source, or make it an input of the view's chunker, UDTF or UDFs`, { table: def.source, column: col });
+    }
     fields.push(new arrow.Field(col, f.type, true));
   }
   if (def.where !== null) await checkWhere(source, def.source, def.where);
