@@ -115,7 +115,7 @@ export async function refreshCommand(args: readonly string[], io: CliIo): Promis
   const r = await refreshView(values.db as string, values.view as string, options);
   const out = { status: r.status, sourceVersion: r.sourceVersion, rowsAdded: r.rowsAdded, rowsDeleted: r.rowsDeleted, rowsUpdated: r.rowsUpdated, rowsComputed: r.rowsComputed, ...(r.parents ? { parents: r.parents } : {}), ...(r.partitions ? { partitions: r.partitions, skipped: r.skipped } : {}) };
   if (values.json === true) io.stdout.write(JSON.stringify(out) + "\n");
-  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated${r.parents ? ` (parents: ${fmt(r.parents.added)} added, ${fmt(r.parents.deleted)} removed, ${fmt(r.parents.updated)} changed)` : ""}, ${fmt(r.rowsComputed)} ${r.parents ? "child row(s) and UDF value(s)" : "UDF value(s)"} computed (${r.status}; job ${r.jobId})\n`);
+  else io.stdout.write(`refreshed view ${String(values.view)} to source version ${r.sourceVersion}: ${fmt(r.rowsAdded)} added, ${fmt(r.rowsDeleted)} removed, ${fmt(r.rowsUpdated)} updated${r.parents ? ` (parents: ${fmt(r.parents.added)} added, ${fmt(r.parents.deleted)} removed, ${fmt(r.parents.updated)} changed)` : ""}, ${fmt(r.rowsComputed)} UDF value(s) computed (${r.status}; job ${r.jobId})\n`);
   return r.status === "finished" ? 0 : 1;
 }
 

@@ -3,17 +3,16 @@
  * public `mergeInsert` committer, and `auto` (the default) grafts every fragment where that is safe
  * and sends the rest to `mergeInsert`:
  *
- * - graft: a fragment that has no file for the column yet (first backfills, appended rows), on a local
+ * - graft: a fragment that has no file for the column yet (first backfills, appended rows; blob v2
+ *   columns too, their sidecar payload files moved with the data file), on a local
  *   or POSIX filesystem, with no index on the column, in a manifest whose fields Lancet knows;
- * - mergeInsert: every fragment of a blob column (blob v2 payloads live in sidecar files the graft
- *   does not carry), a fragment that already has values for the column (a `where` run, refilling skipped
+ * - mergeInsert: a fragment that already has values for the column (a `where` run, refilling skipped
  *   rows, a rebind over filled values: the graft does not replace column files), or any fragment the
  *   graft refuses — before staging, while staging (file version, types, row count), or because its
  *   staged version did not verify. Each fallback comes back in {@link CommitResult.fallbacks} with
  *   its reason (the job records it as an event).
  */
 import type { LanceNs } from "../arrow.ts";
-import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentSource } from "./committer.ts";
@@ -36,9 +35,6 @@ export function createCommitter(mode: CommitMode, t: ResolvedTable, column: stri
     case "merge":
       return merge();
     case "graft":
-      if (dataType === "blob") {
-        throw new ConfigError("CONFIG_INVALID", `commitMode "graft" cannot write column ${column} of table ${t.name}: it is a blob column, whose payloads LanceDB keeps in sidecar blob files the graft does not carry; use commitMode "auto" (it sends blob columns to mergeInsert) or "merge"`, { table: t.name, column });
-      }
       return new GraftCommitter(t, column, dataType, { logger: options.logger, ...fence });
     case "auto":
       return new AutoCommitter(new GraftCommitter(t, column, dataType, { logger: options.logger, ...fence }), merge, options.logger);

@@ -21,7 +21,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { copyFile, cp, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
@@ -42,7 +42,6 @@ import { withShadowVersion } from "./shadow.ts";
  * files next to the data file (packed or dedicated blob files), and the graft moves and references
  * exactly one data file per fragment.
  */
-export const GRAFT_BLOB_REASON = "column is a blob v2 column, whose payloads LanceDB keeps in sidecar blob files the graft does not carry (only one data file per fragment); it goes through mergeInsert";
 
 const FRAGMENT_FIELDS = new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 const MAX_ROWS_PER_FILE = 1_048_576;
@@ -159,7 +158,6 @@ export class GraftCommitter implements Committer {
   }
 
   private unsafeManifest(m: RawManifest): string | undefined {
-    if (isBlobType(this.type)) return GRAFT_BLOB_REASON;
     const unknown = m.fields.find((f) => !KNOWN_MANIFEST_FIELDS.has(f.no));
     if (unknown) return `the manifest has field ${unknown.no}, unknown to this version of Lancet`;
     const defs = fieldDefs(m.fields);
@@ -235,7 +233,10 @@ export class GraftCommitter implements Committer {
 
   /** Removes staged files that no version refers to (a commit refused or failed before publishing). */
   async discard(staged: readonly StagedFile[]): Promise<void> {
-    for (const s of staged) await unlink(path.join(this.t.tableDir, "data", s.path)).catch(() => {});
+    for (const s of staged) {
+      await unlink(path.join(this.t.tableDir, "data", s.path)).catch(() => {});
+      await rm(sidecarOf(path.join(this.t.tableDir, "data", s.path)), { recursive: true, force: true });
+    }
   }
 
   /** Writes the fragment's column natively into a temporary table and moves its file into the table. */
@@ -283,6 +284,13 @@ export class GraftCommitter implements Committer {
       await rename(path.join(tmpDir, "v.lance", "data", file.path), target).catch(async () => {
         await copyFile(path.join(tmpDir, "v.lance", "data", file.path), target);
       });
+      // Blob v2 payloads LanceDB kept apart: the folder named after the data file goes with it.
+      const sidecar = path.join(tmpDir, "v.lance", "data", stemOf(file.path));
+      if (existsSync(sidecar)) {
+        await rename(sidecar, sidecarOf(target)).catch(async () => {
+          await cp(sidecar, sidecarOf(target), { recursive: true });
+        });
+      }
       try {
         failpoint("graft.after-move");
         const size = (await stat(target)).size;
@@ -290,6 +298,7 @@ export class GraftCommitter implements Committer {
         return { fragmentId: f.fragmentId, physicalRows: physical, dataFile, path: name, probe: probeOf(full), rows: n };
       } catch (e) {
         await unlink(target).catch(() => {});
+        await rm(sidecarOf(target), { recursive: true, force: true });
         throw e;
       }
     } finally {
@@ -468,6 +477,10 @@ export class GraftCommitter implements Committer {
       // file's column and catch a wrong row count, size or type, without reading it all.
       const windows = at.rows <= 512 ? [[0, at.rows]] : [[0, 256], [at.rows - 256, 256]];
       for (const [from, count] of windows) {
+        if (isBlobType(this.type)) {
+          await this.verifyBlobs(table, s, at.offset + from!, count!);
+          continue;
+        }
         const data = await table.query().select([this.column, "_rowaddr"]).offset(at.offset + from!).limit(count!).toArrow({ maxBatchLength: 65536 } as never);
         if (data.numRows !== count) throw new Error(`fragment ${s.fragmentId} reads back ${data.numRows} of ${count} rows`);
         const col = data.getChild(this.column)!;
@@ -479,6 +492,31 @@ export class GraftCommitter implements Committer {
           if (written !== undefined && !sameValue(col.get(i), written)) throw new Error(`fragment ${s.fragmentId} row ${pos} reads back differently from what was written`);
         }
       }
+    }
+  }
+
+  /**
+   * Reads rows `[offset, offset + count)` of a blob column back through LanceDB's blob API (a plain
+   * query gives descriptors, not bytes): each must have the size written, and the bytes written
+   * where at most 1 MiB.
+   */
+  private async verifyBlobs(table: LanceNs.Table, s: StagedFile, offset: number, count: number): Promise<void> {
+    const rows = await table.query().select(["_rowaddr"]).withRowId().offset(offset).limit(count).toArrow({ maxBatchLength: 65536 } as never);
+    if (rows.numRows !== count) throw new Error(`fragment ${s.fragmentId} reads back ${rows.numRows} of ${count} rows`);
+    const addrs = rows.getChild("_rowaddr")!.toArray() as BigUint64Array;
+    const ids = Array.from(rows.getChild("_rowid")!.toArray() as BigUint64Array);
+    const files = await table.fetchBlobFiles(this.column, ids);
+    for (let i = 0; i < ids.length; i++) {
+      const pos = Number(addrs[i]! & 0xffffffffn);
+      const written = s.probe(pos) as { data?: Uint8Array | null } | null | undefined;
+      if (written === undefined) continue;
+      const want = written?.data ?? null;
+      const file = files[i];
+      if ((file === null || file === undefined) !== (want === null)) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back ${file ? "set" : "null"}, was written ${want === null ? "null" : "set"}`);
+      if (!file || want === null) continue;
+      const size = Number(file.size());
+      if (size !== want.byteLength) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back ${size} bytes, ${want.byteLength} were written`);
+      if (size > 0 && size <= 2 ** 20 && Buffer.compare(await file.readRange(0n, BigInt(size)), want) !== 0) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back other bytes than were written`);
     }
   }
 
@@ -521,11 +559,15 @@ const PIECE_BYTES = 8 * 1024 * 1024;
  * the event loop, back into one fragment.
  */
 async function writeTempTable(db: LanceNs.Connection, column: string, type: ArrowNs.DataType, values: ArrowNs.Vector, formatVersion: string): Promise<void> {
-  const schema = new arrow.Schema([new arrow.Field(column, type, true)]);
+  // A blob v2 column is written as one (the field's marker makes LanceDB keep large payloads in
+  // sidecar files next to the data file, which the graft moves with it).
+  const schema = new arrow.Schema([isBlobType(type) ? (lancedb.blob(column) as ArrowNs.Field) : new arrow.Field(column, type, true)]);
   const piece = (from: number, to: number): ArrowNs.Table => new arrow.Table(schema, { [column]: values.slice(from, to) });
   const options = { storageOptions: { new_table_data_storage_version: formatVersion } } as never;
   const bytes = values.data.reduce((sum, d) => sum + d.byteLength, 0);
-  if (bytes <= ONE_CALL_BYTES) {
+  // A blob column goes in one call: apache-arrow 18 cannot serialise a slice of a large_binary
+  // vector (its 64-bit offsets break rebasing), and the payloads end up in sidecar files anyway.
+  if (bytes <= ONE_CALL_BYTES || isBlobType(type)) {
     await db.createTable("v", new arrow.Table(schema, { [column]: values }) as never, options);
     return;
   }
@@ -556,6 +598,16 @@ function plain(v: unknown): unknown {
   if (typeof v === "object") return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, plain(x)]));
   if (typeof v === "number" && Number.isNaN(v)) return "NaN";
   return v;
+}
+
+/** A data file's name without `.lance`: LanceDB names the folder of its blob v2 sidecar files so. */
+function stemOf(file: string): string {
+  return file.replace(/\.lance$/, "");
+}
+
+/** The folder of blob v2 sidecar files that belongs to the data file at `dataFile`. */
+export function sidecarOf(dataFile: string): string {
+  return path.join(path.dirname(dataFile), stemOf(path.basename(dataFile)));
 }
 
 /** Whether a table directory is on storage the graft path supports (a local or POSIX filesystem). */

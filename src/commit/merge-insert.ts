@@ -259,6 +259,7 @@ export class MergeInsertCommitter implements Committer {
       // A blob v2 column keeps its marker: without it LanceDB takes the values for a plain struct.
       const blobMeta = valueField.metadata?.get("ARROW:extension:name") === "lance.blob.v2" ? new Map([["ARROW:extension:name", "lance.blob.v2"]]) : undefined;
       const valF = new arrow.Field(this.column, valueField.type, true, blobMeta);
+      if (blobMeta) this.checkBlobSizes(valueVec, group.map((f) => f.fragmentId));
       const src = new arrow.Table(
         new arrow.Schema(keyFirst ? [keyF, valF] : [valF, keyF]),
         keyFirst ? { [KEY_COLUMN]: keyVec, [this.column]: valueVec } : { [this.column]: valueVec, [KEY_COLUMN]: keyVec },
@@ -297,4 +298,17 @@ export class MergeInsertCommitter implements Committer {
     }
     return { version, rowsWritten, commits, writeMs, retries };
   }
+
+  /** LanceDB's mergeInsert refuses a row over 25 MiB: say so, naming the row, before trying. */
+  private checkBlobSizes(values: ArrowNs.Vector, fragments: readonly number[]): void {
+    for (let i = 0; i < values.length; i++) {
+      const data = (values.get(i) as { data?: Uint8Array | null } | null)?.data;
+      if (data && data.byteLength > MERGE_MAX_BLOB_BYTES) {
+        throw new CommitError("COMMIT_FAILED", `column ${this.column} of table ${this.t.name} (fragment(s) ${fragments.join(", ")}): a blob of ${data.byteLength} bytes cannot go through mergeInsert, which takes at most 25 MiB per row; it is used for fragments that already have values for the column — clear them (alter-column --force) and backfill again so the graft writes them`, { table: this.t.name, column: this.column, fragmentId: fragments[0]! });
+      }
+    }
+  }
 }
+
+/** The largest blob value a mergeInsert row takes (LanceDB 0.39 refuses rows over 25 MiB; 64 KiB left for the key and the struct). */
+const MERGE_MAX_BLOB_BYTES = 25 * 1024 * 1024 - 64 * 1024;

@@ -93,3 +93,12 @@ export function readTableFnBinding(metadata: Map<string, string> | undefined, ke
   }
   return b as TableFnBinding;
 }
+
+/**
+ * What a view's rows were computed with: the export and its version. Two exports of one module share
+ * a default version (the module's content hash), so the export's name is part of it: rebinding a view
+ * to another export recomputes it.
+ */
+export function computedWith(b: Pick<Binding, "exportName" | "version">): string {
+  return `${b.exportName}@${b.version}`;
+}

@@ -37,11 +37,10 @@ function isVectorLike(v: unknown): v is { toArray(): ArrayLike<unknown>; length:
 }
 
 /**
- * The largest value a `blob` output takes. Blob columns are written through `mergeInsert`, and
- * LanceDB 0.39 refuses a source row over 25 MiB ("a single row is N bytes which exceeds the maximum
- * allowed batch size of 26214400 bytes"); 64 KiB are left for the row key and the struct.
+ * The largest blob value a UDF may return: 1 GiB (the graft writes it in LanceDB's sidecar blob
+ * files; a whole checkpoint batch of such values is held in the worker's memory).
  */
-export const MAX_BLOB_VALUE_BYTES = 25 * 1024 * 1024 - 64 * 1024;
+export const MAX_BLOB_VALUE_BYTES = 2 ** 30;
 
 function makeCheck(t: DataType): Check {
   const T = arrow.Type;
@@ -53,7 +52,7 @@ function makeCheck(t: DataType): Check {
     // A blob output: bytes per row, stored as the blob v2 struct with `data` set.
     const sized = (b: Uint8Array): { data: Uint8Array; uri: null } => {
       if (b.byteLength > MAX_BLOB_VALUE_BYTES) {
-        throw new Error(`got a value of ${b.byteLength} bytes, more than a blob column can take per row (${MAX_BLOB_VALUE_BYTES} bytes: LanceDB's mergeInsert, the only path that writes blob columns, refuses rows over 25 MiB)`);
+        throw new Error(`got a value of ${b.byteLength} bytes, more than Lancet writes per blob value (${MAX_BLOB_VALUE_BYTES} bytes); store large media elsewhere and return its URI in a utf8 column`);
       }
       return { data: b, uri: null };
     };

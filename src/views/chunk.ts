@@ -32,6 +32,7 @@ import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import { readChunkerBinding } from "../udf/chunker.ts";
+import { computedWith } from "../udf/table-fn.ts";
 import { pinSource, sourceDelta, writeWatermark } from "./sync.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, readView, SOURCE_ROW_ID } from "./view.ts";
@@ -118,7 +119,7 @@ export async function syncChunkView(
   const parents = await parentsTable(viewRef.storeDir);
 
   // A new chunker version: every record and child goes, and every parent is expanded again.
-  const stale = (await parents.countRows(`version != ${sqlString(binding.version)}`)) > 0;
+  const stale = (await parents.countRows(`version != ${sqlString(computedWith(binding))}`)) > 0;
   /** Parents expanded by the old version, and their children, when regenerating: reported as updated and deleted. */
   let regenerated: Set<number> | null = null;
   let childrenDropped = 0;
@@ -231,7 +232,7 @@ async function expand(
             [SOURCE_ROW_ID]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.id))),
             [INPUT_HASH]: arrow.makeVector(BigInt64Array.from(records, (p) => BigInt(p.hash))),
             children: arrow.makeVector(Int32Array.from(records, (p) => p.children)),
-            version: arrow.vectorFromArray(records.map(() => binding.version), new arrow.Utf8()),
+            version: arrow.vectorFromArray(records.map(() => computedWith(binding)), new arrow.Utf8()),
           }) as never,
         );
       }

@@ -13,8 +13,9 @@
  *    bindings and definition kept): readers see the old rows or the new ones, never a mix;
  * 4. the watermark (source version and UDTF version) is written, then the staging area removed.
  *
- * Limit: the replacement is one LanceDB overwrite, which holds the new rows in the coordinator's
- * memory while it writes them.
+ * Limits: the replacement is one LanceDB overwrite, which holds the new rows in the coordinator's
+ * memory while it writes them, and writes them as LanceDB's own fragments (`maxRowsPerFragment` sizes
+ * the workers' appends to the staging table, not the view's fragments).
  */
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -30,6 +31,7 @@ import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import { parseDataType } from "../udf/types.ts";
+import { computedWith } from "../udf/table-fn.ts";
 import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
 import { pinSource, writeWatermark } from "./sync.ts";
 import { PARTITION, readView } from "./view.ts";
@@ -84,12 +86,12 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
       throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF view ${name} needs column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col });
     }
   }
-  if (watermark !== null && watermark.sourceVersion === sourceVersion && watermark.version === binding.version && opts.full !== true) {
+  if (watermark !== null && watermark.sourceVersion === sourceVersion && watermark.version === computedWith(binding) && opts.full !== true) {
     return { sourceVersion, rowsAdded: 0, rowsDeleted: 0, rowsUpdated: 0, read: "all", skipped: true, partitions: { total: 0, computed: 0 }, jobId: null };
   }
 
   // The staging area of this target; those of other targets are stale.
-  const target = `v${sourceVersion}-${digest(binding.version)}`;
+  const target = `v${sourceVersion}-${digest(computedWith(binding))}`;
   const stageDir = path.join(viewRef.storeDir, "udtf");
   const doneDir = path.join(stageDir, `done-${target}`);
   await mkdir(doneDir, { recursive: true });
@@ -124,7 +126,7 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   const rowsDeleted = await view.countRows();
   await view.add(inViewSchema(viewSchema, staged) as never, { mode: "overwrite" } as never);
   view = await conn.openTable(name);
-  await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString(), version: binding.version });
+  await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString(), version: computedWith(binding) });
   await stageConn.dropTable(stageName).catch(() => undefined);
   await rm(doneDir, { recursive: true, force: true });
   log.info(`UDTF view ${name}: ${staged.numRows} row(s) from ${partitions.length} partition(s) replaced ${rowsDeleted}`);

@@ -124,7 +124,8 @@ export async function runViewJob(s: ViewJobSpec): Promise<JobRecord> {
   } finally {
     s.refresh.signal.removeEventListener("abort", stop);
     for (const [k, v] of Object.entries(ctl.metrics)) {
-      if (k === "elapsedMs" || k === "rowsPerSec" || typeof v !== "number") continue;
+      // rowsComputed stays the refresh's count of UDF values: the rows a chunker or UDTF wrote are its rowsAdded.
+      if (k === "elapsedMs" || k === "rowsPerSec" || k === "rowsComputed" || k === "rowsCheckpointed" || typeof v !== "number") continue;
       (s.refresh.metrics as unknown as Record<string, number>)[k] = ((s.refresh.metrics as unknown as Record<string, number>)[k] ?? 0) + v;
     }
   }

@@ -75,7 +75,7 @@ export interface ViewDefinition {
 export interface ViewWatermark {
   readonly sourceVersion: number;
   readonly refreshedAt: string;
-  /** UDTF views: the UDTF version the rows were computed with. */
+  /** UDTF views: what the rows were computed with (`EXPORT@VERSION`). */
   readonly version?: string;
 }
 
