@@ -284,6 +284,10 @@ async function assertNoBackfill(t: ResolvedTable): Promise<void> {
 async function refragmentLocked(t: ResolvedTable, n: number, retries: number, options: RefragmentOptions): Promise<RefragmentResult> {
   const p = paths(t);
   const { table } = await openLanceTable(t);
+  const blobs = (await table.schema()).fields.filter((f) => lancedb.isBlobField(f as never)).map((f) => f.name);
+  if (blobs.length > 0) {
+    throw new ConfigError("TABLE_UNSUPPORTED", `table ${t.name} has blob v2 column(s) ${blobs.join(", ")}, which refragment cannot rewrite yet (their payloads live in sidecar files next to each data file); the table is unchanged. Refragment a table without blob columns, or copy it into a new table with LanceDB`, { table: t.name });
+  }
   let j = await readJournal(p.journal);
   let resumed = false;
   if (j !== undefined) {

@@ -136,3 +136,17 @@ test("bad values: a non-binary value for a blob output, a blob handle or a 2 GiB
   const ids = await rowIdsById(await t.open());
   assert.ok(Buffer.compare((await (await t.open()).fetchBlobs("copy", [ids.get(2n)!]))[0]!, pattern(2, 10)!) === 0);
 });
+
+test("refragment refuses a table with blob v2 columns (TABLE_UNSUPPORTED), leaving it unchanged and its blobs readable", async () => {
+  await using t = await tempDb();
+  const schema = new arrow.Schema([new arrow.Field("id", new arrow.Int64()), lancedb.blob("b")]);
+  await t.db.createTable("t", [0, 1, 2, 3].map((i) => ({ id: BigInt(i), b: pattern(i, 200_000) })), { schema } as never);
+  const before = await (await t.open()).version();
+  const { refragment } = await import("../../src/index.ts");
+  await assert.rejects(refragment(ref(t.dir), { maxRowsPerFragment: 2 }), (e: unknown) => isBackfillError(e, "TABLE_UNSUPPORTED") && /blob v2 column\(s\) b/.test((e as Error).message));
+  const table = await t.open();
+  assert.equal(await table.version(), before);
+  const ids = await rowIdsById(table);
+  const bytes = await table.fetchBlobs("b", [0n, 1n, 2n, 3n].map((i) => ids.get(i)!));
+  bytes.forEach((b, i) => assert.ok(Buffer.compare(b!, pattern(i, 200_000)!) === 0, `blob ${i} intact`));
+});
