@@ -4,7 +4,8 @@
  * on a free loopback port), each test on a queue of its own. Every check compares the view with the
  * children recomputed here from the source (the fixture's `splitWords` is what its chunkers yield),
  * ordered by (__source_row_id, __child_index): after the first refresh, after inserts, updates of the
- * chunker's input and deletes, and after one of two workers is killed (SIGKILL) mid-refresh.
+ * chunker's input and deletes, and after one of two workers is killed (SIGKILL) mid-refresh. Also a
+ * UDTF view, and a UDF with a blob input (lazy handles), on queue workers.
  */
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -15,7 +16,10 @@ import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { arrow } from "../../src/arrow.ts";
 import type { ArrowNs } from "../../src/arrow.ts";
-import { createView, refreshView, type RefreshViewOptions } from "../../src/index.ts";
+import { addColumns, backfill, createView, refreshView, type RefreshViewOptions } from "../../src/index.ts";
+import { lancedb } from "../../src/arrow.ts";
+import { createHash } from "node:crypto";
+import { pattern } from "../fixtures/blobs.ts";
 import { splitWords } from "../fixtures/chunkers.ts";
 import { REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
 import { RedisServer, skipRedis } from "../redis.ts";
@@ -240,5 +244,35 @@ describe("chunk views on BullMQ/Redis workers", { skip: redisSkip() }, () => {
     assert.ok(n > 0);
     await assertExact(t, "after changes following the kill");
     await survivor.stop();
+  });
+
+  test("a UDTF view, and a UDF reading a blob input through lazy handles, run on queue workers too", async () => {
+    await using t = await tempDb();
+    const queue = `udtf-${randomUUID().slice(0, 8)}`;
+    const w = await startWorker(url, queue);
+    const opts: RefreshViewOptions = { executor: { redis: url, queue }, concurrency: 2 };
+    const langs = ["en", "fr", "de"];
+    const rows = Array.from({ length: 60 }, (_, i) => ({ id: BigInt(i), lang: langs[i % 3]!, text: Array.from({ length: i % 5 }, (_, k) => `w${k}`).join(" ") }));
+    await t.db.createTable("docs", rows as never, STABLE);
+    await createView(t.dir, "stats", { source: "docs", udtf: udfRef("langStats", "udtfs.ts") });
+    const r = await refreshView(t.dir, "stats", opts);
+    assert.equal(r.status, "finished");
+    assert.deepEqual(r.partitions, { total: 3, computed: 3 });
+    const got = ((await (await t.open("stats")).query().select(["lang", "docs", "words"]).toArray()) as { lang: string; docs: bigint; words: bigint }[]).map((x) => `${x.lang} ${x.docs} ${x.words}`).sort();
+    const want = langs.map((l) => { const rs = rows.filter((x) => x.lang === l); return `${l} ${rs.length} ${rs.reduce((n, x) => n + (x.text === "" ? 0 : x.text.split(" ").length), 0)}`; }).sort();
+    assert.deepEqual(got, want);
+
+    // A blob input: each row's handle reads the first 4 KiB on the worker, from the job's pinned version.
+    const schema = new arrow.Schema([new arrow.Field("id", new arrow.Int64()), lancedb.blob("b")]);
+    await t.db.createTable("files", [0, 1, 2, 3, 4].map((i) => ({ id: BigInt(i), b: pattern(i, 3000 + i * 5000) })) as never, { schema } as never);
+    await addColumns({ db: t.dir, table: "files" }, { head: udfRef("head4k", "blobs.ts") });
+    const b = await backfill({ db: t.dir, table: "files" }, "head", { executor: { redis: url, queue }, concurrency: 1 });
+    assert.equal(b.status, "finished");
+    const heads = ((await (await t.open("files")).query().select(["id", "head"]).toArray()) as { id: bigint; head: string }[]).sort((x, y) => Number(x.id - y.id));
+    for (const h of heads) {
+      const want = pattern(Number(h.id), 3000 + Number(h.id) * 5000)!;
+      assert.equal(h.head, `${want.length}:${createHash("sha256").update(want.subarray(0, 4096)).digest("hex")}`);
+    }
+    await w.stop();
   });
 });
