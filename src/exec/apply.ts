@@ -4,7 +4,7 @@
  * in the coordinator.
  */
 import { performance } from "node:perf_hooks";
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { FileCheckpointStore, type BatchRange } from "../checkpoint/store.ts";
 import { BackfillError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
@@ -13,6 +13,7 @@ import { loadUdf } from "../udf/bundle.ts";
 import { parseDataType, type DataType } from "../udf/types.ts";
 import type { UdfContext, UdfSpec } from "../udf/udf.ts";
 import { resultToVector, takeRows, valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
+import { prepareRunner } from "./setup.ts";
 import type { BatchReport, RowError, TaskSpec, WorkerConfig } from "./protocol.ts";
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 
@@ -57,16 +58,7 @@ export class TaskRunner {
 
   /** Loads the bound bundle, runs `setup()` once, opens the database. */
   static async create(config: WorkerConfig): Promise<TaskRunner> {
-    const spec = await loadUdf(config.bundlePath, config.exportName, config.label);
-    let state: unknown;
-    if (spec.setup) {
-      try {
-        state = await spec.setup();
-      } catch (e) {
-        throw new UdfError("UDF_SETUP_FAILED", `setup() of UDF ${config.label} for column ${config.column} failed: ${(e as Error)?.message ?? String(e)}`, { table: config.table, column: config.column, cause: e });
-      }
-    }
-    const db = await lancedb.connect(config.dbDir);
+    const { spec, state, db } = await prepareRunner(config, loadUdf, `UDF ${config.label} for column ${config.column}`, { table: config.table, column: config.column });
     return new TaskRunner(config, spec, state, db);
   }
 

@@ -11,7 +11,7 @@
  * parents whose children are all in the view: the coordinator records those as expanded. A task that
  * fails removes the children it wrote (best effort; the next attempt's delete covers the rest).
  */
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
@@ -21,6 +21,7 @@ import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../u
 import { parseDataType } from "../udf/types.ts";
 import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
 import { hashRows } from "../views/hash.ts";
+import { prepareRunner } from "./setup.ts";
 import type { BatchReport, ChunkerTaskConfig, ExpandedParent, RowError, TaskSpec, WorkerConfig } from "./protocol.ts";
 
 /**
@@ -69,16 +70,8 @@ export class ChunkRunner {
 
   /** Loads the bound chunker bundle, runs `setup()` once, opens the database. */
   static async create(config: WorkerConfig): Promise<ChunkRunner> {
-    const spec = await loadChunker(config.bundlePath, config.exportName, config.label);
-    let state: unknown;
-    if (spec.setup) {
-      try {
-        state = await spec.setup();
-      } catch (e) {
-        throw new UdfError("UDF_SETUP_FAILED", `setup() of chunker ${config.label} for view ${config.table} failed: ${(e as Error)?.message ?? String(e)}`, { table: config.table, cause: e });
-      }
-    }
-    return new ChunkRunner(config, spec, state, await lancedb.connect(config.dbDir));
+    const { spec, state, db } = await prepareRunner(config, loadChunker, `chunker ${config.label} for view ${config.table}`, { table: config.table });
+    return new ChunkRunner(config, spec, state, db);
   }
 
   shutdown(): void {

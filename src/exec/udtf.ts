@@ -20,6 +20,7 @@ import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadUdtf, type UdtfSpec } from "../udf/udtf.ts";
 import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
 import { approxBytes, MAX_BUFFER_BYTES } from "./chunk.ts";
+import { prepareRunner } from "./setup.ts";
 import type { BatchReport, RowError, TaskSpec, UdtfTaskConfig, WorkerConfig } from "./protocol.ts";
 
 const PARTITION = "__partition";
@@ -47,16 +48,8 @@ export class UdtfRunner {
   }
 
   static async create(config: WorkerConfig): Promise<UdtfRunner> {
-    const spec = await loadUdtf(config.bundlePath, config.exportName, config.label);
-    let state: unknown;
-    if (spec.setup) {
-      try {
-        state = await spec.setup();
-      } catch (e) {
-        throw new UdfError("UDF_SETUP_FAILED", `setup() of UDTF ${config.label} for view ${config.table} failed: ${(e as Error)?.message ?? String(e)}`, { table: config.table, cause: e });
-      }
-    }
-    return new UdtfRunner(config, spec, state, await lancedb.connect(config.dbDir));
+    const { spec, state, db } = await prepareRunner(config, loadUdtf, `UDTF ${config.label} for view ${config.table}`, { table: config.table });
+    return new UdtfRunner(config, spec, state, db);
   }
 
   shutdown(): void {
