@@ -44,7 +44,9 @@ export class TaskRunner {
   private readonly blobColumns = new Map<number, Promise<Set<string>>>();
   private readonly policy: ErrorPolicy;
   /** Whether a call in the current batch returned a promise. */
-  private sawPromise = false;
+  /** UDF calls in flight in this process, over every batch (at most intraApplierConcurrency). */
+  private active = 0;
+  private readonly slotWaiters: (() => void)[] = [];
 
   private constructor(config: WorkerConfig, spec: UdfSpec, state: unknown, db: LanceNs.Connection) {
     this.config = config;
@@ -66,6 +68,11 @@ export class TaskRunner {
     this.abort.abort();
   }
 
+  private releaseSlot(): void {
+    this.active--;
+    this.slotWaiters.shift()?.();
+  }
+
   private table(version: number): Promise<LanceNs.Table> {
     let t = this.pinned.get(version);
     if (!t) {
@@ -78,27 +85,41 @@ export class TaskRunner {
   /** Computes and checkpoints every gap of `task`, reporting each batch; stops between batches when `shouldStop()`. */
   async run(task: TaskSpec, onBatch: (r: BatchReport) => void, shouldStop: () => boolean = () => false): Promise<void> {
     let size = task.checkpointSize;
+    // A batch starts once the previous one has begun every row's call (async UDFs with more than one
+    // call in flight: a sliding window over batches; otherwise once it is done). Each batch is
+    // reported as soon as it is checkpointed, in order.
+    let reported: Promise<void> = Promise.resolve();
+    let failed = false;
     for (const gap of task.gaps) {
-      for (let start = gap.start; start < gap.end; ) {
-        if (shouldStop()) return;
+      for (let start = gap.start; start < gap.end && !failed; ) {
+        if (shouldStop()) break;
         const end = Math.min(gap.end, start + size);
-        const report = await this.runBatch(task, { start, end });
-        onBatch(report);
+        let began!: () => void;
+        const allStarted = new Promise<void>((r) => (began = r));
+        const current = this.runBatch(task, { start, end }, began);
+        reported = reported.then(async () => {
+          const r = await current;
+          onBatch(r);
+          if (task.maxCheckpointSize > size) {
+            const perRow = r.rowsComputed > 0 ? r.udfMs / r.rowsComputed : 0;
+            const target = perRow > 0 ? Math.floor(TARGET_BATCH_MS / perRow) : size * 8;
+            size = Math.max(task.checkpointSize, Math.min(task.maxCheckpointSize, size * 8, target));
+          }
+        });
+        reported.catch(() => (failed = true)); // observed by the await below
+        await Promise.race([allStarted, reported.then(() => undefined, () => undefined)]);
         start = end;
-        if (task.maxCheckpointSize > size) {
-          const perRow = report.rowsComputed > 0 ? report.udfMs / report.rowsComputed : 0;
-          const target = perRow > 0 ? Math.floor(TARGET_BATCH_MS / perRow) : size * 8;
-          size = Math.max(task.checkpointSize, Math.min(task.maxCheckpointSize, size * 8, target));
-        }
       }
     }
+    await reported;
   }
 
   private ctx(task: TaskSpec, range: BatchRange): ErrorContext {
     return { table: this.config.table, column: this.config.column, fragmentId: task.fragmentId, rowOffset: range.start, rowCount: range.end - range.start };
   }
 
-  private async runBatch(task: TaskSpec, range: BatchRange): Promise<BatchReport> {
+  /** Computes and checkpoints one batch; `started` is called once every row's call has begun (the next batch may start then). */
+  private async runBatch(task: TaskSpec, range: BatchRange, started: () => void = () => {}): Promise<BatchReport> {
     const t0 = performance.now();
     const table = await this.table(task.version);
     let blobCols = this.blobColumns.get(task.version);
@@ -162,8 +183,8 @@ export class TaskRunner {
     const rows = selected ?? null;
     const count = rows === null ? n : rows.length;
     const errors: RowError[] = [];
-    this.sawPromise = false;
-    const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n, addrs, errors);
+    const flags = { sawPromise: false };
+    const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n, addrs, errors, flags, started);
     const t2 = performance.now();
     const cpu = process.cpuUsage(cpu0);
     let outAddrs = addrs;
@@ -182,10 +203,10 @@ export class TaskRunner {
     const batch = new arrow.Table(columns);
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: this.sawPromise } : {}) };
+    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: flags.sawPromise } : {}) };
   }
 
-  private async apply(task: TaskSpec, range: BatchRange, inputs: Input[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[]): Promise<Vec> {
+  private async apply(task: TaskSpec, range: BatchRange, inputs: Input[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[], flags: { sawPromise: boolean }, started: () => void): Promise<Vec> {
     const where = this.ctx(task, range);
     const ctx: UdfContext = { state: this.state, fragmentId: task.fragmentId, signal: this.abort.signal };
     const fn = this.spec.fn as unknown as (...args: unknown[]) => unknown;
@@ -247,7 +268,7 @@ export class TaskRunner {
           try {
             result = fn(...args, ctx);
             if (isThenable(result)) {
-              this.sawPromise = true;
+              flags.sawPromise = true;
               result = await timed(result, null);
             }
           } catch (e) {
@@ -315,7 +336,7 @@ export class TaskRunner {
       try {
         const r = fn(...args, ctx);
         if (isThenable(r)) {
-          this.sawPromise = true;
+          flags.sawPromise = true;
           first = { value: r };
         }
         else results[j] = r;
@@ -328,8 +349,15 @@ export class TaskRunner {
       });
       const tracked: Promise<void> = p.finally(() => inflight.delete(tracked));
       inflight.add(tracked);
-      if (inflight.size >= limit) await Promise.race(inflight);
+      // The window is the process's, not the batch's: calls of the previous batch still in flight
+      // count, and this batch's tail overlaps the next batch's head (no drain at each checkpoint).
+      this.active++;
+      void tracked.finally(() => this.releaseSlot());
+      while (this.active >= limit && firstError === null) await new Promise<void>((r) => this.slotWaiters.push(r));
     }
+    // With more than one call in flight the next batch may start now; a kill then loses at most
+    // this batch's tail and the next one's head (two batches), never checkpointed work.
+    if (limit > 1) started();
     await Promise.all(inflight);
     if (firstError !== null) throw (firstError as { e: unknown }).e;
     try {
