@@ -22,6 +22,65 @@ import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfi
  */
 const COMPILE_CACHE = path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), ".cache"), "lancet", "node-compile-cache");
 
+/** How long a process parked by a closed pool waits for the next pool of this process. */
+const PARK_MS = 5_000;
+const parked = new Map<string, { child: ChildProcess; timer: NodeJS.Timeout }[]>();
+
+/**
+ * Keeps an idle worker process for the next pool of this process that starts processes with the same
+ * options (`key`): its listeners are removed and it no longer keeps this process alive; it exits
+ * after {@link PARK_MS}, or when this process does. Returns false when it cannot be kept.
+ */
+function park(key: string | undefined, child: ChildProcess): boolean {
+  if (key === undefined || process.env.LANCET_NO_PARK === "1") return false;
+  for (const e of ["message", "exit", "error"] as const) child.removeAllListeners(e);
+  child.stdout?.unpipe();
+  child.stdout?.removeAllListeners("data");
+  child.stderr?.removeAllListeners("data");
+  child.on("error", () => {});
+  const list = parked.get(key) ?? [];
+  const entry = {
+    child,
+    timer: setTimeout(() => {
+      drop();
+      if (child.connected) child.send({ type: "shutdown" } satisfies ToWorker);
+      else child.kill("SIGKILL");
+    }, PARK_MS),
+  };
+  const drop = (): void => {
+    clearTimeout(entry.timer);
+    const l = parked.get(key);
+    const i = l?.indexOf(entry) ?? -1;
+    if (i >= 0) l!.splice(i, 1);
+  };
+  child.once("exit", drop);
+  entry.timer.unref();
+  child.unref();
+  child.channel?.unref();
+  (child.stdout as { unref?: () => void } | null)?.unref?.();
+  (child.stderr as { unref?: () => void } | null)?.unref?.();
+  list.push(entry);
+  parked.set(key, list);
+  return true;
+}
+
+/** A parked process started with options `key`, made this pool's (listeners back, keeping this process alive). */
+function takeParked(key: string): ChildProcess | undefined {
+  const list = parked.get(key);
+  for (let e = list?.pop(); e !== undefined; e = list?.pop()) {
+    clearTimeout(e.timer);
+    const child = e.child;
+    child.removeAllListeners("exit");
+    if (!child.connected || child.exitCode !== null || child.signalCode !== null) continue;
+    child.ref();
+    child.channel?.ref();
+    (child.stdout as { ref?: () => void } | null)?.ref?.();
+    (child.stderr as { ref?: () => void } | null)?.ref?.();
+    return child;
+  }
+  return undefined;
+}
+
 const WORKER_ENTRY = fileURLToPath(new URL(`./worker-entry${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
 
 interface Slot {
@@ -65,6 +124,8 @@ export class LocalPool implements Executor {
   private broken: BackfillError | undefined;
   private closed: Promise<void> | undefined;
   private spawning = 0;
+  /** The parking key (start options) of each process this pool started or took. */
+  private readonly keys = new Map<ChildProcess, string>();
   private nextId = 1;
 
   private constructor(options: LocalPoolOptions) {
@@ -99,12 +160,13 @@ export class LocalPool implements Executor {
       let index = 0;
       while (this.indices.has(index)) index++;
       this.indices.add(index);
-      const child = fork(WORKER_ENTRY, [], {
-        execArgv: memoryMb ? [`--max-old-space-size=${memoryMb}`] : [],
-        serialization: "advanced",
-        stdio: ["ignore", "pipe", "pipe", "ipc"],
-        env: { NODE_COMPILE_CACHE: COMPILE_CACHE, ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) },
-      });
+      const execArgv = memoryMb ? [`--max-old-space-size=${memoryMb}`] : [];
+      const env = { NODE_COMPILE_CACHE: COMPILE_CACHE, ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) };
+      // A process an earlier pool of this process parked, started with the same environment, is
+      // initialised for this job instead of starting a new one (~0.1 s saved per job).
+      const key = JSON.stringify([execArgv, Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))]);
+      const child = takeParked(key) ?? fork(WORKER_ENTRY, [], { execArgv, serialization: "advanced", stdio: ["ignore", "pipe", "pipe", "ipc"], env });
+      this.keys.set(child, key);
       // UDF output goes to stderr so it never mixes with a command's machine-readable stdout; the
       // tail of stderr is kept to tell an out-of-memory death from other crashes.
       let stderrTail = "";
@@ -303,6 +365,8 @@ export class LocalPool implements Executor {
           (s) =>
             new Promise<void>((resolve) => {
               if (s.child.exitCode !== null || s.child.signalCode !== null) return resolve();
+              // A healthy idle process is kept a few seconds for the next pool of this process.
+              if (!s.hung && !s.current && !this.broken && s.child.connected && park(this.keys.get(s.child), s.child)) return resolve();
               const timer = setTimeout(() => s.child.kill("SIGKILL"), 2000);
               s.child.once("exit", () => {
                 clearTimeout(timer);

@@ -28,6 +28,9 @@ process.on("message", (raw) => {
   const m = raw as ToWorker;
   switch (m.type) {
     case "init":
+      // A parked process is initialised again for its next job: the previous runner goes.
+      runner?.shutdown();
+      runner = undefined;
       Promise.resolve()
         .then(async () => {
           const c = m.config;

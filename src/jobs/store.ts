@@ -86,6 +86,9 @@ export class JobsTable {
   /** Compacts the table and drops versions older than a minute (every upsert is a version). Best effort. */
   async compact(): Promise<void> {
     try {
+      // Every record update appends a fragment: compact (and drop versions older than a minute) once
+      // there are enough of them, not after every job (it costs ~20 ms).
+      if ((await this.table.stats()).fragmentStats.numFragments < COMPACT_FRAGMENTS) return;
       await this.table.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) } as never);
     } catch {
       // a concurrent upsert won the race; the next job's compaction will do it
@@ -96,6 +99,9 @@ export class JobsTable {
     return cancelFile(this.dbDir, id);
   }
 }
+
+/** Fragments of the jobs table that make a finishing job compact it. */
+const COMPACT_FRAGMENTS = 32;
 
 /** Opens a system table (jobs, errors) of a database, creating it empty on first use. */
 export async function openSystemTable(dbDir: string, name: string, schema: InstanceType<typeof arrow.Schema>): Promise<LanceNs.Table> {

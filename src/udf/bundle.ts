@@ -193,13 +193,17 @@ export async function loadExport(file: string, exportName: string, label: string
   return validateUdfSpec(v, `export "${exportName}" of ${label}`);
 }
 
+let loads = 0;
+
 export async function importBundle(file: string, exportName: string, label: string): Promise<Record<string, unknown>> {
   if (!existsSync(file)) {
     throw new ConfigError("UDF_MODULE_NOT_FOUND", `bound UDF snapshot ${file} for ${label} is missing; rebind the column with alter-column`);
   }
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+    // Each load is a fresh module instance: a worker process that runs another job after this one
+    // (a parked process) starts it with the module's own state, as a new process would.
+    mod = (await import(`${pathToFileURL(file).href}?load=${++loads}`)) as Record<string, unknown>;
   } catch (e) {
     throw new ConfigError("UDF_INVALID", `UDF module for ${label} failed to load: ${(e as Error).message}`, { cause: e });
   }
