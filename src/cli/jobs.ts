@@ -67,9 +67,9 @@ export function formatJob(r: JobRecord): string {
   const lines = [
     `job ${r.id}: ${statusText(r)}`,
     r.kind === "refresh"
-      ? `  refresh of view ${r.table}${r.refresh ? ` (source ${r.refresh.source} version ${r.refresh.sourceVersion}): ${r.refresh.rowsAdded} added, ${r.refresh.rowsDeleted} removed, ${r.refresh.rowsUpdated} updated${r.refresh.parents ? ` (parents: ${r.refresh.parents.added} added, ${r.refresh.parents.deleted} removed, ${r.refresh.parents.updated} changed; expansion job ${r.refresh.jobId ?? "none"})` : ""}; column jobs ${r.refresh.columnJobs.map((j) => `${j.column} ${j.jobId} (${j.status})`).join(", ") || "none"}` : ""}`
-      : r.kind === "chunk"
-        ? `  expansion of source rows into chunk view ${r.table} by chunker ${r.binding ? `${r.binding.module}#${r.binding.exportName}` : "?"} version ${r.udfVersion ?? "?"}`
+      ? `  refresh of view ${r.table}${r.refresh ? ` (source ${r.refresh.source} version ${r.refresh.sourceVersion}): ${r.refresh.rowsAdded} added, ${r.refresh.rowsDeleted} removed, ${r.refresh.rowsUpdated} updated${r.refresh.parents ? ` (parents: ${r.refresh.parents.added} added, ${r.refresh.parents.deleted} removed, ${r.refresh.parents.updated} changed; expansion job ${r.refresh.jobId ?? "none"})` : ""}${r.refresh.partitions ? ` (${r.refresh.skipped ? "skipped: nothing changed" : `${r.refresh.partitions.computed} of ${r.refresh.partitions.total} partition(s) computed by job ${r.refresh.jobId ?? "none"}`})` : ""}; column jobs ${r.refresh.columnJobs.map((j) => `${j.column} ${j.jobId} (${j.status})`).join(", ") || "none"}` : ""}`
+      : r.kind === "chunk" || r.kind === "udtf"
+        ? `  ${r.kind === "chunk" ? "expansion of source rows into chunk view" : "partitions of UDTF view"} ${r.table} by ${r.kind === "chunk" ? "chunker" : "UDTF"} ${r.binding ? `${r.binding.module}#${r.binding.exportName}` : "?"} version ${r.udfVersion ?? "?"}`
         : `  ${r.kind} of ${r.table}.${r.column}, UDF ${r.binding ? `${r.binding.module}#${r.binding.exportName}` : "?"} version ${r.udfVersion ?? "?"}`,
     `  launched by pid ${r.pid} on ${r.host}; created ${r.createdAt}, started ${r.startedAt ?? "-"}, finished ${r.finishedAt ?? "-"}, last heartbeat ${r.heartbeatAt}`,
     `  options ${JSON.stringify(r.options)}`,
