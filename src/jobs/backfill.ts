@@ -19,8 +19,8 @@ import { createCommitter } from "../commit/auto.ts";
 import { failpoint } from "../failpoints.ts";
 import { assembleFragment } from "../commit/writer.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
-import { queueSlots, stopQueuedTasks, type Resources } from "../exec/factory.ts";
-import type { WorkerConfig } from "../exec/protocol.ts";
+import { createExecutor, queueSlots, stopQueuedTasks, type Resources } from "../exec/factory.ts";
+import type { Executor, WorkerConfig } from "../exec/protocol.ts";
 import { redactRedisUrl } from "../exec/redis-url.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
@@ -144,8 +144,37 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
 
+  const config: WorkerConfig = {
+    bundlePath: bindingBundlePath(t, binding),
+    exportName: binding.exportName,
+    label: `${binding.module}#${binding.exportName}`,
+    dbDir: t.dbDir,
+    table: t.name,
+    column,
+    dataType: binding.dataType,
+    inputs: binding.inputs,
+    checkpointRoot: path.join(t.storeDir, "ckp"),
+    intraApplierConcurrency: opts.intraApplierConcurrency,
+    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+    bindingVersion: readVersion,
+  };
+  // The embedded pool's first worker starts while the job plans (a process start is most of a small
+  // job's fixed cost); a plan with nothing to do closes it unused.
+  let prestarted: Promise<Executor> | undefined;
+  if (opts.executor === "local" && !opts.planOnly) {
+    prestarted = createExecutor({ choice: "local", config, size: concurrency, env: opts.env, taskTimeoutMs: opts.taskTimeoutMs, memoryMb, jobId: rec.id, needs }).then((c) => c.executor);
+    prestarted.catch(() => {}); // observed when the job dispatches
+  }
+
   // ---- plan -------------------------------------------------------------------------------
-  const { manifest, store, ns, markers, fragments, plan, summary } = await planRun(t, column, binding, opts, readVersion, concurrency);
+  let planned: Awaited<ReturnType<typeof planRun>>;
+  try {
+    planned = await planRun(t, column, binding, opts, readVersion, concurrency);
+  } catch (e) {
+    void prestarted?.then((x) => x.close(), () => {});
+    throw e;
+  }
+  const { manifest, store, ns, markers, fragments, plan, summary } = planned;
   rec.plan = summary;
   m.fragmentsPlanned = plan.fragments.length;
   m.tasksTotal = plan.tasks.length;
@@ -156,7 +185,14 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
 
   // ---- run: the shared coordinator does dispatch, writers, commits and the job record ---------------
-  const { jobs, lock } = await startJob(t, column, ctl, jobsTable);
+  let started: Awaited<ReturnType<typeof startJob>>;
+  try {
+    started = await startJob(t, column, ctl, jobsTable);
+  } catch (e) {
+    void prestarted?.then((x) => x.close(), () => {});
+    throw e;
+  }
+  const { jobs, lock } = started;
   try {
     const committer: Committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
       logger: log,
@@ -165,20 +201,6 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       // Fencing right before each publication, not only before a group is assembled and staged.
       fence: () => lock.assertHeld(),
     });
-    const config: WorkerConfig = {
-      bundlePath: bindingBundlePath(t, binding),
-      exportName: binding.exportName,
-      label: `${binding.module}#${binding.exportName}`,
-      dbDir: t.dbDir,
-      table: t.name,
-      column,
-      dataType: binding.dataType,
-      inputs: binding.inputs,
-      checkpointRoot: store.root,
-      intraApplierConcurrency: opts.intraApplierConcurrency,
-      ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-      bindingVersion: readVersion,
-    };
     await runJob({
       ctl,
       log,
@@ -202,6 +224,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
         readVersion,
         checkpointSize: opts.checkpointSize,
         maxCheckpointSize: opts.maxCheckpointSize,
+        ...(prestarted ? { prestarted } : {}),
       },
       writerConcurrency: opts.writerConcurrency,
       cores: coresFor(opts.executor, clusterSlots, concurrency),

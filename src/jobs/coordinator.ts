@@ -62,6 +62,8 @@ export interface DispatchSpec {
   readonly readVersion: number;
   readonly checkpointSize: number;
   readonly maxCheckpointSize: number;
+  /** An executor the job kind started already (the embedded pool, while it planned): used instead of creating one; closed unused when there is nothing to run. */
+  readonly prestarted?: Promise<Executor>;
 }
 
 export interface JobSpec {
@@ -177,9 +179,10 @@ export async function runJob(spec: JobSpec): Promise<void> {
   // ---- dispatch: tasks go to the executor, a few lanes at a time ---------------------------------
   let executor: Executor | undefined;
   try {
+    if (plan.tasks.length === 0) void d.prestarted?.then((x) => x.close(), () => {});
     if (plan.tasks.length > 0) {
       const inFlight = Math.min(d.concurrency, plan.tasks.length);
-      const created = await createExecutor({
+      const created = d.prestarted ? { executor: await d.prestarted, queueName: "" } : await createExecutor({
         choice: d.executor,
         config: d.config,
         size: inFlight,
