@@ -8,13 +8,13 @@
  * `node bin/lancet.mjs refresh --db DIR --view chunks --json` in a child process, with the default
  * maxRowsPerFragment (65,536) and a smaller one, side by side. Every 200 ms this process reads
  * VmHWM/VmRSS from /proc/<pid>/status of the CLI process and of its worker processes (descendants
- * running worker-entry), as bench/suite.ts's P5 does. Each run is checked: the view has exactly
- * parents × 1,000 rows and the CLI reports them added.
+ * running worker-entry), with the TreeSampler of bench/suite/harness.ts that bench/suite.ts's P5
+ * uses. Each run is checked: the view has exactly parents × 1,000 rows and the CLI reports them added.
  *
  *   node bench/chunkers.ts [--parents 2000] [--reps 3] [--small 8192] [--child-kb 1|4]
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +22,7 @@ import { parseArgs } from "node:util";
 import { arrow, lancedb } from "../src/arrow.ts";
 import { createView } from "../src/index.ts";
 import { FANOUT } from "./chunkers-udfs.ts";
+import { TreeSampler } from "./suite/harness.ts";
 
 const { values } = parseArgs({ options: { parents: { type: "string" }, reps: { type: "string" }, small: { type: "string" }, "child-kb": { type: "string" } } });
 const PARENTS = Number(values.parents ?? 2000);
@@ -42,78 +43,7 @@ const fmt = (n: number, d = 0): string => n.toLocaleString("en-US", { minimumFra
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const mib = (kb: number): number => kb / 1024;
 
-// ---- /proc sampling (as bench/suite.ts's TreeSampler) ----------------------------------------------
-function readMem(pid: number): { rssKb: number; hwmKb: number } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/status`, "utf8");
-    const rss = /VmRSS:\s+(\d+)/.exec(s);
-    const hwm = /VmHWM:\s+(\d+)/.exec(s);
-    return rss && hwm ? { rssKb: Number(rss[1]), hwmKb: Number(hwm[1]) } : undefined;
-  } catch {
-    return undefined;
-  }
-}
-function descendants(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-    } catch {
-      // gone
-    }
-  }
-  const out: number[] = [];
-  for (const frontier = [root]; frontier.length > 0; ) for (const c of children.get(frontier.pop()!) ?? []) out.push(c), frontier.push(c);
-  return out;
-}
-const cmdline = (pid: number): string => {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
-  } catch {
-    return "";
-  }
-};
-
-/** Peak RSS (VmHWM) of a process and of its worker processes, sampled every 200 ms. */
-class Sampler {
-  coordHwmKb = 0;
-  workerHwmKb = 0;
-  treeRssKb = 0;
-  readonly workers = new Set<number>();
-  private readonly cmds = new Map<number, string>();
-  private readonly timer: NodeJS.Timeout;
-  private readonly root: number;
-  constructor(root: number) {
-    this.root = root;
-    this.sample();
-    this.timer = setInterval(() => this.sample(), 200);
-  }
-  sample(): void {
-    const own = readMem(this.root);
-    if (!own) return;
-    this.coordHwmKb = Math.max(this.coordHwmKb, own.hwmKb);
-    let sum = own.rssKb;
-    for (const pid of descendants(this.root)) {
-      let cmd = this.cmds.get(pid);
-      if (cmd === undefined) this.cmds.set(pid, (cmd = cmdline(pid)));
-      if (!cmd.includes("worker-entry")) continue;
-      const m = readMem(pid);
-      if (!m) continue;
-      this.workers.add(pid);
-      this.workerHwmKb = Math.max(this.workerHwmKb, m.hwmKb);
-      sum += m.rssKb;
-    }
-    this.treeRssKb = Math.max(this.treeRssKb, sum);
-  }
-  stop(): void {
-    clearInterval(this.timer);
-  }
-}
-
-function runCli(argv: string[]): Promise<{ code: number | null; wallMs: number; json: Record<string, unknown> | undefined; stderr: string; sampler: Sampler }> {
+function runCli(argv: string[]): Promise<{ code: number | null; wallMs: number; json: Record<string, unknown> | undefined; stderr: string; sampler: TreeSampler }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(process.execPath, [BIN, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
@@ -121,7 +51,8 @@ function runCli(argv: string[]): Promise<{ code: number | null; wallMs: number; 
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-    const sampler = new Sampler(child.pid!);
+    // Peak RSS (VmHWM) of the CLI process and of its worker processes, sampled every 200 ms.
+    const sampler = new TreeSampler(child.pid!).start(200);
     child.on("error", reject);
     // The last sample before exit is the one taken while the process is still there: sample on "exit" too.
     child.on("exit", () => sampler.sample());
@@ -175,7 +106,7 @@ try {
         throw new Error(`${c.label}: CLI exited ${run.code}, rowsAdded ${String(rowsAdded)}, view has ${count} rows (want ${children}); stderr: ${run.stderr}`);
       }
       const viewGB = dirBytes(path.join(db, "chunks.lance")) / 1e9;
-      const r: Run = { wallMs: run.wallMs, coordMiB: mib(run.sampler.coordHwmKb), workerMiB: mib(run.sampler.workerHwmKb), treeMiB: mib(run.sampler.treeRssKb), workers: run.sampler.workers.size, viewGB };
+      const r: Run = { wallMs: run.wallMs, coordMiB: mib(run.sampler.rootHwmKb), workerMiB: mib(run.sampler.workerHwmKb), treeMiB: mib(run.sampler.treeRssKb), workers: run.sampler.workerPids.size, viewGB };
       results.get(c.label)!.push(r);
       console.log(`  rep ${rep}, ${c.label}: ${fmt(r.wallMs / 1000, 1)} s, ${fmt(children / (r.wallMs / 1000))} children/s; peak RSS coordinator ${fmt(r.coordMiB)} MiB, largest worker ${fmt(r.workerMiB)} MiB (${r.workers} worker process(es)), tree ${fmt(r.treeMiB)} MiB; view ${fmt(viewGB, 2)} GB on disk`);
       rmSync(db, { recursive: true, force: true });
