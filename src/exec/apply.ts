@@ -97,6 +97,7 @@ export class TaskRunner {
         let began!: () => void;
         const allStarted = new Promise<void>((r) => (began = r));
         const current = this.runBatch(task, { start, end }, began);
+        current.catch(() => {}); // observed through `reported`, in order (a batch after a failed one is never awaited)
         reported = reported.then(async () => {
           const r = await current;
           onBatch(r);
@@ -357,7 +358,7 @@ export class TaskRunner {
     }
     // With more than one call in flight the next batch may start now; a kill then loses at most
     // this batch's tail and the next one's head (two batches), never checkpointed work.
-    if (limit > 1) started();
+    if (limit > 1 && firstError === null) started();
     await Promise.all(inflight);
     if (firstError !== null) throw (firstError as { e: unknown }).e;
     try {

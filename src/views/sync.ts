@@ -236,8 +236,10 @@ async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, vie
     const g = atV.get(f.id);
     if (g === undefined) {
       if (f.liveRows > 0) vanished.push({ id: f.id, offsetW: offsetOf(mW, f.id), rowsW: f.liveRows });
-    } else if (g.physicalRows !== f.physicalRows || g.liveRows > f.liveRows) {
-      return null; // rewritten in place, or rows brought back (a restore)
+    } else if (g.physicalRows !== f.physicalRows || g.liveRows > f.liveRows || !f.files.every((x) => g.files.some((y) => y.path === x.path))) {
+      // Rewritten in place, rows brought back, or a data file of W gone (a restore to before a
+      // column was written: its rows keep their old update versions) — compare every row.
+      return null;
     } else if (g.liveRows < f.liveRows) {
       shrunk.push({ id: f.id, offsetW: offsetOf(mW, f.id), offsetV: offsetOf(mV, f.id), rowsW: f.liveRows, rowsV: g.liveRows });
     }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { addColumns, backfill } from "../../src/index.ts";
+import { addColumns, backfill, isBackfillError } from "../../src/index.ts";
 import { makeTable, readAll, tempDb, udfRef } from "../helpers.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
@@ -53,4 +53,15 @@ test("dataType may be an apache-arrow DataType, and batched results may be vecto
     assert.equal(r.a, x === null ? null : x + 1);
     assert.deepEqual(r.b, x === null ? null : [x, -x]);
   }
+});
+
+test("an async UDF failing in batch after batch with several calls in flight fails the job with UDF_FAILED (the sliding window never crashes the worker)", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 1, 200);
+  await addColumns(ref(t.dir), { z: udfRef("asyncAlwaysFails") });
+  await assert.rejects(backfill(ref(t.dir), "z", { concurrency: 1, intraApplierConcurrency: 8, checkpointSize: 10, maxCheckpointSize: 10, maxTaskAttempts: 2 }), (e: unknown) => {
+    assert.ok(isBackfillError(e, "UDF_FAILED"), `expected UDF_FAILED, got ${(e as { code?: string }).code}: ${(e as Error).message}`);
+    assert.match((e as Error).message, /401 Unauthorized/);
+    return true;
+  });
 });

@@ -10,7 +10,8 @@ import { arrow } from "../../src/arrow.ts";
 import type { ArrowNs, LanceNs } from "../../src/arrow.ts";
 import { createView } from "../../src/views/view.ts";
 import { syncView } from "../../src/views/sync.ts";
-import { tempDb, type TempDb } from "../helpers.ts";
+import { addColumns, backfill } from "../../src/index.ts";
+import { tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const STABLE = { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never;
 
@@ -105,4 +106,23 @@ test("whole fragments deleted and compactions are followed through the manifests
   r = await syncView(t.dir, "v");
   assert.deepEqual([r.read, r.rowsAdded], ["all", 10]);
   await assertInStep(t, "v", "id >= 0");
+});
+
+test("a restore of the source to before a column was written (its rows keep their old update versions) is caught: the view follows the restored values", async () => {
+  await using t = await tempDb();
+  const source = await threeFragments(t);
+  await addColumns({ db: t.dir, table: "src" }, { f: udfRef("doubled") });
+  const before = await source.version();
+  await backfill({ db: t.dir, table: "src" }, "f", { commitMode: "graft" });
+  await createView(t.dir, "vf", { source: "src", select: ["id", "f"] });
+  await syncView(t.dir, "vf");
+  const fOf = async (name: string): Promise<string[]> => ((await (await t.open(name)).query().select(["id", "f"]).toArray()) as { id: bigint; f: number | null }[]).map((r) => `${r.id}:${r.f}`).sort();
+  assert.deepEqual(await fOf("vf"), await fOf("src"));
+  const s = await t.open("src");
+  await s.checkout(before);
+  await s.restore(); // f reads NULL again; no row's update version moved
+  const r = await syncView(t.dir, "vf");
+  assert.equal(r.read, "all");
+  assert.equal(r.rowsUpdated, 300);
+  assert.deepEqual(await fOf("vf"), await fOf("src"));
 });
