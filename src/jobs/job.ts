@@ -12,6 +12,8 @@ import { FINAL_STATUSES, emptyMetrics, type JobEvent, type JobMetrics, type JobR
 import { cancelFile, cancelRequested, requestCancel, type JobsTable } from "./store.ts";
 
 const MAX_EVENTS = 200;
+/** An event persists the job record at most this often (a jobs-table version each time). */
+const MIN_PERSIST_MS = 1000;
 
 export class JobController {
   readonly record: JobRecord;
@@ -25,6 +27,8 @@ export class JobController {
   private lastPersist = 0;
   private persisting: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  /** A persist an event asked for, within a second of the last one. */
+  private soon: NodeJS.Timeout | undefined;
   private started = performance.now();
   readonly done: Promise<JobRecord>;
   private settle!: { resolve: (r: JobRecord) => void; reject: (e: unknown) => void };
@@ -94,18 +98,34 @@ export class JobController {
     this.record.status = s;
     if (s === "running") this.record.startedAt = new Date().toISOString();
     if (FINAL_STATUSES.has(s)) this.record.finishedAt = new Date().toISOString();
-    this.changed(true);
+    this.changed(true, true);
   }
 
-  /** Call after changing the record: notifies readers and persists when due (or now, with `force`). */
-  changed(force = false): void {
+  /**
+   * Call after changing the record: notifies readers at once and persists it when due — every
+   * `statusIntervalMs`; with `force` (an event: a commit, a worker death) within a second, never more
+   * than one jobs-table version a second; with `urgent` (a status change) now.
+   */
+  changed(force = false, urgent = false): void {
     const m = this.record.metrics;
     m.elapsedMs = performance.now() - this.started;
     m.rowsPerSec = m.elapsedMs > 0 ? Math.round((m.rowsComputed * 1000) / m.elapsedMs) : 0;
     this.version++;
     for (const w of this.waiters.splice(0)) w();
     this.onChange?.(this.record);
-    if (this.jobs && (force || Date.now() - this.lastPersist >= this.statusIntervalMs)) {
+    if (!this.jobs) return;
+    const since = Date.now() - this.lastPersist;
+    if (force && !urgent && since < MIN_PERSIST_MS && since < this.statusIntervalMs) {
+      this.soon ??= setTimeout(() => {
+        this.soon = undefined;
+        this.changed(true, true);
+      }, Math.min(MIN_PERSIST_MS, this.statusIntervalMs) - since);
+      this.soon.unref();
+      return;
+    }
+    if (urgent || force || since >= this.statusIntervalMs) {
+      clearTimeout(this.soon);
+      this.soon = undefined;
       this.lastPersist = Date.now();
       this.record.heartbeatAt = new Date().toISOString();
       const snapshot = structuredClone(this.record);
