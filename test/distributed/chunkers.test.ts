@@ -9,7 +9,6 @@
  */
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
@@ -21,11 +20,11 @@ import { lancedb } from "../../src/arrow.ts";
 import { createHash } from "node:crypto";
 import { pattern } from "../fixtures/blobs.ts";
 import { splitWords } from "../fixtures/chunkers.ts";
-import { REPO, tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { tempDb, udfRef, type TempDb } from "../helpers.ts";
+import { startLancetWorker, type WorkerProc } from "../lancet-worker.ts";
 import { RedisServer, skipRedis } from "../redis.ts";
 
 const STABLE = { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never;
-const LANCET = path.join(REPO, "bin/lancet.mjs");
 const chunkerRef = (name: string): string => udfRef(name, "chunkers.ts");
 /** Fast stall detection: a dead worker's task runs elsewhere within about 2.5 s. */
 const STALL = ["--lock-duration-ms", "2000", "--stalled-interval-ms", "500"];
@@ -44,44 +43,10 @@ function redisSkip(): string | false {
   return `${skipRedis}, and LANCET_TEST_REDIS_URL is not set`;
 }
 
-interface WorkerProc {
-  readonly pid: number;
-  output(): string;
-  stop(): Promise<void>;
-  kill9(): Promise<void>;
-}
 const workers = new Set<WorkerProc>();
 
 /** Starts `lancet worker` on `queue` as a separate process and waits until it takes tasks. */
-async function startWorker(url: string, queue: string): Promise<WorkerProc> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("LANCET_TEST_")));
-  const child: ChildProcess = spawn(process.execPath, [LANCET, "worker", "--redis", url, "--queue", queue, "--concurrency", "1", ...STALL], { stdio: ["ignore", "pipe", "pipe"], env });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const deadline = Date.now() + 30_000;
-  while (!out.includes("taking tasks from")) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${out}`);
-    await sleep(50);
-  }
-  const w: WorkerProc = {
-    pid: child.pid!,
-    output: () => out,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await exited;
-      workers.delete(w);
-    },
-    kill9: async () => {
-      child.kill("SIGKILL");
-      await exited;
-      workers.delete(w);
-    },
-  };
-  workers.add(w);
-  return w;
-}
+const startWorker = (url: string, queue: string): Promise<WorkerProc> => startLancetWorker(url, workers, { args: ["--queue", queue, ...STALL] });
 
 /** The text of source row i: i % 4 words ("" — no words — every 4th row), null every 11th row from 5. */
 const textOf = (i: number): string | null => (i % 11 === 5 ? null : Array.from({ length: i % 4 }, (_, k) => `w${i}_${k}`).join(" "));

@@ -6,7 +6,7 @@
  */
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,6 +16,7 @@ import { QueueExecutor } from "../../src/exec/bullmq/executor.ts";
 import { gapsOf } from "../../src/plan/plan.ts";
 import { makeTable, readAll, REPO, securedRows, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { freePort, RedisServer, requireRedisServer } from "../redis.ts";
+import { startLancetWorker, type WorkerProc } from "../lancet-worker.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 const udf = (name: string) => udfRef(name, "distributed.ts");
@@ -23,51 +24,11 @@ const LANCET = path.join(REPO, "bin/lancet.mjs");
 /** Fast stall detection for tests: a dead worker's task runs elsewhere within about 2.5 s. */
 const STALL = ["--lock-duration-ms", "2000", "--stalled-interval-ms", "500"];
 
-interface WorkerProc {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  output(): string;
-  stop(): Promise<void>;
-  kill9(): Promise<void>;
-}
-
 const workers = new Set<WorkerProc>();
 
 /** Starts `lancet worker` as a separate process and waits until it takes tasks. */
-async function startWorker(url: string, args: string[] = [], wrap?: (argv: string[]) => [string, string[]]): Promise<WorkerProc> {
-  const argv = [LANCET, "worker", "--redis", url, "--concurrency", "1", ...STALL, ...args];
-  const [cmd, cmdArgs] = wrap ? wrap([process.execPath, ...argv]) : [process.execPath, argv];
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("LANCET_TEST_")));
-  const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"], env });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const deadline = Date.now() + 30_000;
-  while (!out.includes("taking tasks from")) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${out}`);
-    await sleep(50);
-  }
-  // The pid of the node process that runs the worker (the child itself unless wrapped).
-  const pid = Number(/lancet worker \S+?-(\d+)-/.exec(out)?.[1] ?? child.pid);
-  const w: WorkerProc = {
-    child,
-    pid,
-    output: () => out,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await exited;
-      workers.delete(w);
-    },
-    kill9: async () => {
-      process.kill(pid, "SIGKILL");
-      await exited;
-      workers.delete(w);
-    },
-  };
-  workers.add(w);
-  return w;
-}
+const startWorker = (url: string, args: string[] = [], wrap?: (argv: string[]) => [string, string[]]): Promise<WorkerProc> =>
+  startLancetWorker(url, workers, { args: [...STALL, ...args], ...(wrap ? { wrap } : {}) });
 
 /** Rows computed per worker pid, from the call log. */
 function calls(log: string): Map<number, number> {

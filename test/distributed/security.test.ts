@@ -10,7 +10,7 @@
 import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -22,44 +22,16 @@ import type { TaskSpec, WorkerConfig } from "../../src/exec/protocol.ts";
 import type { SerializedError } from "../../src/errors.ts";
 import { makeTable, readAll, REPO, tempDb, udfRef, workerConfigFor, type TempDb } from "../helpers.ts";
 import { RedisServer, requireRedisServer } from "../redis.ts";
+import { startLancetWorker, type WorkerProc } from "../lancet-worker.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
 const LANCET = path.join(REPO, "bin/lancet.mjs");
 const PASSWORD = "s3cret-p@ss:word";
 
-interface WorkerProc {
-  readonly child: ChildProcess;
-  output(): string;
-  stop(): Promise<void>;
-}
-
 const workers = new Set<WorkerProc>();
 
 /** Starts `lancet worker` (its environment: this one's without LANCET_TEST_*, plus `env`) and waits until it takes tasks. */
-async function startWorker(url: string, args: string[] = [], env: Record<string, string> = {}): Promise<WorkerProc> {
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("LANCET_TEST_")));
-  const child = spawn(process.execPath, [LANCET, "worker", "--redis", url, "--concurrency", "1", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...base, ...env } });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const deadline = Date.now() + 30_000;
-  while (!out.includes("taking tasks from")) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${out}`);
-    await sleep(50);
-  }
-  const w: WorkerProc = {
-    child,
-    output: () => out,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await exited;
-      workers.delete(w);
-    },
-  };
-  workers.add(w);
-  return w;
-}
+const startWorker = (url: string, args: string[] = [], env: Record<string, string> = {}): Promise<WorkerProc> => startLancetWorker(url, workers, { args, env });
 
 /** An ES module that creates `marker` as soon as it is imported, and exports a valid UDF. */
 function evilModule(marker: string): string {
