@@ -20,6 +20,8 @@ export interface FragmentValues {
 export interface FragmentSource {
   readonly fragmentId: number;
   load(): Promise<FragmentValues>;
+  /** The same values in pieces (checkpoint batches, in row order), for a committer that can write them without holding the whole column. */
+  stream?(): AsyncIterable<FragmentValues>;
 }
 
 export interface CommitResult {

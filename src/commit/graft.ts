@@ -107,6 +107,50 @@ function probeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
   return (row) => (row < head.length ? head.get(row) : row >= tailStart && row < len ? tail.get(row - tailStart) : undefined);
 }
 
+/** The head and tail rows of a column that arrives in pieces, for the same read-back check as {@link probeOf}. */
+class ProbeCollector {
+  private readonly n: number;
+  private head: ArrowNs.Vector[] = [];
+  private headRows = 0;
+  private tail: ArrowNs.Vector[] = [];
+  private tailRows = 0;
+  private total = 0;
+
+  constructor(n = 1024) {
+    this.n = n;
+  }
+
+  add(v: ArrowNs.Vector): void {
+    if (this.headRows < this.n) {
+      const take = Math.min(v.length, this.n - this.headRows);
+      this.head.push(copyOf(v.slice(0, take)));
+      this.headRows += take;
+    }
+    this.tail.push(v);
+    this.tailRows += v.length;
+    // Keep only the pieces the last n rows can come from.
+    while (this.tail.length > 1 && this.tailRows - this.tail[0]!.length >= this.n) this.tailRows -= this.tail.shift()!.length;
+    this.total += v.length;
+  }
+
+  probe(): (row: number) => unknown {
+    const len = this.total;
+    const head = this.head.length === 0 ? null : this.head.length === 1 ? this.head[0]! : this.head[0]!.concat(...this.head.slice(1));
+    const joined = this.tail.length === 0 ? null : this.tail.length === 1 ? this.tail[0]! : this.tail[0]!.concat(...this.tail.slice(1));
+    const tailStart = Math.max(0, len - this.n);
+    const tail = joined === null ? null : copyOf(joined.slice(joined.length - (len - tailStart), joined.length));
+    return (row) => (head && row < head.length ? head.get(row) : tail && row >= tailStart && row < len ? tail.get(row - tailStart) : undefined);
+  }
+}
+
+/** A vector's values in buffers of their own (a probe must not keep a whole batch alive). */
+function copyOf(v: ArrowNs.Vector): ArrowNs.Vector {
+  return arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v }))).getChild("v")!;
+}
+
+/** A streamed fragment whose pieces do not cover its physical rows in order: staged the other way. */
+class NotContiguous extends Error {}
+
 export interface GraftCommitterOptions {
   readonly logger: Logger;
   /** Called right before the link that publishes a version; throws to stop it (nothing is published). */
@@ -198,6 +242,25 @@ export class GraftCommitter implements Committer {
     let writeMs = 0;
     for (const src of sources) {
       if (refused.has(src.fragmentId)) continue;
+      // A fragment whose checkpoints cover it in order is written piece by piece: its column is never
+      // whole in this process's memory.
+      const s0 = performance.now();
+      try {
+        const streamed = await this.stageStream(src);
+        writeMs += performance.now() - s0;
+        if (streamed) {
+          staged.push(streamed);
+          continue;
+        }
+      } catch (e) {
+        writeMs += performance.now() - s0;
+        if (isBackfillError(e, "CHECKPOINT_FAILED")) {
+          await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
+          throw e;
+        }
+        refused.set(src.fragmentId, e instanceof GraftUnsafe ? e.reason : `staging its column file failed (${(e as Error).message})`);
+        continue;
+      }
       let values: FragmentValues;
       try {
         values = await src.load();
@@ -239,12 +302,17 @@ export class GraftCommitter implements Committer {
     }
   }
 
+  /** The latest manifest and fragment `id`'s physical rows in it. */
+  private async target(id: number): Promise<{ latest: RawManifest; physical: number }> {
+    const latest = await readRawManifest(this.t.tableDir);
+    const frag = fragments(latest).find((x) => x.id === id);
+    if (!frag) throw new GraftUnsafe(id, `fragment ${id} of table ${this.t.name} no longer exists`);
+    return { latest, physical: frag.physicalRows };
+  }
+
   /** Writes the fragment's column natively into a temporary table and moves its file into the table. */
   private async stage(f: FragmentValues): Promise<StagedFile> {
-    const latest = await readRawManifest(this.t.tableDir);
-    const frag = fragments(latest).find((x) => x.id === f.fragmentId);
-    if (!frag) throw new GraftUnsafe(f.fragmentId, `fragment ${f.fragmentId} of table ${this.t.name} no longer exists`);
-    const physical = frag.physicalRows;
+    const { latest, physical } = await this.target(f.fragmentId);
     // Align to the fragment's physical rows: values at their offsets, null at deleted or unselected slots.
     let full: ArrowNs.Vector;
     const n = f.rowAddrs.length;
@@ -257,28 +325,91 @@ export class GraftCommitter implements Committer {
     } else {
       full = await scatterRows(f.values, (i) => words[2 * i]!, physical, this.type);
     }
+    const staged = await this.writeStaged(f.fragmentId, latest, physical, (db, formatVersion) => writeTempTable(db, this.column, this.type, full, formatVersion).then(() => probeOf(full)));
+    return { ...staged, rows: n };
+  }
+
+  /**
+   * Stages a fragment from its pieces (checkpoint batches, in row order) without holding its whole
+   * column: appended to the temporary table about {@link PIECE_BYTES} at a time, then compacted into
+   * one file. Only for a fragment whose pieces cover every physical row in order (no deleted or
+   * unselected rows); returns null otherwise (and for blob columns), for {@link stage} to do it.
+   * Errors from reading the pieces (checkpoints) propagate as they are.
+   */
+  async stageStream(src: FragmentSource): Promise<StagedFile | null> {
+    if (!src.stream || isBlobType(this.type)) return null;
+    const { latest, physical } = await this.target(src.fragmentId);
+    if (physical === 0) return null;
+    let rows = 0;
+    const schema = new arrow.Schema([new arrow.Field(this.column, this.type, true)]);
+    try {
+      const staged = await this.writeStaged(src.fragmentId, latest, physical, async (db, formatVersion) => {
+        const options = { storageOptions: { new_table_data_storage_version: formatVersion } } as never;
+        let table: LanceNs.Table | undefined;
+        let appends = 0;
+        let pending: ArrowNs.Vector[] = [];
+        let pendingBytes = 0;
+        const probe = new ProbeCollector();
+        const flush = async (): Promise<void> => {
+          if (pending.length === 0) return;
+          const values = pending.length === 1 ? pending[0]! : pending[0]!.concat(...pending.slice(1));
+          const piece = new arrow.Table(schema, { [this.column]: values });
+          if (table) await table.add(piece as never);
+          else table = await db.createTable("v", piece as never, options);
+          appends++;
+          pending = [];
+          pendingBytes = 0;
+        };
+        for await (const piece of src.stream!()) {
+          const n = piece.rowAddrs.length;
+          const words = new Uint32Array(piece.rowAddrs.buffer, piece.rowAddrs.byteOffset, n * 2);
+          for (let i = 0; i < n; i++) if (words[2 * i] !== rows + i) throw new NotContiguous();
+          rows += n;
+          if (rows > physical) throw new NotContiguous();
+          probe.add(piece.values);
+          pending.push(piece.values);
+          pendingBytes += piece.values.data.reduce((sum, d) => sum + d.byteLength, 0);
+          if (pendingBytes >= (table ? PIECE_BYTES : ONE_CALL_BYTES)) await flush();
+        }
+        if (rows !== physical) throw new NotContiguous();
+        await flush();
+        if (appends > 1) await table!.optimize();
+        return probe.probe();
+      });
+      return { ...staged, rows };
+    } catch (e) {
+      if (e instanceof NotContiguous) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * Runs `write` (the fragment's column into a fresh temporary table `v` in the store), checks the
+   * file it wrote, and moves it (with any blob sidecar folder) into the table's data directory.
+   */
+  private async writeStaged(fragmentId: number, latest: RawManifest, physical: number, write: (db: LanceNs.Connection, formatVersion: string) => Promise<StagedFile["probe"]>): Promise<Omit<StagedFile, "rows">> {
     const formatVersion = formatVersionOf(latest);
     const tmpDir = path.join(this.t.storeDir, "tmp", randomUUID());
     await mkdir(tmpDir, { recursive: true });
     try {
       const db = await lancedb.connect(tmpDir);
-      await writeTempTable(db, this.column, this.type, full, formatVersion);
+      const probe = await write(db, formatVersion);
       const tm = await readRawManifest(path.join(tmpDir, "v.lance"));
       const tfrags = fragments(tm);
-      if (tfrags.length !== 1 || tfrags[0]!.files.length !== 1) throw new GraftUnsafe(f.fragmentId, `the temporary table for fragment ${f.fragmentId} has ${tfrags.length} fragment(s); expected one file`);
+      if (tfrags.length !== 1 || tfrags[0]!.files.length !== 1) throw new GraftUnsafe(fragmentId, `the temporary table for fragment ${fragmentId} has ${tfrags.length} fragment(s); expected one file`);
       const tf = tfrags[0]!;
       const file = tf.files[0]!;
       // Guards (write-path reference §6.4): format version, row count, field types in order.
       const [maj, min] = formatVersion.split(".").map(Number);
-      if (file.fileMajor !== maj || file.fileMinor !== min) throw new GraftUnsafe(f.fragmentId, `data file version ${file.fileMajor}.${file.fileMinor} differs from the table's ${formatVersion}`);
-      if (tf.physicalRows !== physical) throw new GraftUnsafe(f.fragmentId, `wrote ${tf.physicalRows} rows for a fragment of ${physical}`);
+      if (file.fileMajor !== maj || file.fileMinor !== min) throw new GraftUnsafe(fragmentId, `data file version ${file.fileMajor}.${file.fileMinor} differs from the table's ${formatVersion}`);
+      if (tf.physicalRows !== physical) throw new GraftUnsafe(fragmentId, `wrote ${tf.physicalRows} rows for a fragment of ${physical}`);
       const tempFields = columnFields(fieldDefs(tm.fields), this.column);
       const targetFields = columnFields(fieldDefs(latest.fields), this.column);
       if (tempFields.length !== targetFields.length || tempFields.some((x, i) => x.logicalType !== targetFields[i]!.logicalType)) {
-        throw new GraftUnsafe(f.fragmentId, `the written field types (${tempFields.map((x) => x.logicalType).join(", ")}) differ from column ${this.column}'s (${targetFields.map((x) => x.logicalType).join(", ")})`);
+        throw new GraftUnsafe(fragmentId, `the written field types (${tempFields.map((x) => x.logicalType).join(", ")}) differ from column ${this.column}'s (${targetFields.map((x) => x.logicalType).join(", ")})`);
       }
       const idMap = new Map(tempFields.map((x, i) => [x.id, targetFields[i]!.id]));
-      if (file.fields.some((id) => !idMap.has(id))) throw new GraftUnsafe(f.fragmentId, `the written file lists fields ${file.fields.join(", ")} outside column ${this.column}`);
+      if (file.fields.some((id) => !idMap.has(id))) throw new GraftUnsafe(fragmentId, `the written file lists fields ${file.fields.join(", ")} outside column ${this.column}`);
       const name = `${Array.from({ length: 20 }, () => (Math.random() < 0.5 ? "0" : "1")).join("")}${randomUUID().replace(/-/g, "").slice(0, 30)}.lance`;
       const target = path.join(this.t.tableDir, "data", name);
       await rename(path.join(tmpDir, "v.lance", "data", file.path), target).catch(async () => {
@@ -295,7 +426,7 @@ export class GraftCommitter implements Committer {
         failpoint("graft.after-move");
         const size = (await stat(target)).size;
         const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, size);
-        return { fragmentId: f.fragmentId, physicalRows: physical, dataFile, path: name, probe: probeOf(full), rows: n };
+        return { fragmentId, physicalRows: physical, dataFile, path: name, probe };
       } catch (e) {
         await unlink(target).catch(() => {});
         await rm(sidecarOf(target), { recursive: true, force: true });

@@ -17,7 +17,13 @@ export interface FragmentToAssemble {
   readonly batchKey: string;
 }
 
-export async function assembleFragment(store: CheckpointStore, f: FragmentToAssemble, dataType: string, where: { table: string; column: string }): Promise<FragmentValues> {
+/**
+ * A fragment's checkpointed batches in row order, one piece per batch (overlaps with earlier batches
+ * dropped), after checking that they cover every live row — so a committer can write a fragment
+ * without holding its whole column. Each piece's `rowsSkipped` counts its own skipped rows.
+ * @throws CheckpointError for missing or malformed checkpoints
+ */
+export async function* streamFragment(store: CheckpointStore, f: FragmentToAssemble, dataType: string, where: { table: string; column: string }): AsyncGenerator<FragmentValues> {
   const ranges = await store.listBatches(f.batchKey);
   const gaps = gapsOf(0, f.liveRows, ranges);
   if (gaps.length > 0) {
@@ -26,12 +32,8 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
       { table: where.table, column: where.column, fragmentId: f.id },
     );
   }
-  const addrParts: BigUint64Array[] = [];
-  const valueParts: ArrowNs.Vector[] = [];
   let covered = 0;
   let lastAddr = -1n;
-  let total = 0;
-  let skippedRows = 0;
   for (const r of ranges) {
     if (r.end <= covered) continue; // wholly inside what earlier ranges gave
     const t = arrow.tableFromIPC(await store.getBatch(f.batchKey, r));
@@ -43,15 +45,27 @@ export async function assembleFragment(store: CheckpointStore, f: FragmentToAsse
     const a = addrs.toArray() as BigUint64Array;
     let skip = 0;
     while (skip < a.length && a[skip]! <= lastAddr) skip++; // overlap with an earlier range
+    let skipped = 0;
     const flags = t.getChild("_skipped");
-    if (flags) for (let i = skip; i < a.length; i++) if (flags.get(i) === true) skippedRows++;
-    if (skip < a.length) {
-      addrParts.push(a.subarray(skip));
-      valueParts.push(skip === 0 ? values : values.slice(skip));
-      lastAddr = a[a.length - 1]!;
-      total += a.length - skip;
-    }
+    if (flags) for (let i = skip; i < a.length; i++) if (flags.get(i) === true) skipped++;
     covered = Math.max(covered, r.end);
+    if (skip >= a.length) continue;
+    lastAddr = a[a.length - 1]!;
+    yield { fragmentId: f.id, rowAddrs: a.subarray(skip), values: skip === 0 ? values : values.slice(skip), rowsSkipped: skipped };
+  }
+}
+
+/** A fragment's checkpointed batches joined into one {@link FragmentValues} (see {@link streamFragment}). */
+export async function assembleFragment(store: CheckpointStore, f: FragmentToAssemble, dataType: string, where: { table: string; column: string }): Promise<FragmentValues> {
+  const addrParts: BigUint64Array[] = [];
+  const valueParts: ArrowNs.Vector[] = [];
+  let total = 0;
+  let skippedRows = 0;
+  for await (const piece of streamFragment(store, f, dataType, where)) {
+    addrParts.push(piece.rowAddrs);
+    valueParts.push(piece.values);
+    total += piece.rowAddrs.length;
+    skippedRows += piece.rowsSkipped;
   }
   const rowAddrs = new BigUint64Array(total);
   let o = 0;

@@ -17,7 +17,7 @@ import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../column
 import type { Committer, FragmentSource } from "../commit/committer.ts";
 import { createCommitter } from "../commit/auto.ts";
 import { failpoint } from "../failpoints.ts";
-import { assembleFragment } from "../commit/writer.ts";
+import { assembleFragment, streamFragment } from "../commit/writer.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { createExecutor, queueSlots, stopQueuedTasks, type Resources } from "../exec/factory.ts";
 import type { Executor, WorkerConfig } from "../exec/protocol.ts";
@@ -342,6 +342,16 @@ function backfillWriter(w: BackfillWriterInit): GroupWriter {
         assembleMs += performance.now() - a0;
         loaded.set(f.id, { rows: v.rowAddrs.length, skipped: v.rowsSkipped });
         return v;
+      },
+      stream: async function* () {
+        let rows = 0;
+        let skipped = 0;
+        for await (const piece of streamFragment(store, f, binding.dataType, { table: t.name, column })) {
+          rows += piece.rowAddrs.length;
+          skipped += piece.rowsSkipped;
+          yield piece;
+        }
+        loaded.set(f.id, { rows, skipped });
       },
     }));
     // The skipped rows' records are written before their fragments commit: a crash between the two
