@@ -15,30 +15,16 @@ import { arrow } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
+import { inFilters } from "../sql.ts";
 import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadChunker, type ChunkerSpec } from "../udf/chunker.ts";
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 import { parseDataType } from "../udf/types.ts";
 import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
 import { hashRows } from "../views/hash.ts";
+import { eachOutput, OutputRows } from "./outputs.ts";
 import { prepareRunner } from "./setup.ts";
 import type { BatchReport, ChunkerTaskConfig, ExpandedParent, RowError, TaskSpec, WorkerConfig } from "./protocol.ts";
-
-/**
- * A worker appends its buffered rows once they hold about this many bytes of output values, even
- * before `maxRowsPerFragment` rows: with large children (KBs each) a row cap alone lets the buffer
- * and the append's copies take gigabytes (BENCHMARKS.md, issue 13).
- */
-export const MAX_BUFFER_BYTES = 32 * 2 ** 20;
-
-/** About how many bytes a value takes in an Arrow column (strings and binary values by length, else 8). */
-export function approxBytes(v: unknown): number {
-  if (typeof v === "string") return v.length + 4;
-  if (v instanceof Uint8Array) return v.byteLength + 4;
-  if (ArrayBuffer.isView(v)) return (v as ArrayBufferView).byteLength;
-  if (Array.isArray(v)) return v.reduce((n: number, x) => n + approxBytes(x), 4);
-  return 8;
-}
 
 /** Parents read from the source at once. */
 const PIECE = 1024;
@@ -264,28 +250,16 @@ export class ChunkRunner {
 
 /** Deletes the children of parents `ids` from the view, in batches. */
 async function deleteChildren(view: LanceNs.Table, ids: readonly number[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 10_000) await view.delete(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + 10_000).join(", ")})`);
+  for (const f of inFilters(SOURCE_ROW_ID, ids)) await view.delete(f);
 }
 
 /** A chunker's result for one parent, as a list (calling it once: a generator runs here, so errors surface inside the policy). */
 async function collect(x: unknown): Promise<unknown[]> {
   const v = await x;
-  if (v === null || v === undefined) return [];
   if (Array.isArray(v)) return v;
   const out: unknown[] = [];
-  for await (const c of iterate(v)) out.push(c);
+  for await (const c of eachOutput(v, "a chunker must return an array, an iterable or an async iterable of output objects")) out.push(c);
   return out;
-}
-
-async function* iterate(x: unknown): AsyncGenerator<unknown> {
-  if (x === null || x === undefined) return;
-  if (typeof (x as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
-    for await (const c of x as AsyncIterable<unknown>) yield c;
-  } else if (typeof (x as Iterable<unknown>)[Symbol.iterator] === "function" && typeof x !== "string") {
-    yield* x as Iterable<unknown>;
-  } else {
-    throw new TypeError(`a chunker must return an array, an iterable or an async iterable of output objects, got ${typeof x}`);
-  }
 }
 
 /** A vector's values at `rows`, as a vector (a batched chunker's view of a piece, in parent order). */
@@ -295,74 +269,50 @@ function pick(v: ArrowNs.Vector, rows: readonly number[]): ArrowNs.Vector {
   return valuesToVector(rows.map((r) => v.get(r)), v.type) as ArrowNs.Vector;
 }
 
-/** Children waiting to be appended: parent id, index, inherited values and outputs, column by column. */
+/** Children waiting to be appended: parent id, index and inherited values, and the outputs ({@link OutputRows}). */
 class ChildBuffer {
-  rows = 0;
-  /** About how many bytes the buffered values take (strings and binary values by length, others 8 each). */
-  bytes = 0;
   private parentIds: bigint[] = [];
   private indices: number[] = [];
   private inherited: unknown[][];
-  private outputs: unknown[][];
-
+  private readonly outputs: OutputRows;
   private readonly schema: ArrowNs.Schema;
   private readonly select: readonly string[];
-  private readonly outputTypes: readonly [string, ArrowNs.DataType][];
 
   constructor(schema: ArrowNs.Schema, select: readonly string[], outputTypes: readonly [string, ArrowNs.DataType][]) {
     this.schema = schema;
     this.select = select;
-    this.outputTypes = outputTypes;
+    this.outputs = new OutputRows(outputTypes);
     this.inherited = select.map(() => []);
-    this.outputs = outputTypes.map(() => []);
+  }
+
+  get rows(): number {
+    return this.outputs.rows;
   }
 
   push(parent: number, index: number, child: unknown, inherited: readonly ArrowNs.Vector[], row: number, bad: (what: string) => Error): void {
-    if (child === null || typeof child !== "object" || Array.isArray(child)) throw bad(`expected an object with fields ${this.outputTypes.map(([k]) => k).join(", ")}, got ${child === null ? "null" : Array.isArray(child) ? "an array" : typeof child}`);
-    const o = child as Record<string, unknown>;
-    for (const [k] of this.outputTypes) if (!(k in o)) throw bad(`field ${k} is missing`);
-    const extra = Object.keys(o).find((k) => !this.outputTypes.some(([n]) => n === k));
-    if (extra !== undefined) throw bad(`field ${extra} is not one of its outputs`);
+    this.outputs.push(child, bad);
     this.parentIds.push(BigInt(parent));
     this.indices.push(index);
     this.select.forEach((_, i) => this.inherited[i]!.push(inherited[i]!.get(row)));
-    this.outputTypes.forEach(([k], i) => {
-      this.outputs[i]!.push(o[k]);
-      this.bytes += approxBytes(o[k]);
-    });
-    this.rows++;
   }
 
-  /** Whether the buffer is due to be appended: `maxRows` rows, or {@link MAX_BUFFER_BYTES} of values. */
   full(maxRows: number): boolean {
-    return this.rows >= maxRows || this.bytes >= MAX_BUFFER_BYTES;
+    return this.outputs.full(maxRows);
   }
 
   /** The buffered children as an Arrow table in the view's column order (UDF columns left out: NULL until backfilled); empties the buffer. */
   take(): ArrowNs.Table {
+    const outputs = this.outputs.take((row, field, problem) => (row === null ? `field ${field}: ${problem}` : `parent source row ${this.parentIds[row]}, child ${this.indices[row]}, field ${field}: ${problem}`));
     const cols: Record<string, ArrowNs.Vector> = {};
     for (const f of this.schema.fields) {
       if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.makeVector(BigInt64Array.from(this.parentIds));
       else if (f.name === CHILD_INDEX) cols[f.name] = arrow.makeVector(Int32Array.from(this.indices));
       else if (this.select.includes(f.name)) cols[f.name] = valuesToVector(this.inherited[this.select.indexOf(f.name)]!, f.type) as ArrowNs.Vector;
-      else {
-        const i = this.outputTypes.findIndex(([k]) => k === f.name);
-        if (i >= 0) {
-          try {
-            cols[f.name] = valuesToVector(this.outputs[i]!, this.outputTypes[i]![1]) as ArrowNs.Vector;
-          } catch (e) {
-            if (!(e instanceof ValueTypeError) || e.row < 0) throw e;
-            throw new ValueTypeError(e.row, `parent source row ${this.parentIds[e.row]}, child ${this.indices[e.row]}, field ${f.name}: ${e.message}`);
-          }
-        }
-      }
+      else if (f.name in outputs) cols[f.name] = outputs[f.name]!;
     }
     this.parentIds = [];
     this.indices = [];
     this.inherited = this.select.map(() => []);
-    this.outputs = this.outputTypes.map(() => []);
-    this.rows = 0;
-    this.bytes = 0;
     return new arrow.Table(cols);
   }
 }

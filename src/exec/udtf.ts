@@ -14,18 +14,18 @@ import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
+import { sqlString } from "../sql.ts";
 import { backoffMs, matchRule, resolveErrorPolicy, type ErrorPolicy } from "../udf/policy.ts";
 import { parseDataType } from "../udf/types.ts";
 import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadUdtf, type UdtfSpec } from "../udf/udtf.ts";
-import { valuesToVector, ValueTypeError, vectorToValues } from "../udf/values.ts";
-import { approxBytes, MAX_BUFFER_BYTES } from "./chunk.ts";
+import { ValueTypeError, vectorToValues } from "../udf/values.ts";
+import { eachOutput, OutputRows } from "./outputs.ts";
 import { prepareRunner } from "./setup.ts";
 import type { BatchReport, RowError, TaskSpec, UdtfTaskConfig, WorkerConfig } from "./protocol.ts";
 
 const PARTITION = "__partition";
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
 export class UdtfRunner {
   private readonly abort = new AbortController();
@@ -126,41 +126,27 @@ export class UdtfRunner {
     };
     const where = { table: this.config.table };
     const bad = (what: string): UdfError => new UdfError("UDF_OUTPUT_TYPE", `UDTF ${this.config.label} produced a bad row for view ${this.config.table} (partition ${part.key}): ${what}; its outputs are ${JSON.stringify(this.u.outputs)}`, where);
-    const columns: unknown[][] = this.outputTypes.map(() => []);
-    let buffered = 0;
-    let bytes = 0;
+    const buffer = new OutputRows(this.outputTypes);
     let staged = 0;
     const flush = async (): Promise<void> => {
-      if (buffered === 0) return;
-      const cols: Record<string, ArrowNs.Vector> = { [PARTITION]: arrow.vectorFromArray(new Array<string>(buffered).fill(part.key), new arrow.Utf8()) };
-      this.outputTypes.forEach(([k, type], i) => {
-        try {
-          cols[k] = valuesToVector(columns[i]!, type) as ArrowNs.Vector;
-        } catch (e) {
-          if (!(e instanceof ValueTypeError)) throw e;
-          throw bad(`field ${k}${e.row >= 0 ? ` of output row ${staged + e.row}` : ""}: ${e.message}`);
-        }
-        columns[i] = [];
-      });
-      await stage.add(new arrow.Table(cols) as never);
-      staged += buffered;
-      buffered = 0;
-      bytes = 0;
+      if (buffer.rows === 0) return;
+      const n = buffer.rows;
+      let outputs: Record<string, ArrowNs.Vector>;
+      try {
+        outputs = buffer.take((row, field, problem) => `field ${field}${row !== null ? ` of output row ${staged + row}` : ""}: ${problem}`);
+      } catch (e) {
+        if (!(e instanceof ValueTypeError)) throw e;
+        throw bad(e.message);
+      }
+      await stage.add(new arrow.Table({ [PARTITION]: arrow.vectorFromArray(new Array<string>(n).fill(part.key), new arrow.Utf8()), ...outputs }) as never);
+      staged += n;
     };
     const push = async (row: unknown): Promise<void> => {
-      if (row === null || typeof row !== "object" || Array.isArray(row)) throw bad(`expected an object with fields ${this.outputTypes.map(([k]) => k).join(", ")}, got ${row === null ? "null" : Array.isArray(row) ? "an array" : typeof row}`);
-      const o = row as Record<string, unknown>;
-      for (const [k] of this.outputTypes) if (!(k in o)) throw bad(`field ${k} is missing`);
-      const extra = Object.keys(o).find((k) => !this.outputTypes.some(([n]) => n === k));
-      if (extra !== undefined) throw bad(`field ${extra} is not one of its outputs`);
-      this.outputTypes.forEach(([k], i) => {
-        columns[i]!.push(o[k]);
-        bytes += approxBytes(o[k]);
-      });
-      if (++buffered >= this.u.maxRowsPerFragment || bytes >= MAX_BUFFER_BYTES) await flush();
+      buffer.push(row, bad);
+      if (buffer.full(this.u.maxRowsPerFragment)) await flush();
     };
     const fn = this.spec.fn as unknown as (b: AsyncIterable<ArrowNs.RecordBatch>, c: typeof ctx) => unknown;
-    for await (const item of iterate(await fn(batches, ctx))) {
+    for await (const item of eachOutput(await fn(batches, ctx), "a UDTF must yield or return output objects, arrays of them, or Arrow tables", (x) => isArrowData(x) || Array.isArray(x))) {
       if (isArrowData(item)) {
         const names = item.schema.fields.map((f) => f.name);
         for (const [k] of this.outputTypes) if (!names.includes(k)) throw bad(`an Arrow ${item instanceof arrow.Table ? "table" : "record batch"} without column ${k}`);
@@ -180,17 +166,4 @@ export class UdtfRunner {
 function isArrowData(x: unknown): x is ArrowNs.Table | ArrowNs.RecordBatch {
   // Duck-typed: a UDTF module may build its tables with its own copy of apache-arrow.
   return typeof x === "object" && x !== null && typeof (x as { getChild?: unknown }).getChild === "function" && typeof (x as { numRows?: unknown }).numRows === "number" && typeof (x as { schema?: unknown }).schema === "object";
-}
-
-async function* iterate(x: unknown): AsyncGenerator<unknown> {
-  if (x === null || x === undefined) return;
-  if (isArrowData(x) || Array.isArray(x)) {
-    yield x;
-  } else if (typeof (x as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
-    for await (const c of x as AsyncIterable<unknown>) yield c;
-  } else if (typeof (x as Iterable<unknown>)[Symbol.iterator] === "function" && typeof x !== "string") {
-    yield* x as Iterable<unknown>;
-  } else {
-    throw new TypeError(`a UDTF must yield or return output objects, arrays of them, or Arrow tables, got ${typeof x}`);
-  }
 }

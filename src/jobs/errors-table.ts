@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { existsSync } from "node:fs";
 import { arrow } from "../arrow.ts";
 import { CheckpointError, type BackfillError } from "../errors.ts";
+import { sqlString } from "../sql.ts";
 import { openSystemTable } from "./store.ts";
 import type { LanceNs } from "../arrow.ts";
 
@@ -59,11 +60,10 @@ export class ErrorsTable {
   }
 
   async list(filter: { jobId?: string; column?: string; table?: string } = {}): Promise<ErrorRecord[]> {
-    const q = (s: string): string => `'${s.replace(/'/g, "''")}'`;
     const where = [
-      filter.jobId ? `\`jobId\` = ${q(filter.jobId)}` : "",
-      filter.column ? `\`column\` = ${q(filter.column)}` : "",
-      filter.table ? `\`table\` = ${q(filter.table)}` : "",
+      filter.jobId ? `\`jobId\` = ${sqlString(filter.jobId)}` : "",
+      filter.column ? `\`column\` = ${sqlString(filter.column)}` : "",
+      filter.table ? `\`table\` = ${sqlString(filter.table)}` : "",
     ].filter(Boolean);
     let query = this.table.query();
     if (where.length > 0) query = query.where(where.join(" AND "));

@@ -10,6 +10,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
+import { sqlString } from "../sql.ts";
 import { effectiveRecord, type JobRecord, type JobStatus } from "./record.ts";
 
 export const JOBS_TABLE = "_lancet_jobs";
@@ -79,7 +80,7 @@ export class JobsTable {
 
   /** Jobs, newest first. */
   async list(filter: JobFilter = {}): Promise<JobRecord[]> {
-    const all = await this.rows(filter.table ? `table_name = '${filter.table.replace(/'/g, "''")}'` : undefined);
+    const all = await this.rows(filter.table ? `table_name = ${sqlString(filter.table)}` : undefined);
     return all.filter((r) => filter.status === undefined || r.status === filter.status).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }
 

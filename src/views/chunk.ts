@@ -24,6 +24,7 @@ import { randomUUID } from "node:crypto";
 import { arrow, lancedb } from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
+import { inFilters, sqlString } from "../sql.ts";
 import type { ExpandedParent } from "../exec/protocol.ts";
 import type { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
@@ -60,7 +61,6 @@ export interface ChunkSyncResult {
 }
 
 const PARENTS = "parents";
-const BATCH = 10_000;
 
 /** Opens (or creates) the record of expanded parents of chunk view `name`. */
 async function parentsTable(storeDir: string): Promise<LanceNs.Table> {
@@ -75,17 +75,6 @@ async function parentsTable(storeDir: string): Promise<LanceNs.Table> {
   return conn.createEmptyTable(PARENTS, schema, { existOk: true } as never);
 }
 
-async function deleteIn(table: LanceNs.Table, ids: readonly number[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += BATCH) await table.delete(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + BATCH).join(", ")})`);
-}
-
-async function countIn(table: LanceNs.Table, ids: readonly number[]): Promise<number> {
-  let n = 0;
-  for (let i = 0; i < ids.length; i += BATCH) n += await table.countRows(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + BATCH).join(", ")})`);
-  return n;
-}
-
-const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
 /**
  * Brings chunk view `name`'s children in step with its source, expanding parents on workers. The
@@ -139,10 +128,11 @@ export async function syncChunkView(
   if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
     await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
   }
-  const removed = [...deleted, ...changed];
-  const rowsDeleted = await countIn(view, removed);
-  await deleteIn(parents, removed);
-  await deleteIn(view, removed);
+  const removed = inFilters(SOURCE_ROW_ID, [...deleted, ...changed]);
+  let rowsDeleted = 0;
+  for (const f of removed) rowsDeleted += await view.countRows(f);
+  for (const f of removed) await parents.delete(f);
+  for (const f of removed) await view.delete(f);
 
   const toExpand = [...added, ...changed].sort((a, b) => a - b);
   let rowsAdded = 0;

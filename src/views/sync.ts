@@ -28,6 +28,7 @@ import { holdingLock, type ColumnLock } from "../jobs/lock.ts";
 import { readManifest, type ManifestInfo } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
 import { failpoint } from "../failpoints.ts";
+import { inFilters } from "../sql.ts";
 import { takeRows } from "../udf/values.ts";
 import { hashRows, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, watermarkField, type ViewDefinition, type ViewWatermark } from "./view.ts";
@@ -56,8 +57,6 @@ export interface SyncViewResult {
   readonly read: "changes" | "all";
 }
 
-const DELETE_BATCH = 10_000;
-const LOOKUP_BATCH = 10_000;
 /** An incremental sync looks rows up by id while the changes are at most this share of the view's rows (or LOOKUP_MIN rows); past that, reading every id is cheaper. */
 const LOOKUP_SHARE = 0.125;
 const LOOKUP_MIN = 50_000;
@@ -119,10 +118,7 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   // its UDF values NULL. (Resetting it in place would rewrite the UDF columns of its whole fragment
   // through mergeInsert; appended rows land in new fragments the graft fills. If a refresh dies in
   // between, the next one sees the row missing from the view and appends it.)
-  const removed = [...deleted, ...changed];
-  for (let i = 0; i < removed.length; i += DELETE_BATCH) {
-    await view.delete(`${SOURCE_ROW_ID} IN (${removed.slice(i, i + DELETE_BATCH).join(", ")})`);
-  }
+  for (const f of inFilters(SOURCE_ROW_ID, [...deleted, ...changed])) await view.delete(f);
   failpoint("view.mid-sync");
   const viewSchema = await view.schema();
   const toAppend = [...added, ...changed];
@@ -177,25 +173,35 @@ async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: Pick<Vi
   let q = source.query().withRowId().select([...def.select]);
   if (def.where !== null) q = q.where(def.where);
   const scan = await q.toArrow(SCAN);
-  const held = await viewRows(view);
+  return { ...(await classify(scan, def.select, await viewRows(view))), scan, read: "all" };
+}
+
+/**
+ * Sorts the rows of `scan` (source rows with `_rowid` and the hashed columns `select`) against `held`
+ * (source row id → stored input hash, the rows the view holds that the scan decides on): added (not
+ * held), changed (hash differs), and, of the held ones, deleted (not in the scan). `append` flags the
+ * scan's added and changed rows.
+ */
+async function classify(scan: ArrowNs.Table, select: readonly string[], held: ReadonlyMap<number, bigint>): Promise<Pick<Delta, "deleted" | "changed" | "added" | "append">> {
   const added: number[] = [];
   const changed: number[] = [];
-  const live = held.size > 0 ? new Set<number>() : null;
+  const seen = new Set<number>();
   const append = new Uint8Array(scan.numRows);
   let at = 0;
   for (const batch of scan.batches) {
     await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild("_rowid"), "_rowid");
-    if (live === null) {
+    if (held.size === 0) {
+      // Nothing held (a first refresh): every row is added, no hash to compare.
       for (let i = 0; i < ids.length; i++) added.push(ids[i]!);
       append.fill(1, at, at + ids.length);
       at += ids.length;
       continue;
     }
-    const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
+    const hashes = hashRows(select.map((c) => batch.getChild(c)!));
     for (let i = 0; i < ids.length; i++, at++) {
       const id = ids[i]!;
-      live.add(id);
+      seen.add(id);
       const h = held.get(id);
       if (h === undefined) added.push(id);
       else if (h !== hashes[i]) changed.push(id);
@@ -204,8 +210,8 @@ async function everyRow(source: LanceNs.Table, view: LanceNs.Table, def: Pick<Vi
     }
   }
   const deleted: number[] = [];
-  if (live !== null) await eachYielding(held.keys(), (id) => void (live.has(id) || deleted.push(id)));
-  return { deleted, changed, added, scan, append, read: "all" };
+  await eachYielding(held.keys(), (id) => void (seen.has(id) || deleted.push(id)));
+  return { deleted, changed, added, append };
 }
 
 /**
@@ -298,30 +304,10 @@ async function changesSince(conn: LanceNs.Connection, source: LanceNs.Table, vie
   }
 
   // The rows written after W that match the view's filter, with their values.
-  let q = source.query().withRowId().select([...def.select]).where(def.where === null ? `_row_last_updated_at_version > ${since}` : `(_row_last_updated_at_version > ${since}) AND (${def.where})`);
+  const q = source.query().withRowId().select([...def.select]).where(def.where === null ? `_row_last_updated_at_version > ${since}` : `(_row_last_updated_at_version > ${since}) AND (${def.where})`);
   const scan = await q.toArrow(SCAN);
-  const held = await viewHashes(view, [...touched, ...gone]);
-  const added: number[] = [];
-  const changed: number[] = [];
-  const matching = new Set<number>();
-  const append = new Uint8Array(scan.numRows);
-  let at = 0;
-  for (const batch of scan.batches) {
-    const ids = idsOf(batch.getChild("_rowid"), "_rowid");
-    const hashes = hashRows(def.select.map((c) => batch.getChild(c)!));
-    for (let i = 0; i < ids.length; i++, at++) {
-      const id = ids[i]!;
-      matching.add(id);
-      const h = held.get(id);
-      if (h === undefined) added.push(id);
-      else if (h !== hashes[i]) changed.push(id);
-      else continue;
-      append[at] = 1;
-    }
-  }
-  // Held rows that are gone, or were written and no longer match.
-  const deleted = [...held.keys()].filter((id) => !matching.has(id));
-  return { deleted, changed, added, scan, append, read: "changes" };
+  // Held rows that are gone, or were written and no longer match, are the held ones the scan lacks.
+  return { ...(await classify(scan, def.select, await viewHashes(view, [...touched, ...gone]))), scan, read: "changes" };
 }
 
 /** A fragment's offset among the live rows of its version (the scan order is the manifest's fragment order). */
@@ -347,8 +333,8 @@ async function fragmentIds(table: LanceNs.Table, id: number, offset: number, row
 /** Which of `ids` are rows of the pinned source, looked up by stable row id. */
 async function liveIds(source: LanceNs.Table, ids: readonly number[]): Promise<Set<number>> {
   const out = new Set<number>();
-  for (let i = 0; i < ids.length; i += LOOKUP_BATCH) {
-    const data = await source.query().withRowId().select([]).where(`_rowid IN (${ids.slice(i, i + LOOKUP_BATCH).join(", ")})`).toArrow(SCAN);
+  for (const f of inFilters("_rowid", ids)) {
+    const data = await source.query().withRowId().select([]).where(f).toArrow(SCAN);
     for (const batch of data.batches) for (const id of idsOf(batch.getChild("_rowid"), "_rowid")) out.add(id);
   }
   return out;
@@ -357,14 +343,7 @@ async function liveIds(source: LanceNs.Table, ids: readonly number[]): Promise<S
 /** Stored input hashes of the view rows of source ids `ids` (those the view holds), looked up by id. */
 async function viewHashes(view: LanceNs.Table, ids: readonly number[]): Promise<Map<number, bigint>> {
   const out = new Map<number, bigint>();
-  for (let i = 0; i < ids.length; i += LOOKUP_BATCH) {
-    const data = await view.query().where(`${SOURCE_ROW_ID} IN (${ids.slice(i, i + LOOKUP_BATCH).join(", ")})`).select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN);
-    for (const batch of data.batches) {
-      const got = idsOf(batch.getChild(SOURCE_ROW_ID), SOURCE_ROW_ID);
-      const hashes = batch.getChild(INPUT_HASH)!.toArray() as BigInt64Array;
-      for (let k = 0; k < got.length; k++) out.set(got[k]!, hashes[k]!);
-    }
-  }
+  for (const f of inFilters(SOURCE_ROW_ID, ids)) await readHashes(await view.query().where(f).select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN), out);
   return out;
 }
 
@@ -430,15 +409,19 @@ export async function pinSource(source: LanceNs.Table, name: string, srcVersion:
 
 /** The view's rows: source row id → stored input hash. */
 async function viewRows(view: LanceNs.Table): Promise<Map<number, bigint>> {
-  const data = await view.query().select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN);
   const out = new Map<number, bigint>();
+  await readHashes(await view.query().select([SOURCE_ROW_ID, INPUT_HASH]).toArrow(SCAN), out);
+  return out;
+}
+
+/** Adds the (source row id → input hash) pairs of a query of `__source_row_id, __input_hash` to `out`. */
+async function readHashes(data: ArrowNs.Table, out: Map<number, bigint>): Promise<void> {
   for (const batch of data.batches) {
     await yieldToLoop(); // one scan batch (≤ 65,536 rows) at a time: the event loop keeps its heartbeats
     const ids = idsOf(batch.getChild(SOURCE_ROW_ID), SOURCE_ROW_ID);
     const hashes = batch.getChild(INPUT_HASH)!.toArray() as BigInt64Array;
     for (let i = 0; i < ids.length; i++) out.set(ids[i]!, hashes[i]!);
   }
-  return out;
 }
 
 /** A view append of at most this many rows, or about this many bytes: one fragment each. */
@@ -514,11 +497,10 @@ async function viewBatch(source: LanceNs.Table, def: ViewDefinition, viewSchema:
   const takenIds: number[] = Array.from(idsOf(taken.getChild("_rowid"), "_rowid"));
   const where = new Map(takenIds.map((id, i) => [id, i]));
   const order = ids.map((id) => where.get(id)!);
-  const rowIds = order.map((j) => takenIds[j]!);
   const hashes = hashRows(def.select.map((c) => taken.getChild(c)!), order);
   const cols: Record<string, ArrowNs.Vector> = {};
   for (const f of viewSchema.fields) {
-    if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(rowIds.map(BigInt), new arrow.Int64());
+    if (f.name === SOURCE_ROW_ID) cols[f.name] = arrow.vectorFromArray(ids.map(BigInt), new arrow.Int64());
     else if (f.name === INPUT_HASH) cols[f.name] = arrow.makeVector(hashes);
     else if (def.select.includes(f.name)) {
       const v = taken.getChild(f.name)!;

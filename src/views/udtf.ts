@@ -23,6 +23,7 @@ import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
+import { sqlString } from "../sql.ts";
 import { failpoint } from "../failpoints.ts";
 import type { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
@@ -53,7 +54,6 @@ export interface UdtfSyncResult {
   readonly jobId: string | null;
 }
 
-const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 const digest = (s: string): string => createHash("sha256").update(s).digest("hex").slice(0, 16);
 
 /** A partition's key (its value as JSON; bigints as their digits) and the SQL filter selecting its rows. */
