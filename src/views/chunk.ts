@@ -34,9 +34,9 @@ import type { PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import { readChunkerBinding } from "../udf/chunker.ts";
 import { computedWith } from "../udf/table-fn.ts";
-import { pinSource, sourceDelta, writeWatermark } from "./sync.ts";
+import { ensureSourceRowIndex, lowerWatermarkFirst, openRefresh, requireSourceColumns, sinceOf, sourceDelta, writeWatermark } from "./sync.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
-import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, readView, SOURCE_ROW_ID } from "./view.ts";
+import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, SOURCE_ROW_ID } from "./view.ts";
 
 /** Options of a chunk view's refresh that only chunk views have. */
 export interface ChunkRefreshOptions {
@@ -89,22 +89,11 @@ export async function syncChunkView(
   refresh: JobController,
   log: Logger,
 ): Promise<ChunkSyncResult> {
-  const { definition: def, watermark } = await readView(db, name);
-  const viewRef = resolveTable({ db, table: name });
-  const srcRef = resolveTable({ db, table: def.source });
+  const { def, watermark, viewRef, srcRef, conn, source, view, sourceVersion } = await openRefresh(db, name, opts.srcVersion);
   await assertStableRowIds(srcRef, `refresh chunk view ${name} from it`);
-  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
-  const source = await conn.openTable(def.source);
-  const view = await conn.openTable(name);
-  const sourceVersion = await pinSource(source, def.source, opts.srcVersion);
   const binding = readChunkerBinding((await view.schema()).fields.find((f) => f.name === CHILD_INDEX)?.metadata, name);
-  const srcSchema = await source.schema();
   const hashColumns = [...def.select, ...binding.inputs.filter((c) => !def.select.includes(c))];
-  for (const col of hashColumns) {
-    if (!srcSchema.fields.some((f) => f.name === col)) {
-      throw new ConfigError("COLUMN_NOT_FOUND", `chunk view ${name} ${def.select.includes(col) ? "selects" : "takes as chunker input"} column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col });
-    }
-  }
+  await requireSourceColumns(source, hashColumns, (col) => new ConfigError("COLUMN_NOT_FOUND", `chunk view ${name} ${def.select.includes(col) ? "selects" : "takes as chunker input"} column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col }));
   const parents = await parentsTable(viewRef.storeDir);
 
   // A new chunker version: every record and child goes, and every parent is expanded again.
@@ -122,12 +111,9 @@ export async function syncChunkView(
     await parents.delete("true");
     await view.delete("true");
   }
-  const since = !stale && watermark !== null && sourceVersion >= watermark.sourceVersion && opts.full !== true ? watermark.sourceVersion : null;
-  const delta = await sourceDelta(conn, source, parents, srcRef, { source: def.source, where: def.where, select: hashColumns }, since, sourceVersion);
+  const delta = await sourceDelta(conn, source, parents, srcRef, { source: def.source, where: def.where, select: hashColumns }, sinceOf(watermark, sourceVersion, stale || opts.full === true), sourceVersion);
   const { deleted, changed, added } = delta;
-  if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
-    await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
-  }
+  await lowerWatermarkFirst(view, watermark, sourceVersion, delta);
   const removed = inFilters(SOURCE_ROW_ID, [...deleted, ...changed]);
   let rowsDeleted = 0;
   for (const f of removed) rowsDeleted += await view.countRows(f);
@@ -141,9 +127,7 @@ export async function syncChunkView(
     jobId = randomUUID();
     rowsAdded = await expand(viewRef.dbDir, name, def.source, def.select, hashColumns, binding, toExpand, sourceVersion, opts, lock, refresh, jobId, log);
   }
-  if ((rowsAdded > 0 || toExpand.length > 0) && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
-    await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
-  }
+  if (toExpand.length > 0) await ensureSourceRowIndex(view);
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
   const again = regenerated === null ? 0 : added.filter((id) => regenerated.has(id)).length;
   return {

@@ -89,30 +89,14 @@ export async function withViewLock<T>(db: string, name: string, fn: (lock: Colum
 
 /** {@link syncView}, for a caller that holds the view's refresh lock. */
 export async function syncViewLocked(db: string, name: string, options: SyncViewOptions = {}): Promise<SyncViewResult> {
-  const { definition: def, watermark } = await readView(db, name);
+  const { def, watermark, srcRef, conn, source, view, sourceVersion } = await openRefresh(db, name, options.srcVersion);
   if (def.chunker !== null || def.udtf !== null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} is a ${def.chunker !== null ? "chunk" : "UDTF"} view: its rows are computed on workers; refresh it with refreshView / lancet refresh`, { table: name });
-  const viewRef = resolveTable({ db, table: name });
-  const srcRef = resolveTable({ db, table: def.source });
   await assertStableRowIds(srcRef, `refresh view ${name} from it`);
-  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
-  const source = await conn.openTable(def.source);
-  const view = await conn.openTable(name);
-  const sourceVersion = await pinSource(source, def.source, options.srcVersion);
-  const srcSchema = await source.schema();
-  for (const col of def.select) {
-    if (!srcSchema.fields.some((f) => f.name === col)) {
-      throw new ConfigError("COLUMN_NOT_FOUND", `view ${name} selects column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col });
-    }
-  }
+  await requireSourceColumns(source, def.select, (col) => new ConfigError("COLUMN_NOT_FOUND", `view ${name} selects column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col }));
 
-  // Moving forwards from watermark W, only what changed since W is read; else (first or backwards
-  // refresh, or a source rewritten since W) every id of the source and the view.
-  const since = watermark !== null && sourceVersion >= watermark.sourceVersion && options.full !== true ? watermark.sourceVersion : null;
-  const delta = await sourceDelta(conn, source, view, srcRef, def, since, sourceVersion);
+  const delta = await sourceDelta(conn, source, view, srcRef, def, sinceOf(watermark, sourceVersion, options.full === true), sourceVersion);
   const { deleted, changed, added } = delta;
-  if (watermark !== null && sourceVersion < watermark.sourceVersion && deleted.length + added.length + changed.length > 0) {
-    await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
-  }
+  await lowerWatermarkFirst(view, watermark, sourceVersion, delta);
 
   // A changed row is replaced: removed with the deleted ones and appended again with the added ones,
   // its UDF values NULL. (Resetting it in place would rewrite the UDF columns of its whole fragment
@@ -133,11 +117,48 @@ export async function syncViewLocked(db: string, name: string, options: SyncView
   else {
     for (let i = 0; i < toAppend.length; i += WRITE_BATCH) await view.add((await viewBatch(source, def, viewSchema, toAppend.slice(i, i + WRITE_BATCH))) as never);
   }
-  if (added.length > 0 && !(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) {
-    await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
-  }
+  if (added.length > 0) await ensureSourceRowIndex(view);
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString() });
   return { sourceVersion, rowsAdded: added.length, rowsDeleted: deleted.length, rowsUpdated: changed.length, read: delta.read };
+}
+
+/** What a view's row step starts from: its definition and watermark, the source pinned at `srcVersion` (default: latest) and the view. */
+export async function openRefresh(db: string, name: string, srcVersion: number | undefined): Promise<{ def: ViewDefinition; watermark: ViewWatermark | null; viewRef: ResolvedTable; srcRef: ResolvedTable; conn: LanceNs.Connection; source: LanceNs.Table; view: LanceNs.Table; sourceVersion: number }> {
+  const { definition: def, watermark } = await readView(db, name);
+  const viewRef = resolveTable({ db, table: name });
+  const srcRef = resolveTable({ db, table: def.source });
+  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
+  const source = await conn.openTable(def.source);
+  const view = await conn.openTable(name);
+  const sourceVersion = await pinSource(source, def.source, srcVersion);
+  return { def, watermark, viewRef, srcRef, conn, source, view, sourceVersion };
+}
+
+/** Throws `missing(col)` for the first of `columns` the pinned source does not have. */
+export async function requireSourceColumns(source: LanceNs.Table, columns: readonly string[], missing: (col: string) => Error): Promise<void> {
+  const fields = (await source.schema()).fields;
+  const col = columns.find((c) => !fields.some((f) => f.name === c));
+  if (col !== undefined) throw missing(col);
+}
+
+/**
+ * The watermark W a sync reads the changes since: when moving forwards from it (and not asked to
+ * compare every row); null — read every row — on a first or backwards refresh.
+ */
+export function sinceOf(watermark: ViewWatermark | null, sourceVersion: number, full: boolean): number | null {
+  return watermark !== null && sourceVersion >= watermark.sourceVersion && !full ? watermark.sourceVersion : null;
+}
+
+/** A backwards refresh with changes lowers the watermark to V first, so a crash part-way never leaves rows changed after the recorded watermark. */
+export async function lowerWatermarkFirst(view: LanceNs.Table, watermark: ViewWatermark | null, sourceVersion: number, d: Pick<Delta, "deleted" | "changed" | "added">): Promise<void> {
+  if (watermark !== null && sourceVersion < watermark.sourceVersion && d.deleted.length + d.added.length + d.changed.length > 0) {
+    await writeWatermark(view, { sourceVersion, refreshedAt: watermark.refreshedAt });
+  }
+}
+
+/** The BTREE on `__source_row_id` that a view's deletes and lookups by id use, created once. */
+export async function ensureSourceRowIndex(view: LanceNs.Table): Promise<void> {
+  if (!(await view.listIndices()).some((ix) => ix.columns.includes(SOURCE_ROW_ID))) await view.createIndex(SOURCE_ROW_ID, { config: lancedb.Index.btree() });
 }
 
 /**

@@ -30,12 +30,11 @@ import type { ColumnLock } from "../jobs/lock.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedTask } from "../plan/plan.ts";
-import { resolveTable } from "../table.ts";
 import { parseDataType } from "../udf/types.ts";
 import { computedWith } from "../udf/table-fn.ts";
 import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
-import { pinSource, writeWatermark } from "./sync.ts";
-import { PARTITION, readView } from "./view.ts";
+import { openRefresh, requireSourceColumns, writeWatermark } from "./sync.ts";
+import { PARTITION } from "./view.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 
 /** What the row step of a UDTF view's refresh did. */
@@ -72,20 +71,11 @@ function partitionOf(column: string, v: unknown): { key: string; filter: string 
  * lock and runs the refresh job `refresh`.
  */
 export async function syncUdtfView(db: string, name: string, opts: ResolvedBackfillOptions & { srcVersion?: number; full?: boolean; maxRowsPerFragment?: number }, lock: ColumnLock, refresh: JobController, log: Logger): Promise<UdtfSyncResult> {
-  const { definition: def, watermark } = await readView(db, name);
-  const viewRef = resolveTable({ db, table: name });
-  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
-  const source = await conn.openTable(def.source);
-  let view = await conn.openTable(name);
-  const sourceVersion = await pinSource(source, def.source, opts.srcVersion);
+  const { def, watermark, viewRef, conn, source, view: opened, sourceVersion } = await openRefresh(db, name, opts.srcVersion);
+  let view = opened;
   const viewSchema = await view.schema();
   const binding = readUdtfBinding(viewSchema.fields.find((f) => f.name === PARTITION)?.metadata, name);
-  const srcSchema = await source.schema();
-  for (const col of [...binding.inputs, ...(binding.partitionBy !== null ? [binding.partitionBy] : [])]) {
-    if (!srcSchema.fields.some((f) => f.name === col)) {
-      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF view ${name} needs column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col });
-    }
-  }
+  await requireSourceColumns(source, [...binding.inputs, ...(binding.partitionBy !== null ? [binding.partitionBy] : [])], (col) => new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF view ${name} needs column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col }));
   if (watermark !== null && watermark.sourceVersion === sourceVersion && watermark.version === computedWith(binding) && opts.full !== true) {
     return { sourceVersion, rowsAdded: 0, rowsDeleted: 0, rowsUpdated: 0, read: "all", skipped: true, partitions: { total: 0, computed: 0 }, jobId: null };
   }
