@@ -99,12 +99,9 @@ interface StagedFile {
  * only when the read-back compares them, a few hundred rows at a time.
  */
 function probeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
-  const len = v.length;
-  const copy = (from: number, to: number): ArrowNs.Vector => arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v: v.slice(from, to) }))).getChild("v")!;
-  const head = copy(0, Math.min(len, n));
-  const tailStart = Math.max(0, len - n);
-  const tail = copy(tailStart, len);
-  return (row) => (row < head.length ? head.get(row) : row >= tailStart && row < len ? tail.get(row - tailStart) : undefined);
+  const c = new ProbeCollector(n);
+  c.add(v);
+  return c.probe();
 }
 
 /** The head and tail rows of a column that arrives in pieces, for the same read-back check as {@link probeOf}. */
@@ -146,6 +143,26 @@ class ProbeCollector {
 /** A vector's values in buffers of their own (a probe must not keep a whole batch alive). */
 function copyOf(v: ArrowNs.Vector): ArrowNs.Vector {
   return arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v }))).getChild("v")!;
+}
+
+/** What a blob probe keeps of a written value: its size, and its bytes when at most 1 MiB; null for a null blob. */
+type BlobProbe = { readonly size: number; readonly bytes: Uint8Array | null } | null;
+
+/**
+ * {@link probeOf} for a blob column: sizes, and copies of values up to 1 MiB, of the first and last
+ * `n` rows — never whole large payloads, and no IPC copy (apache-arrow 18 cannot serialise a
+ * large_binary slice).
+ */
+function blobProbeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
+  const len = v.length;
+  const keep = (row: number): BlobProbe => {
+    const data = (v.get(row) as { data?: Uint8Array | null } | null)?.data ?? null;
+    return data === null ? null : { size: data.byteLength, bytes: data.byteLength <= 2 ** 20 ? Uint8Array.from(data) : null };
+  };
+  const rows = new Map<number, BlobProbe>();
+  for (let r = 0; r < Math.min(len, n); r++) rows.set(r, keep(r));
+  for (let r = Math.max(0, len - n); r < len; r++) rows.set(r, keep(r));
+  return (row) => rows.get(row);
 }
 
 /** A streamed fragment whose pieces do not cover its physical rows in order: staged the other way. */
@@ -325,7 +342,7 @@ export class GraftCommitter implements Committer {
     } else {
       full = await scatterRows(f.values, (i) => words[2 * i]!, physical, this.type);
     }
-    const staged = await this.writeStaged(f.fragmentId, latest, physical, (db, formatVersion) => writeTempTable(db, this.column, this.type, full, formatVersion).then(() => probeOf(full)));
+    const staged = await this.writeStaged(f.fragmentId, latest, physical, (db, formatVersion) => writeTempTable(db, this.column, this.type, full, formatVersion).then(() => (isBlobType(this.type) ? blobProbeOf(full) : probeOf(full))));
     return { ...staged, rows: n };
   }
 
@@ -639,15 +656,14 @@ export class GraftCommitter implements Committer {
     const files = await table.fetchBlobFiles(this.column, ids);
     for (let i = 0; i < ids.length; i++) {
       const pos = Number(addrs[i]! & 0xffffffffn);
-      const written = s.probe(pos) as { data?: Uint8Array | null } | null | undefined;
-      if (written === undefined) continue;
-      const want = written?.data ?? null;
+      const want = s.probe(pos) as BlobProbe | undefined;
+      if (want === undefined) continue;
       const file = files[i];
       if ((file === null || file === undefined) !== (want === null)) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back ${file ? "set" : "null"}, was written ${want === null ? "null" : "set"}`);
       if (!file || want === null) continue;
       const size = Number(file.size());
-      if (size !== want.byteLength) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back ${size} bytes, ${want.byteLength} were written`);
-      if (size > 0 && size <= 2 ** 20 && Buffer.compare(await file.readRange(0n, BigInt(size)), want) !== 0) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back other bytes than were written`);
+      if (size !== want.size) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back ${size} bytes, ${want.size} were written`);
+      if (want.bytes !== null && size > 0 && Buffer.compare(await file.readRange(0n, BigInt(size)), want.bytes) !== 0) throw new Error(`fragment ${s.fragmentId} row ${pos}: blob reads back other bytes than were written`);
     }
   }
 
