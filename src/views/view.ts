@@ -21,6 +21,7 @@ import { readManifestFile } from "../read/manifest.ts";
 import { resolveTable, type ResolvedTable } from "../table.ts";
 import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts";
 import { bindUdtf, readUdtfBinding, UDTF_KEY, type UdtfBinding } from "../udf/udtf.ts";
+import type { TableFnBinding } from "../udf/table-fn.ts";
 import { parseDataType } from "../udf/types.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
@@ -121,10 +122,10 @@ export async function createView(db: string, name: string, options: ViewOptions)
   try {
     own =
       def.udtf !== null
-        ? await udtfViewFields(src, name, storeDir, def, schema)
+        ? await tableFnViewFields("udtf", src, name, storeDir, def, schema)
         : def.chunker === null
           ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false)]
-          : await chunkViewFields(src, name, storeDir, def, schema);
+          : await tableFnViewFields("chunker", src, name, storeDir, def, schema);
   } catch (e) {
     rmSync(storeDir, { recursive: true, force: true });
     throw e;
@@ -296,26 +297,38 @@ function resolveDb(db: string): void {
   }
 }
 
-/**
- * A chunk view's own leading columns and its chunker's output columns: `__source_row_id`,
- * `__child_index` (carrying the chunker binding), then (after the selected ones) one per output.
- * Binds the chunker into the view's store.
- */
-async function chunkViewFields(src: ResolvedTable, name: string, storeDir: string, def: ViewDefinition, sourceSchema: ArrowNs.Schema): Promise<ArrowNs.Field[]> {
-  const { binding } = await bindChunker({ ...src, ref: { db: src.dbDir, table: name }, name, tableDir: path.join(src.dbDir, `${name}.lance`), storeDir }, def.chunker!);
-  const label = `${binding.module}#${binding.exportName}`;
-  for (const input of binding.inputs) {
-    if (!sourceSchema.fields.some((f) => f.name === input)) {
-      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `chunker ${label} takes input ${input}, which source table ${def.source} does not have; its columns are ${sourceSchema.fields.map((f) => f.name).join(", ")}`, { table: def.source, column: input });
+/** A chunker's or UDTF's place in a view: the view column carrying its binding, and how it is bound and read. */
+const TABLE_FNS = {
+  chunker: { noun: "chunker", column: CHILD_INDEX, key: CHUNKER_KEY, bind: bindChunker, read: readChunkerBinding, sourceColumns: (b: TableFnBinding) => b.inputs },
+  udtf: { noun: "UDTF", column: PARTITION, key: UDTF_KEY, bind: bindUdtf, read: readUdtfBinding, sourceColumns: (b: TableFnBinding) => [...b.inputs, ...((b as UdtfBinding).partitionBy !== null ? [(b as UdtfBinding).partitionBy!] : [])] },
+} as const;
+
+/** Refuses a chunker or UDTF binding that needs a column the source does not have. */
+function checkSourceColumns(kind: keyof typeof TABLE_FNS, binding: TableFnBinding, source: string, sourceSchema: ArrowNs.Schema): void {
+  for (const col of TABLE_FNS[kind].sourceColumns(binding)) {
+    if (!sourceSchema.fields.some((f) => f.name === col)) {
+      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${TABLE_FNS[kind].noun} ${binding.module}#${binding.exportName} ${binding.inputs.includes(col) ? "takes input" : "partitions by"} ${col}, which source table ${source} does not have; its columns are ${sourceSchema.fields.map((f) => f.name).join(", ")}`, { table: source, column: col });
     }
   }
+}
+
+/**
+ * A chunk or UDTF view's own columns and its outputs: a chunk view's `__source_row_id` and
+ * `__child_index`, a UDTF view's `__partition` (the one carrying the binding), then one column per
+ * output. Binds the chunker or UDTF into the view's store.
+ */
+async function tableFnViewFields(kind: keyof typeof TABLE_FNS, src: ResolvedTable, name: string, storeDir: string, def: ViewDefinition, sourceSchema: ArrowNs.Schema): Promise<ArrowNs.Field[]> {
+  const fn = TABLE_FNS[kind];
+  const { binding } = await fn.bind({ ...src, ref: { db: src.dbDir, table: name }, name, tableDir: path.join(src.dbDir, `${name}.lance`), storeDir }, (kind === "chunker" ? def.chunker : def.udtf)!);
+  checkSourceColumns(kind, binding, def.source, sourceSchema);
   const clash = Object.keys(binding.outputs).find((c) => def.select.includes(c) || c in def.udfs || VIEW_COLUMNS.has(c));
-  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `chunker ${label} outputs column ${clash}, which clashes with a selected, UDF or view column of view ${name}; rename the output or the column`, { table: name, column: clash });
-  return [
-    new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false),
-    new arrow.Field(CHILD_INDEX, new arrow.Int32(), false, new Map([[CHUNKER_KEY, JSON.stringify(binding)]])),
-    ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true)),
-  ];
+  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `${fn.noun} ${binding.module}#${binding.exportName} outputs column ${clash}, which clashes with a selected, UDF or view column of view ${name}; rename the output or the column`, { table: name, column: clash });
+  const carrier = new Map([[fn.key, JSON.stringify(binding)]]);
+  const own =
+    kind === "chunker"
+      ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(CHILD_INDEX, new arrow.Int32(), false, carrier)]
+      : [new arrow.Field(PARTITION, new arrow.Utf8(), true, carrier)];
+  return [...own, ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true))];
 }
 
 /** What {@link alterView} changes. */
@@ -332,57 +345,22 @@ export interface AlterViewOptions {
  */
 export async function alterView(db: string, name: string, options: AlterViewOptions): Promise<ViewInfo> {
   const info = await readView(db, name);
-  if (options.udtf !== undefined) return alterUdtf(db, name, info, options.udtf);
-  if (options.chunker === undefined) return info;
-  if (info.definition.chunker === null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no chunker to rebind; create a chunk view with createView(db, name, { source, chunker })`, { table: name });
+  const kind = options.udtf !== undefined ? "udtf" : options.chunker !== undefined ? "chunker" : undefined;
+  if (kind === undefined) return info;
+  const fn = TABLE_FNS[kind];
+  const ref = (kind === "udtf" ? options.udtf : options.chunker)!;
+  if ((kind === "udtf" ? info.definition.udtf : info.definition.chunker) === null) {
+    throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no ${fn.noun} to rebind; create a ${kind === "udtf" ? "UDTF" : "chunk"} view with createView(db, name, { source, ${kind} })`, { table: name });
+  }
   const t = resolveTable({ db, table: name });
   const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
   const view = await conn.openTable(name);
-  const viewSchema = await view.schema();
-  const old = readChunkerBinding(viewSchema.fields.find((f) => f.name === CHILD_INDEX)?.metadata, name);
-  const { binding } = await bindChunker(t, options.chunker);
+  const old = fn.read((await view.schema()).fields.find((f) => f.name === fn.column)?.metadata, name);
+  const { binding } = await fn.bind(t, ref);
   if (JSON.stringify(Object.entries(binding.outputs)) !== JSON.stringify(Object.entries(old.outputs))) {
-    throw new ConfigError("CONFIG_INVALID", `chunker ${options.chunker} outputs ${JSON.stringify(binding.outputs)}, but view ${name}'s output columns are ${JSON.stringify(old.outputs)}; a rebind keeps the output columns — create a new view for new outputs`, { table: name });
+    throw new ConfigError("CONFIG_INVALID", `${fn.noun} ${ref} outputs ${JSON.stringify(binding.outputs)}, but view ${name}'s output columns are ${JSON.stringify(old.outputs)}; a rebind keeps the output columns — create a new view for new outputs`, { table: name });
   }
-  const sourceSchema = await (await conn.openTable(info.definition.source)).schema();
-  const missing = binding.inputs.find((c) => !sourceSchema.fields.some((f) => f.name === c));
-  if (missing !== undefined) throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `chunker ${options.chunker} takes input ${missing}, which source table ${info.definition.source} does not have`, { table: info.definition.source, column: missing });
-  await view.updateFieldMetadata([{ path: CHILD_INDEX, metadata: { [CHUNKER_KEY]: JSON.stringify(binding) } }] as never);
-  return info;
-}
-
-/**
- * A UDTF view's own leading column `__partition` (carrying the UDTF binding) and its output columns.
- * Binds the UDTF into the view's store.
- */
-async function udtfViewFields(src: ResolvedTable, name: string, storeDir: string, def: ViewDefinition, sourceSchema: ArrowNs.Schema): Promise<ArrowNs.Field[]> {
-  const { binding } = await bindUdtf({ ...src, ref: { db: src.dbDir, table: name }, name, tableDir: path.join(src.dbDir, `${name}.lance`), storeDir }, def.udtf!);
-  checkUdtfColumns(binding, def.source, sourceSchema);
-  const clash = Object.keys(binding.outputs).find((c) => c in def.udfs || VIEW_COLUMNS.has(c));
-  if (clash !== undefined) throw new ConfigError("COLUMN_EXISTS", `UDTF ${binding.module}#${binding.exportName} outputs column ${clash}, which clashes with a UDF or view column of view ${name}; rename one`, { table: name, column: clash });
-  return [new arrow.Field(PARTITION, new arrow.Utf8(), true, new Map([[UDTF_KEY, JSON.stringify(binding)]])), ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true))];
-}
-
-function checkUdtfColumns(binding: UdtfBinding, source: string, sourceSchema: ArrowNs.Schema): void {
-  const label = `${binding.module}#${binding.exportName}`;
-  for (const input of [...binding.inputs, ...(binding.partitionBy !== null ? [binding.partitionBy] : [])]) {
-    if (!sourceSchema.fields.some((f) => f.name === input)) {
-      throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF ${label} ${binding.inputs.includes(input) ? "takes input" : "partitions by"} ${input}, which source table ${source} does not have; its columns are ${sourceSchema.fields.map((f) => f.name).join(", ")}`, { table: source, column: input });
-    }
-  }
-}
-
-async function alterUdtf(db: string, name: string, info: ViewInfo, ref: string): Promise<ViewInfo> {
-  if (info.definition.udtf === null) throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no UDTF to rebind; create a UDTF view with createView(db, name, { source, udtf })`, { table: name });
-  const t = resolveTable({ db, table: name });
-  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
-  const view = await conn.openTable(name);
-  const old = readUdtfBinding((await view.schema()).fields.find((f) => f.name === PARTITION)?.metadata, name);
-  const { binding } = await bindUdtf(t, ref);
-  if (JSON.stringify(Object.entries(binding.outputs)) !== JSON.stringify(Object.entries(old.outputs))) {
-    throw new ConfigError("CONFIG_INVALID", `UDTF ${ref} outputs ${JSON.stringify(binding.outputs)}, but view ${name}'s output columns are ${JSON.stringify(old.outputs)}; a rebind keeps the output columns — create a new view for new outputs`, { table: name });
-  }
-  checkUdtfColumns(binding, info.definition.source, await (await conn.openTable(info.definition.source)).schema());
-  await view.updateFieldMetadata([{ path: PARTITION, metadata: { [UDTF_KEY]: JSON.stringify(binding) } }] as never);
+  checkSourceColumns(kind, binding, info.definition.source, await (await conn.openTable(info.definition.source)).schema());
+  await view.updateFieldMetadata([{ path: fn.column, metadata: { [fn.key]: JSON.stringify(binding) } }] as never);
   return info;
 }
