@@ -20,7 +20,7 @@ import { failpoint } from "../failpoints.ts";
 import { assembleFragment, streamFragment } from "../commit/writer.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
 import { createExecutor, queueSlots, stopQueuedTasks, type Resources } from "../exec/factory.ts";
-import type { Executor, WorkerConfig } from "../exec/protocol.ts";
+import type { Executor } from "../exec/protocol.ts";
 import { redactRedisUrl } from "../exec/redis-url.ts";
 import { silentLogger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
@@ -29,7 +29,7 @@ import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { bindingBundlePath, readBinding, type Binding } from "../udf/binding.ts";
 import { formatDataType } from "../udf/types.ts";
-import { coresFor, runJob, startJob, type GroupWriter } from "./coordinator.ts";
+import { coresFor, runJob, startJob, workerConfig, type GroupWriter } from "./coordinator.ts";
 import { BackfillJob, JobController } from "./job.ts";
 import type { JobRecord, PlanSummary } from "./record.ts";
 import { JobsTable } from "./store.ts";
@@ -144,20 +144,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
 
-  const config: WorkerConfig = {
-    bundlePath: bindingBundlePath(t, binding),
-    exportName: binding.exportName,
-    label: `${binding.module}#${binding.exportName}`,
-    dbDir: t.dbDir,
-    table: t.name,
-    column,
-    dataType: binding.dataType,
-    inputs: binding.inputs,
-    checkpointRoot: path.join(t.storeDir, "ckp"),
-    intraApplierConcurrency: opts.intraApplierConcurrency,
-    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-    bindingVersion: readVersion,
-  };
+  const config = workerConfig(t, column, binding, opts, readVersion);
   // The embedded pool's first worker starts while the job plans (a process start is most of a small
   // job's fixed cost); a plan with nothing to do closes it unused.
   let prestarted: Promise<Executor> | undefined;

@@ -13,12 +13,14 @@
  *    {@link JobController}; {@link startJob} takes the lock and attaches the record to the jobs table.
  */
 import { availableParallelism } from "node:os";
+import * as path from "node:path";
 import { BackfillError, CancelledError, CommitError, ConfigError, isBackfillError } from "../errors.ts";
 import { createExecutor, type ExecutorChoice, type Resources } from "../exec/factory.ts";
 import type { BatchReport, Executor, TaskSpec, WorkerConfig } from "../exec/protocol.ts";
 import { redactRedisUrl } from "../exec/redis-url.ts";
 import type { Logger } from "../log.ts";
-import type { BackfillProgress } from "../options.ts";
+import type { BackfillProgress, ResolvedBackfillOptions } from "../options.ts";
+import { bindingBundlePath, type Binding } from "../udf/binding.ts";
 import { gapsOf, type PlannedFragment, type PlannedTask } from "../plan/plan.ts";
 import type { ResolvedTable } from "../table.ts";
 import { diagnose, type UdfTraits } from "./diagnose.ts";
@@ -339,6 +341,29 @@ export async function runJob(spec: JobSpec): Promise<void> {
   ctl.event("finished", `finished: ${m.rowsComputed} rows computed, ${m.rowsCommitted} committed in ${m.commits} commit(s)`);
   spec.setPhase("finished");
   await ctl.finish("finished");
+}
+
+/**
+ * What a worker process needs to run `binding` for `column` of table `t`: its bundle in the table's
+ * store (checked by the worker against the column's binding at `bindingVersion`), the job's options,
+ * and, for a view's chunker or UDTF, the task kind.
+ */
+export function workerConfig(t: ResolvedTable, column: string, binding: Binding, opts: Pick<ResolvedBackfillOptions, "intraApplierConcurrency" | "errorPolicy">, bindingVersion: number, task: Pick<WorkerConfig, "chunker" | "udtf"> = {}): WorkerConfig {
+  return {
+    bundlePath: bindingBundlePath(t, binding),
+    exportName: binding.exportName,
+    label: `${binding.module}#${binding.exportName}`,
+    dbDir: t.dbDir,
+    table: t.name,
+    column,
+    dataType: binding.dataType,
+    inputs: binding.inputs,
+    checkpointRoot: path.join(t.storeDir, "ckp"),
+    intraApplierConcurrency: opts.intraApplierConcurrency,
+    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
+    bindingVersion,
+    ...task,
+  };
 }
 
 /** The diagnosis's idea of the cores that run the workers: this machine's, or the live workers' slots. */

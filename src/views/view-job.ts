@@ -5,11 +5,10 @@
  * errors table and cancellation (cancelling the refresh cancels it). What a finished group of items
  * means — parents recorded, partitions marked done — is the caller's `writeGroup`.
  */
-import * as path from "node:path";
 import { lancedb } from "../arrow.ts";
 import type { BatchReport, WorkerConfig } from "../exec/protocol.ts";
 import { isBackfillError } from "../errors.ts";
-import { coresFor, runJob, type GroupWriter } from "../jobs/coordinator.ts";
+import { coresFor, runJob, workerConfig, type GroupWriter } from "../jobs/coordinator.ts";
 import { JobController } from "../jobs/job.ts";
 import type { ColumnLock } from "../jobs/lock.ts";
 import type { JobRecord } from "../jobs/record.ts";
@@ -19,7 +18,6 @@ import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedFragment, PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import type { Binding } from "../udf/binding.ts";
-import { bundlePath } from "../udf/bundle.ts";
 
 export interface ViewJobSpec {
   readonly jobId: string;
@@ -52,22 +50,8 @@ export interface ViewJobSpec {
  * the workers do (expand parents, compute partitions).
  */
 export async function viewWorkerConfig(dbDir: string, view: string, column: string, binding: Binding, opts: ResolvedBackfillOptions, task: Pick<WorkerConfig, "chunker" | "udtf">): Promise<WorkerConfig> {
-  const ref = resolveTable({ db: dbDir, table: view });
-  return {
-    bundlePath: bundlePath(ref.storeDir, binding.bundle),
-    exportName: binding.exportName,
-    label: `${binding.module}#${binding.exportName}`,
-    dbDir,
-    table: view,
-    column,
-    dataType: binding.dataType,
-    inputs: binding.inputs,
-    checkpointRoot: path.join(ref.storeDir, "ckp"),
-    intraApplierConcurrency: opts.intraApplierConcurrency,
-    ...(opts.errorPolicy ? { errorPolicy: opts.errorPolicy } : {}),
-    bindingVersion: await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(view)).version(),
-    ...task,
-  };
+  const version = await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(view)).version();
+  return workerConfig(resolveTable({ db: dbDir, table: view }), column, binding, opts, version, task);
 }
 
 /** Runs a view's worker job to its end; rejects with its error (after recording it failed or cancelled). */
