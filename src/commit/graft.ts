@@ -165,6 +165,37 @@ function blobProbeOf(v: ArrowNs.Vector, n = 1024): (row: number) => unknown {
   return (row) => rows.get(row);
 }
 
+/** A fragment's values could not be read (its checkpoints are missing or damaged): the group fails, nothing falls back. */
+class Unreadable extends Error {
+  constructor(cause: unknown) {
+    super((cause as Error)?.message ?? String(cause), { cause });
+  }
+}
+
+/** `pieces`, with any error reading them made {@link Unreadable}. */
+async function* readable(pieces: AsyncIterable<FragmentValues>): AsyncGenerator<FragmentValues> {
+  const it = pieces[Symbol.asyncIterator]();
+  let done = false;
+  try {
+    for (;;) {
+      let r: IteratorResult<FragmentValues>;
+      try {
+        r = await it.next();
+      } catch (e) {
+        done = true;
+        throw new Unreadable(e);
+      }
+      if (r.done) {
+        done = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!done) await it.return?.(); // the consumer stopped early: let the source close
+  }
+}
+
 /** A streamed fragment whose pieces do not cover its physical rows in order: staged the other way. */
 class NotContiguous extends Error {}
 
@@ -259,41 +290,33 @@ export class GraftCommitter implements Committer {
     let writeMs = 0;
     for (const src of sources) {
       if (refused.has(src.fragmentId)) continue;
-      // A fragment whose checkpoints cover it in order is written piece by piece: its column is never
-      // whole in this process's memory.
-      const s0 = performance.now();
-      try {
-        const streamed = await this.stageStream(src);
-        writeMs += performance.now() - s0;
-        if (streamed) {
-          staged.push(streamed);
-          continue;
-        }
-      } catch (e) {
-        writeMs += performance.now() - s0;
-        if (isBackfillError(e, "CHECKPOINT_FAILED")) {
-          await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
-          throw e;
-        }
-        refused.set(src.fragmentId, e instanceof GraftUnsafe ? e.reason : `staging its column file failed (${(e as Error).message})`);
-        continue;
-      }
-      let values: FragmentValues;
-      try {
-        values = await src.load();
-      } catch (e) {
-        await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
-        throw e;
-      }
+      // A fragment whose checkpoints cover it in order is written piece by piece (its column is never
+      // whole in this process's memory); any other is loaded whole and aligned.
       const w0 = performance.now();
+      let loadMs = 0;
+      const load = async (): Promise<FragmentValues> => {
+        const l0 = performance.now();
+        try {
+          return await src.load();
+        } catch (e) {
+          throw new Unreadable(e);
+        } finally {
+          loadMs += performance.now() - l0;
+        }
+      };
       try {
-        staged.push(await this.stage(values));
+        staged.push((await this.stageStream(src)) ?? (await this.stage(await load())));
       } catch (e) {
-        // Nothing of this fragment is in the table (stage removes its file on failure), so any
+        if (e instanceof Unreadable) {
+          await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
+          throw e.cause;
+        }
+        // Nothing of this fragment is in the table (staging removes its file on failure), so any
         // failure here is a refusal: `auto` writes the fragment through mergeInsert instead.
         refused.set(src.fragmentId, e instanceof GraftUnsafe ? e.reason : `staging its column file failed (${(e as Error).message})`);
+      } finally {
+        writeMs += performance.now() - w0 - loadMs;
       }
-      writeMs += performance.now() - w0;
     }
     return { staged, refused, writeMs };
   }
@@ -351,7 +374,7 @@ export class GraftCommitter implements Committer {
    * column: appended to the temporary table about {@link PIECE_BYTES} at a time, then compacted into
    * one file. Only for a fragment whose pieces cover every physical row in order (no deleted or
    * unselected rows); returns null otherwise (and for blob columns), for {@link stage} to do it.
-   * Errors from reading the pieces (checkpoints) propagate as they are.
+   * An error reading the pieces (checkpoints) is {@link Unreadable}.
    */
   async stageStream(src: FragmentSource): Promise<StagedFile | null> {
     if (!src.stream || isBlobType(this.type)) return null;
@@ -377,7 +400,7 @@ export class GraftCommitter implements Committer {
           pending = [];
           pendingBytes = 0;
         };
-        for await (const piece of src.stream!()) {
+        for await (const piece of readable(src.stream!())) {
           const n = piece.rowAddrs.length;
           const words = new Uint32Array(piece.rowAddrs.buffer, piece.rowAddrs.byteOffset, n * 2);
           for (let i = 0; i < n; i++) if (words[2 * i] !== rows + i) throw new NotContiguous();

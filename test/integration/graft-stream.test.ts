@@ -5,6 +5,8 @@
  * the graft takes the whole column instead. A backfill end to end gives the same values either way.
  */
 import { test } from "node:test";
+import { readdirSync } from "node:fs";
+import * as path from "node:path";
 import assert from "node:assert/strict";
 import { arrow } from "../../src/arrow.ts";
 import type { ArrowNs } from "../../src/arrow.ts";
@@ -12,6 +14,7 @@ import { addColumns, backfill } from "../../src/index.ts";
 import { GraftCommitter } from "../../src/commit/graft.ts";
 import type { FragmentSource, FragmentValues } from "../../src/commit/committer.ts";
 import { silentLogger } from "../../src/log.ts";
+import { CheckpointError } from "../../src/errors.ts";
 import { resolveTable } from "../../src/table.ts";
 import { makeTable, readAll, tempDb, udfRef } from "../helpers.ts";
 
@@ -90,4 +93,25 @@ test("end to end: backfills of a contiguous fragment and of one with deleted row
   assert.equal(r.status, "finished");
   assert.deepEqual(r.events.filter((e) => e.type === "commit-fallback").map((e) => e.message), []);
   for (const row of await readAll(t, ["x", "d"])) assert.equal(row.d, row.x === null ? null : (row.x as number) * 2);
+});
+
+test("a fragment whose checkpoints cannot be read fails the group with their error, and what the group staged is removed (no fallback)", async () => {
+  await using t = await tempDb();
+  await makeTable(t, 2, 1_000);
+  await addColumns({ db: t.dir, table: "t" }, { u: udfRef("asUtf8") });
+  const ref = resolveTable({ db: t.dir, table: "t" });
+  const graft = new GraftCommitter(ref, "u", "utf8", { logger: silentLogger });
+  const good: FragmentSource = { fragmentId: 0, load: () => Promise.reject(new Error("not used")), stream: async function* () { yield* pieces(0, 0, 1_000, 500); } };
+  const bad: FragmentSource = {
+    fragmentId: 1,
+    load: () => Promise.reject(new Error("not used")),
+    stream: async function* () {
+      yield* pieces(1, 0, 500, 500);
+      throw new CheckpointError("fragment 1 is missing checkpoints for rows 500-999");
+    },
+  };
+  const dataFiles = (): string[] => readdirSync(path.join(ref.tableDir, "data")).sort();
+  const before = dataFiles();
+  await assert.rejects(graft.stageAll([good, bad]), (e: unknown) => e instanceof CheckpointError && /missing checkpoints/.test((e as Error).message));
+  assert.deepEqual(dataFiles(), before, "the first fragment's staged file was removed");
 });
