@@ -8,9 +8,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import * as path from "node:path";
-import { addColumns, backfill, listJobs, refragment } from "../../src/index.ts";
+import { addColumns, backfill, createView, listJobs, refragment, refreshView } from "../../src/index.ts";
+import { splitWords } from "../fixtures/chunkers.ts";
 import { listManifestFiles, readManifest } from "../../src/read/manifest.ts";
-import { FIXTURES, everyVersionReadable, makeTable, readAll, REPO, tempDb, udfRef } from "../helpers.ts";
+import { FIXTURES, everyVersionReadable, makeTable, readAll, REPO, rows, tempDb, udfRef } from "../helpers.ts";
 
 const ROUNDS = 10;
 
@@ -148,4 +149,35 @@ test("a graft that fails while staging or verifying leaves no file behind: auto 
     for (const f of dataFiles()) if (!before.includes(f)) assert.ok(referenced.has(f), `${fp}: ${f} is referenced by a version`);
   }
   for (const row of await readAll(t, ["x", "a", "b"])) for (const c of ["a", "b"]) assert.equal(row[c], row.x === null ? null : (row.x as number) * 2);
+});
+
+test(`failpoint chunk.after-flush:kill in the workers of a chunk view's refresh, ${ROUNDS / 2} rounds with a concurrent writer on the source: the writer's commits all survive, the refresh finishes, and after the next one the view is exactly the source's words`, async () => {
+  const STABLE = { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never;
+  for (let r = 0; r < ROUNDS / 2; r++) {
+    await using t = await tempDb();
+    const source = await t.db.createTable("t", rows(0, 80), STABLE);
+    await source.add(rows(80, 80));
+    await source.add(rows(160, 80));
+    await createView(t.dir, "v", { source: "t", chunker: udfRef("words", "chunkers.ts"), select: ["id"] });
+    const [refresh, writer] = await Promise.all([
+      // Each worker process dies at its second append (one per work item here): every process gets one item done.
+      refreshView(t.dir, "v", { env: { LANCET_FAILPOINTS: "chunk.after-flush:kill@2" }, sourceTaskSize: 20 + 5 * r, maxTaskAttempts: 5 }).then(
+        (x) => x.status,
+        (e: unknown) => String(e),
+      ),
+      run([path.join(FIXTURES, "writer.ts"), t.dir, "t", String(r), ["append", "update", "delete", ...(r % 2 === 1 ? ["optimize"] : [])].join(",")]),
+    ]);
+    const ops = writer.stdout.trim().split("\n").map((l) => JSON.parse(l) as WriterOp);
+    assert.ok(ops.every((o) => o.ok), `round ${r}: the writer's ops committed: ${writer.stdout}`);
+    assertWritesSurvived(await readAll(t, ["id", "s"]), ops);
+    assert.equal(refresh, "finished", `round ${r}: a killed worker's work item is retried`);
+    // The next refresh (no failpoint) brings in the writer's changes; the view is then exactly the words of the source.
+    await refreshView(t.dir, "v");
+    const src = (await (await t.open("t")).query().withRowId().select(["id", "s"]).toArray()) as { _rowid: bigint; id: bigint; s: string | null }[];
+    const want = src.flatMap((p) => splitWords(p.s).map((w, i) => `${p._rowid}/${i} ${p.id} ${w.word}`)).sort();
+    const got = ((await (await t.open("v")).query().select(["__source_row_id", "__child_index", "id", "word"]).toArray()) as { __source_row_id: bigint; __child_index: number; id: bigint; word: string }[])
+      .map((c) => `${c.__source_row_id}/${c.__child_index} ${c.id} ${c.word}`)
+      .sort();
+    assert.deepEqual(got, want, `round ${r}: every child once, none missing`);
+  }
 });
