@@ -161,7 +161,7 @@ test(`failpoint chunk.after-flush:kill in the workers of a chunk view's refresh,
     await createView(t.dir, "v", { source: "t", chunker: udfRef("words", "chunkers.ts"), select: ["id"] });
     const [refresh, writer] = await Promise.all([
       // Each worker process dies at its second append (one per work item here): every process gets one item done.
-      refreshView(t.dir, "v", { env: { LANCET_FAILPOINTS: "chunk.after-flush:kill@2" }, sourceTaskSize: 20 + 5 * r, maxTaskAttempts: 5 }).then(
+      refreshView(t.dir, "v", { env: { LANCET_FAILPOINTS: "chunk.after-flush:kill@2" }, sourceTaskSize: 20 + 5 * r }).then(
         (x) => x.status,
         (e: unknown) => String(e),
       ),
