@@ -99,9 +99,10 @@ export async function fragmentLayout(t: TempDb, name = "t"): Promise<{ id: numbe
   return (await readManifest(path.join(t.dir, `${name}.lance`))).fragments.map((f) => ({ id: f.id, physicalRows: f.physicalRows }));
 }
 
-/** Rows already secured in a table's checkpoint store for `column`: committed fragments' rows plus checkpointed batches of the others. */
+/** Rows already secured in a table's checkpoint store for `column`: committed fragments' rows plus checkpointed batches (and fragment files) of the others. */
 export async function securedRows(storeDir: string, column: string): Promise<number> {
   const { existsSync, readdirSync, readFileSync } = await import("node:fs");
+  const { fragmentFileRows } = await import("../src/checkpoint/fragment-file.ts");
   const ckp = path.join(storeDir, "ckp");
   const doneDir = path.join(ckp, "markers", column, "done");
   const done = new Map<number, number>();
@@ -126,6 +127,8 @@ export async function securedRows(storeDir: string, column: string): Promise<num
       } catch {
         continue; // deleted after its commit
       }
+      // A fragment file (a whole-fragment task's column file): its rows are in its manifest.
+      if (files.includes("file")) n += await fragmentFileRows(path.join(batches, dir)).catch(() => 0);
       for (const f of files) {
         if (!f.endsWith(".arrow")) continue;
         try {

@@ -7,17 +7,20 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { CheckpointError } from "../errors.ts";
+import { fragmentFileRows } from "./fragment-file.ts";
 
 /** Rows `[start, end)` of a fragment, counted in live rows from the fragment's start. */
 export interface BatchRange {
   readonly start: number;
   readonly end: number;
+  /** The rows are in the key's fragment file (`fragment-file.ts`), not an Arrow IPC batch. */
+  readonly file?: true;
 }
 
 export interface CheckpointStore {
   /** Stores one computed batch (Arrow IPC bytes) under a fragment key. */
   putBatch(key: string, range: BatchRange, data: Uint8Array): Promise<void>;
-  /** Ranges stored under a fragment key, sorted by start. */
+  /** Ranges stored under a fragment key, sorted by start (a fragment file's rows as one range marked `file`). */
   listBatches(key: string): Promise<BatchRange[]>;
   getBatch(key: string, range: BatchRange): Promise<Uint8Array>;
   /** Removes every batch of a fragment key (after its fragment is committed). */
@@ -66,10 +69,6 @@ export class FileCheckpointStore implements CheckpointStore {
     this.root = root;
   }
 
-  private batchDir(key: string): string {
-    return path.join(this.root, "batches", safe(key));
-  }
-
   async putBatch(key: string, range: BatchRange, data: Uint8Array): Promise<void> {
     try {
       await atomicWrite(path.join(this.batchDir(key), `${range.start}-${range.end}.arrow`), data);
@@ -78,9 +77,19 @@ export class FileCheckpointStore implements CheckpointStore {
     }
   }
 
+  /** The directory of a fragment key's checkpoints (its batches, and its fragment file if any). */
+  batchDir(key: string): string {
+    return path.join(this.root, "batches", safe(key));
+  }
+
   async listBatches(key: string): Promise<BatchRange[]> {
     const out: BatchRange[] = [];
-    for (const name of await listDir(this.batchDir(key))) {
+    const names = await listDir(this.batchDir(key));
+    if (names.includes("file")) {
+      const rows = await fragmentFileRows(this.batchDir(key));
+      if (rows > 0) out.push({ start: 0, end: rows, file: true });
+    }
+    for (const name of names) {
       const m = RANGE_FILE.exec(name);
       if (m) out.push({ start: Number(m[1]), end: Number(m[2]) });
     }
@@ -88,6 +97,7 @@ export class FileCheckpointStore implements CheckpointStore {
   }
 
   async getBatch(key: string, range: BatchRange): Promise<Uint8Array> {
+    if (range.file) throw new CheckpointError(`rows ${range.start}-${range.end - 1} of ${key} are in its fragment file, not a batch`);
     return readFile(path.join(this.batchDir(key), `${range.start}-${range.end}.arrow`));
   }
 

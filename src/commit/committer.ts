@@ -22,6 +22,12 @@ export interface FragmentSource {
   load(): Promise<FragmentValues>;
   /** The same values in pieces (checkpoint batches, in row order), for a committer that can write them without holding the whole column. */
   stream?(): AsyncIterable<FragmentValues>;
+  /**
+   * The fragment's checkpoint directory when its values are one whole fragment file (the column file
+   * a worker wrote, `checkpoint/fragment-file.ts`), which a committer may link into the table as it
+   * is; null otherwise.
+   */
+  file?(): Promise<string | null>;
 }
 
 export interface CommitResult {

@@ -21,10 +21,11 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, cp, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { copyFile, cp, link, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
+import { compactFragmentFile, FILE_TABLE, fragmentFileDir, readFragmentFileProbe } from "../checkpoint/fragment-file.ts";
 import { CommitError, isBackfillError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
@@ -285,7 +286,9 @@ export class GraftCommitter implements Committer {
    * `refused` with the reason, nothing staged for them.
    */
   async stageAll(sources: readonly FragmentSource[]): Promise<{ staged: StagedFile[]; refused: Map<number, string>; writeMs: number }> {
-    const refused = await this.check(sources.map((f) => f.fragmentId));
+    // One read of the latest manifest for the group (publication re-checks against the newest).
+    const latest = await readRawManifest(this.t.tableDir);
+    const refused = await this.check(sources.map((f) => f.fragmentId), latest);
     const staged: StagedFile[] = [];
     let writeMs = 0;
     for (const src of sources) {
@@ -305,7 +308,8 @@ export class GraftCommitter implements Committer {
         }
       };
       try {
-        staged.push((await this.stageStream(src)) ?? (await this.stage(await load())));
+        const fileDir = isBlobType(this.type) ? null : ((await src.file?.()) ?? null);
+        staged.push(fileDir !== null ? await this.stageFile(src.fragmentId, fileDir, latest) : ((await this.stageStream(src, latest)) ?? (await this.stage(await load(), latest))));
       } catch (e) {
         if (e instanceof Unreadable) {
           await this.discard(staged); // its checkpoints are incomplete or unreadable: the group fails
@@ -343,16 +347,16 @@ export class GraftCommitter implements Committer {
   }
 
   /** The latest manifest and fragment `id`'s physical rows in it. */
-  private async target(id: number): Promise<{ latest: RawManifest; physical: number }> {
-    const latest = await readRawManifest(this.t.tableDir);
+  private async target(id: number, manifest?: RawManifest): Promise<{ latest: RawManifest; physical: number }> {
+    const latest = manifest ?? (await readRawManifest(this.t.tableDir));
     const frag = fragments(latest).find((x) => x.id === id);
     if (!frag) throw new GraftUnsafe(id, `fragment ${id} of table ${this.t.name} no longer exists`);
     return { latest, physical: frag.physicalRows };
   }
 
   /** Writes the fragment's column natively into a temporary table and moves its file into the table. */
-  private async stage(f: FragmentValues): Promise<StagedFile> {
-    const { latest, physical } = await this.target(f.fragmentId);
+  private async stage(f: FragmentValues, manifest?: RawManifest): Promise<StagedFile> {
+    const { latest, physical } = await this.target(f.fragmentId, manifest);
     // Align to the fragment's physical rows: values at their offsets, null at deleted or unselected slots.
     let full: ArrowNs.Vector;
     const n = f.rowAddrs.length;
@@ -376,9 +380,9 @@ export class GraftCommitter implements Committer {
    * unselected rows); returns null otherwise (and for blob columns), for {@link stage} to do it.
    * An error reading the pieces (checkpoints) is {@link Unreadable}.
    */
-  async stageStream(src: FragmentSource): Promise<StagedFile | null> {
+  async stageStream(src: FragmentSource, manifest?: RawManifest): Promise<StagedFile | null> {
     if (!src.stream || isBlobType(this.type)) return null;
-    const { latest, physical } = await this.target(src.fragmentId);
+    const { latest, physical } = await this.target(src.fragmentId, manifest);
     if (physical === 0) return null;
     let rows = 0;
     const schema = new arrow.Schema([new arrow.Field(this.column, this.type, true)]);
@@ -424,6 +428,42 @@ export class GraftCommitter implements Committer {
   }
 
   /**
+   * Stages a fragment file (the column file a worker wrote as its checkpoint): compacted into one data
+   * file if its worker did not get to it, checked like a file the graft wrote, and hard-linked into the
+   * table's data directory — the checkpoint keeps its own name for it until the fragment's commit, so
+   * a refused or failed commit loses nothing. Its probe is read back from the file itself.
+   */
+  private async stageFile(fragmentId: number, batchDir: string, manifest?: RawManifest): Promise<StagedFile> {
+    const { latest, physical } = await this.target(fragmentId, manifest);
+    const tempTable = path.join(fragmentFileDir(batchDir), `${FILE_TABLE}.lance`);
+    // Usually the worker compacted the file and left its probe: nothing to open.
+    const ready = await readRawManifest(tempTable).then((m) => fragments(m).length === 1 && fragments(m)[0]!.files.length === 1, () => false);
+    const left = ready ? await readFragmentFileProbe(batchDir).catch(() => undefined) : undefined;
+    if (left) return { ...(await this.adopt(fragmentId, latest, physical, tempTable, left, "link")), rows: physical };
+    const db = await lancedb.connect(fragmentFileDir(batchDir));
+    let probe: StagedFile["probe"];
+    try {
+      const table = await db.openTable(FILE_TABLE);
+      try {
+        await compactFragmentFile(batchDir, table);
+        const n = Math.min(1024, physical);
+        const read = async (offset: number): Promise<ArrowNs.Vector> => ((await table.query().select([this.column]).offset(offset).limit(n).toArrow({ maxBatchLength: 65536 } as never)) as unknown as ArrowNs.Table).getChild(this.column)!;
+        const head = await read(0);
+        const tailStart = physical - n;
+        const tail = tailStart > 0 ? await read(tailStart) : head;
+        probe = (row) => (row < head.length ? head.get(row) : row >= tailStart && row < physical ? tail.get(row - tailStart) : undefined);
+      } finally {
+        table.close();
+      }
+    } catch (e) {
+      throw new Unreadable(e);
+    } finally {
+      db.close();
+    }
+    return { ...(await this.adopt(fragmentId, latest, physical, tempTable, probe, "link")), rows: physical };
+  }
+
+  /**
    * Runs `write` (the fragment's column into a fresh temporary table `v` in the store), checks the
    * file it wrote, and moves it (with any blob sidecar folder) into the table's data directory.
    */
@@ -434,46 +474,57 @@ export class GraftCommitter implements Committer {
     try {
       const db = await lancedb.connect(tmpDir);
       const probe = await write(db, formatVersion);
-      const tm = await readRawManifest(path.join(tmpDir, "v.lance"));
-      const tfrags = fragments(tm);
-      if (tfrags.length !== 1 || tfrags[0]!.files.length !== 1) throw new GraftUnsafe(fragmentId, `the temporary table for fragment ${fragmentId} has ${tfrags.length} fragment(s); expected one file`);
-      const tf = tfrags[0]!;
-      const file = tf.files[0]!;
-      // Guards (write-path reference §6.4): format version, row count, field types in order.
-      const [maj, min] = formatVersion.split(".").map(Number);
-      if (file.fileMajor !== maj || file.fileMinor !== min) throw new GraftUnsafe(fragmentId, `data file version ${file.fileMajor}.${file.fileMinor} differs from the table's ${formatVersion}`);
-      if (tf.physicalRows !== physical) throw new GraftUnsafe(fragmentId, `wrote ${tf.physicalRows} rows for a fragment of ${physical}`);
-      const tempFields = columnFields(fieldDefs(tm.fields), this.column);
-      const targetFields = columnFields(fieldDefs(latest.fields), this.column);
-      if (tempFields.length !== targetFields.length || tempFields.some((x, i) => x.logicalType !== targetFields[i]!.logicalType)) {
-        throw new GraftUnsafe(fragmentId, `the written field types (${tempFields.map((x) => x.logicalType).join(", ")}) differ from column ${this.column}'s (${targetFields.map((x) => x.logicalType).join(", ")})`);
-      }
-      const idMap = new Map(tempFields.map((x, i) => [x.id, targetFields[i]!.id]));
-      if (file.fields.some((id) => !idMap.has(id))) throw new GraftUnsafe(fragmentId, `the written file lists fields ${file.fields.join(", ")} outside column ${this.column}`);
-      const name = `${Array.from({ length: 20 }, () => (Math.random() < 0.5 ? "0" : "1")).join("")}${randomUUID().replace(/-/g, "").slice(0, 30)}.lance`;
-      const target = path.join(this.t.tableDir, "data", name);
-      await rename(path.join(tmpDir, "v.lance", "data", file.path), target).catch(async () => {
-        await copyFile(path.join(tmpDir, "v.lance", "data", file.path), target);
-      });
-      // Blob v2 payloads LanceDB kept apart: the folder named after the data file goes with it.
-      const sidecar = path.join(tmpDir, "v.lance", "data", stemOf(file.path));
-      if (existsSync(sidecar)) {
-        await rename(sidecar, sidecarOf(target)).catch(async () => {
-          await cp(sidecar, sidecarOf(target), { recursive: true });
-        });
-      }
-      try {
-        failpoint("graft.after-move");
-        const size = (await stat(target)).size;
-        const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, size);
-        return { fragmentId, physicalRows: physical, dataFile, path: name, probe };
-      } catch (e) {
-        await unlink(target).catch(() => {});
-        await rm(sidecarOf(target), { recursive: true, force: true });
-        throw e;
-      }
+      return await this.adopt(fragmentId, latest, physical, path.join(tmpDir, "v.lance"), probe, "move");
     } finally {
       await rm(tmpDir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Checks the one data file of the one-column table at `tempTable` against the target fragment and
+   * column (write-path reference §6.4), and puts it (with any blob sidecar folder) into the table's
+   * data directory under a fresh name: moved, or hard-linked when the temporary table must stay whole.
+   */
+  private async adopt(fragmentId: number, latest: RawManifest, physical: number, tempTable: string, probe: StagedFile["probe"], how: "move" | "link"): Promise<Omit<StagedFile, "rows">> {
+    const formatVersion = formatVersionOf(latest);
+    const tm = await readRawManifest(tempTable);
+    const tfrags = fragments(tm);
+    if (tfrags.length !== 1 || tfrags[0]!.files.length !== 1) throw new GraftUnsafe(fragmentId, `the temporary table for fragment ${fragmentId} has ${tfrags.length} fragment(s); expected one file`);
+    const tf = tfrags[0]!;
+    const file = tf.files[0]!;
+    // Guards (write-path reference §6.4): format version, row count, field types in order.
+    const [maj, min] = formatVersion.split(".").map(Number);
+    if (file.fileMajor !== maj || file.fileMinor !== min) throw new GraftUnsafe(fragmentId, `data file version ${file.fileMajor}.${file.fileMinor} differs from the table's ${formatVersion}`);
+    if (tf.physicalRows !== physical) throw new GraftUnsafe(fragmentId, `wrote ${tf.physicalRows} rows for a fragment of ${physical}`);
+    const tempFields = columnFields(fieldDefs(tm.fields), this.column);
+    const targetFields = columnFields(fieldDefs(latest.fields), this.column);
+    if (tempFields.length !== targetFields.length || tempFields.some((x, i) => x.logicalType !== targetFields[i]!.logicalType)) {
+      throw new GraftUnsafe(fragmentId, `the written field types (${tempFields.map((x) => x.logicalType).join(", ")}) differ from column ${this.column}'s (${targetFields.map((x) => x.logicalType).join(", ")})`);
+    }
+    const idMap = new Map(tempFields.map((x, i) => [x.id, targetFields[i]!.id]));
+    if (file.fields.some((id) => !idMap.has(id))) throw new GraftUnsafe(fragmentId, `the written file lists fields ${file.fields.join(", ")} outside column ${this.column}`);
+    const name = `${Array.from({ length: 20 }, () => (Math.random() < 0.5 ? "0" : "1")).join("")}${randomUUID().replace(/-/g, "").slice(0, 30)}.lance`;
+    const target = path.join(this.t.tableDir, "data", name);
+    const source = path.join(tempTable, "data", file.path);
+    await (how === "move" ? rename(source, target) : link(source, target)).catch(async () => {
+      await copyFile(source, target); // another filesystem
+    });
+    // Blob v2 payloads LanceDB kept apart: the folder named after the data file goes with it.
+    const sidecar = path.join(tempTable, "data", stemOf(file.path));
+    if (existsSync(sidecar)) {
+      await rename(sidecar, sidecarOf(target)).catch(async () => {
+        await cp(sidecar, sidecarOf(target), { recursive: true });
+      });
+    }
+    try {
+      failpoint("graft.after-move");
+      const size = (await stat(target)).size;
+      const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, size);
+      return { fragmentId, physicalRows: physical, dataFile, path: name, probe };
+    } catch (e) {
+      await unlink(target).catch(() => {});
+      await rm(sidecarOf(target), { recursive: true, force: true });
+      throw e;
     }
   }
 
@@ -642,28 +693,40 @@ export class GraftCommitter implements Committer {
     }
     const total = await table.countRows();
     if (total !== offset) throw new Error(`version ${version} counts ${total} rows; its manifest says ${offset}`);
+    // The first and last rows of every staged fragment — enough to read every page header of each
+    // new file's column and catch a wrong row count, size or type, without reading it all — in one
+    // take by scan offset (rows come back in address order).
+    const offsets: number[] = [];
+    const wanted = new Map<number, number>();
     for (const s of staged) {
       const at = live.get(s.fragmentId)!;
-      // The first and last rows of the fragment: enough to read every page header of the new
-      // file's column and catch a wrong row count, size or type, without reading it all.
       const windows = at.rows <= 512 ? [[0, at.rows]] : [[0, 256], [at.rows - 256, 256]];
+      wanted.set(s.fragmentId, windows.reduce((n, w) => n + w[1]!, 0));
       for (const [from, count] of windows) {
         if (isBlobType(this.type)) {
           await this.verifyBlobs(table, s, at.offset + from!, count!);
           continue;
         }
-        const data = await table.query().select([this.column, "_rowaddr"]).offset(at.offset + from!).limit(count!).toArrow({ maxBatchLength: 65536 } as never);
-        if (data.numRows !== count) throw new Error(`fragment ${s.fragmentId} reads back ${data.numRows} of ${count} rows`);
-        const col = data.getChild(this.column)!;
-        const addrs = data.getChild("_rowaddr")!;
-        if (formatDataType(col.type) !== formatDataType(this.type)) throw new Error(`column ${this.column} reads back as ${String(col.type)}`);
-        for (let i = 0; i < data.numRows; i++) {
-          const pos = Number((addrs.get(i) as bigint) & 0xffffffffn);
-          const written = s.probe(pos);
-          if (written !== undefined && !sameValue(col.get(i), written)) throw new Error(`fragment ${s.fragmentId} row ${pos} reads back differently from what was written`);
-        }
+        for (let i = 0; i < count!; i++) offsets.push(at.offset + from! + i);
       }
     }
+    if (offsets.length === 0) return;
+    const data = (await table.takeOffsets(offsets).select([this.column, "_rowaddr"]).toArrow()) as unknown as ArrowNs.Table;
+    const col = data.getChild(this.column)!;
+    const addrs = data.getChild("_rowaddr")!.toArray() as BigUint64Array;
+    if (formatDataType(col.type) !== formatDataType(this.type)) throw new Error(`column ${this.column} reads back as ${String(col.type)}`);
+    const byId = new Map(staged.map((s) => [s.fragmentId, s]));
+    const seen = new Map<number, number>();
+    for (let i = 0; i < data.numRows; i++) {
+      const id = Number(addrs[i]! >> 32n);
+      const pos = Number(addrs[i]! & 0xffffffffn);
+      const s = byId.get(id);
+      if (!s) throw new Error(`reading back the grafted fragments gave a row of fragment ${id}`);
+      seen.set(id, (seen.get(id) ?? 0) + 1);
+      const written = s.probe(pos);
+      if (written !== undefined && !sameValue(col.get(i), written)) throw new Error(`fragment ${id} row ${pos} reads back differently from what was written`);
+    }
+    for (const [id, n] of wanted) if ((seen.get(id) ?? 0) !== n) throw new Error(`fragment ${id} reads back ${seen.get(id) ?? 0} of ${n} rows`);
   }
 
   /**

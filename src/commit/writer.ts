@@ -5,7 +5,8 @@
  */
 import { arrow } from "../arrow.ts";
 import type { ArrowNs } from "../arrow.ts";
-import type { CheckpointStore } from "../checkpoint/store.ts";
+import { fragmentFileSkipped, readFragmentFile } from "../checkpoint/fragment-file.ts";
+import { FileCheckpointStore, type CheckpointStore } from "../checkpoint/store.ts";
 import { CheckpointError } from "../errors.ts";
 import { gapsOf } from "../plan/plan.ts";
 import { formatDataType, parseDataType } from "../udf/types.ts";
@@ -36,6 +37,32 @@ export async function* streamFragment(store: CheckpointStore, f: FragmentToAssem
   let lastAddr = -1n;
   for (const r of ranges) {
     if (r.end <= covered) continue; // wholly inside what earlier ranges gave
+    if (r.file) {
+      // A fragment file (always from row 0): its rows are the fragment's rows in order.
+      if (!(store instanceof FileCheckpointStore) || r.end > f.liveRows || lastAddr >= 0n) {
+        throw new CheckpointError(`the fragment file of fragment ${f.id} (column ${where.column}) holds ${r.end} rows for a fragment of ${f.liveRows}; delete ${f.batchKey} from the checkpoint store and re-run`, { table: where.table, column: where.column, fragmentId: f.id });
+      }
+      const dir = store.batchDir(f.batchKey);
+      let skipped = await fragmentFileSkipped(dir, r.end);
+      let at = r.start;
+      for await (const values of readFragmentFile(dir, where.column, r.start, r.end)) {
+        if (formatDataType(values.type) !== dataType) {
+          throw new CheckpointError(`the fragment file of fragment ${f.id} (column ${where.column}) is not ${dataType}; delete ${f.batchKey} from the checkpoint store and re-run`, { table: where.table, column: where.column, fragmentId: f.id });
+        }
+        const rowAddrs = new BigUint64Array(values.length);
+        const words = new Uint32Array(rowAddrs.buffer); // little-endian: offset, then fragment id
+        for (let i = 0; i < rowAddrs.length; i++) {
+          words[2 * i] = at + i;
+          words[2 * i + 1] = f.id;
+        }
+        at += values.length;
+        yield { fragmentId: f.id, rowAddrs, values, rowsSkipped: skipped };
+        skipped = 0; // counted once, with the first piece
+      }
+      covered = r.end;
+      lastAddr = (BigInt(f.id) << 32n) | BigInt(r.end - 1);
+      continue;
+    }
     const t = arrow.tableFromIPC(await store.getBatch(f.batchKey, r));
     const addrs = t.getChild("_rowaddr");
     const values = t.getChild("value");

@@ -7,7 +7,8 @@ import { performance } from "node:perf_hooks";
 import { arrow } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { FileCheckpointStore, type BatchRange } from "../checkpoint/store.ts";
-import { BackfillError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
+import { FragmentFileWriter } from "../checkpoint/fragment-file.ts";
+import { BackfillError, CheckpointError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
 import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
 import { loadUdf } from "../udf/bundle.ts";
 import { parseDataType, type DataType } from "../udf/types.ts";
@@ -23,6 +24,10 @@ type Input = Vec | (BlobHandle | null)[];
 const SELECT_ALIAS = "__lancet_selected";
 /** Adaptive checkpoint sizing aims at this much UDF time per batch (Geneva's target). */
 const TARGET_BATCH_MS = 10_000;
+/** With adaptive checkpoint sizes, a fragment file gets an append at least every this much UDF time… */
+const FILE_FLUSH_MS = 1_000;
+/** …or this many bytes of values. */
+const FILE_FLUSH_BYTES = 16 * 2 ** 20;
 
 function quoteIdent(name: string): string {
   return "`" + name.replace(/`/g, "``") + "`";
@@ -47,6 +52,8 @@ export class TaskRunner {
   /** UDF calls in flight in this process, over every batch (at most intraApplierConcurrency). */
   private active = 0;
   private readonly slotWaiters: (() => void)[] = [];
+  /** The adaptive checkpoint size the last batch arrived at (the next task starts there). */
+  private learnedSize = 0;
 
   private constructor(config: WorkerConfig, spec: UdfSpec, state: unknown, db: LanceNs.Connection) {
     this.config = config;
@@ -84,27 +91,86 @@ export class TaskRunner {
 
   /** Computes and checkpoints every gap of `task`, reporting each batch; stops between batches when `shouldStop()`. */
   async run(task: TaskSpec, onBatch: (r: BatchReport) => void, shouldStop: () => boolean = () => false): Promise<void> {
-    let size = task.checkpointSize;
+    if (!task.file) return this.runGaps(task, task.gaps, onBatch, shouldStop);
+    // The task writes its fragment's column file: batches are appended in row order, from where the
+    // file ends (a previous attempt may have appended rows its reports never announced).
+    const where = { table: this.config.table, column: this.config.column, fragmentId: task.fragmentId };
+    const gap = task.gaps[0];
+    if (task.gaps.length !== 1 || gap!.end !== task.file.rows) {
+      throw new BackfillError("INTERNAL", `a fragment-file task of ${describeWhere(where)} must have one gap ending at row ${task.file.rows} (got ${JSON.stringify(task.gaps)})`, where);
+    }
+    const writer = await FragmentFileWriter.open(this.store.batchDir(task.batchKey), this.config.column, this.type, task.file.formatVersion, where);
+    try {
+      if (writer.rows < gap!.start) {
+        throw new CheckpointError(`the fragment file of ${describeWhere(where)} holds ${writer.rows} rows, fewer than the ${gap!.start} already reported; delete ${this.store.batchDir(task.batchKey)} and run the backfill again`, where);
+      }
+      if (writer.rows > gap!.start) onBatch({ start: gap!.start, end: Math.min(writer.rows, gap!.end), rowsComputed: 0, rowsSkipped: 0, errors: [], readMs: 0, udfMs: 0, udfCpuMs: 0, checkpointMs: 0 });
+      const gaps = writer.rows < gap!.end ? [{ start: Math.max(writer.rows, gap!.start), end: gap!.end }] : [];
+      await this.runGaps(task, gaps, onBatch, shouldStop, writer);
+      if (writer.rows === task.file.rows) await writer.finish();
+    } finally {
+      writer.close();
+    }
+  }
+
+  /**
+   * Computes and checkpoints `gaps` of `task`, reporting each batch once it is durable. With `file`,
+   * batches go to the fragment file in row order; with adaptive checkpoint sizes (the default) they
+   * are gathered and appended together every {@link FILE_FLUSH_MS} of UDF time or
+   * {@link FILE_FLUSH_BYTES} (one LanceDB commit each, and no compaction when one append holds the
+   * fragment); with a fixed `checkpointSize`, each batch is appended on its own.
+   */
+  private async runGaps(task: TaskSpec, gaps: readonly BatchRange[], onBatch: (r: BatchReport) => void, shouldStop: () => boolean, file?: FragmentFileWriter): Promise<void> {
+    const fixed = task.maxCheckpointSize <= task.checkpointSize;
+    // Adaptive sizes start where this process's previous task of the job got to (one UDF, one job).
+    let size = fixed ? task.checkpointSize : Math.min(task.maxCheckpointSize, Math.max(task.checkpointSize, this.learnedSize));
+    let pending: { r: BatchReport; values: Vec }[] = [];
+    let pendingMs = 0;
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pending.length === 0) return;
+      const batches = pending;
+      pending = [];
+      pendingMs = pendingBytes = 0;
+      const a0 = performance.now();
+      const values = batches.length === 1 ? batches[0]!.values : batches[0]!.values.concat(...batches.slice(1).map((b) => b.values));
+      await file!.append({ start: batches[0]!.r.start, end: batches.at(-1)!.r.end }, values, batches.reduce((n, b) => n + b.r.rowsSkipped, 0));
+      const ms = performance.now() - a0;
+      batches.forEach((b, i) => onBatch(i === 0 ? { ...b.r, checkpointMs: b.r.checkpointMs + ms } : b.r));
+    };
     // A batch starts once the previous one has begun every row's call (async UDFs with more than one
     // call in flight: a sliding window over batches; otherwise once it is done). Each batch is
     // reported as soon as it is checkpointed, in order.
     let reported: Promise<void> = Promise.resolve();
     let failed = false;
-    for (const gap of task.gaps) {
+    for (const gap of gaps) {
       for (let start = gap.start; start < gap.end && !failed; ) {
         if (shouldStop()) break;
         const end = Math.min(gap.end, start + size);
         let began!: () => void;
         const allStarted = new Promise<void>((r) => (began = r));
-        const current = this.runBatch(task, { start, end }, began);
+        const current = this.runBatch(task, { start, end }, began, file !== undefined);
         current.catch(() => {}); // observed through `reported`, in order (a batch after a failed one is never awaited)
         reported = reported.then(async () => {
-          const r = await current;
-          onBatch(r);
+          let b: Awaited<typeof current>;
+          try {
+            b = await current;
+          } catch (e) {
+            if (file) await flush().catch(() => {}); // what was computed before the failure is kept
+            throw e;
+          }
+          const r = b.report;
+          if (file) {
+            pending.push({ r, values: b.values! });
+            pendingMs += r.udfMs;
+            pendingBytes += b.values!.data.reduce((n, d) => n + d.byteLength, 0);
+            if (fixed || pendingMs >= FILE_FLUSH_MS || pendingBytes >= FILE_FLUSH_BYTES) await flush();
+          } else onBatch(r);
           if (task.maxCheckpointSize > size) {
             const perRow = r.rowsComputed > 0 ? r.udfMs / r.rowsComputed : 0;
             const target = perRow > 0 ? Math.floor(TARGET_BATCH_MS / perRow) : size * 8;
             size = Math.max(task.checkpointSize, Math.min(task.maxCheckpointSize, size * 8, target));
+            this.learnedSize = size;
           }
         });
         reported.catch(() => (failed = true)); // observed by the await below
@@ -113,6 +179,7 @@ export class TaskRunner {
       }
     }
     await reported;
+    if (file) await flush();
   }
 
   private ctx(task: TaskSpec, range: BatchRange): ErrorContext {
@@ -120,7 +187,7 @@ export class TaskRunner {
   }
 
   /** Computes and checkpoints one batch; `started` is called once every row's call has begun (the next batch may start then). */
-  private async runBatch(task: TaskSpec, range: BatchRange, started: () => void = () => {}): Promise<BatchReport> {
+  private async runBatch(task: TaskSpec, range: BatchRange, started: () => void, toFile: boolean): Promise<{ report: BatchReport; values?: Vec }> {
     const t0 = performance.now();
     const table = await this.table(task.version);
     let blobCols = this.blobColumns.get(task.version);
@@ -188,6 +255,14 @@ export class TaskRunner {
     const out = count === 0 ? valuesToVector([], this.type) : await this.apply(task, range, inputs, rows, n, addrs, errors, flags, started);
     const t2 = performance.now();
     const cpu = process.cpuUsage(cpu0);
+    if (toFile) {
+      // A fragment file takes the values alone: row i of the batch is the fragment's row start + i.
+      const at = (i: number): number => Number(addrs[i]! & 0xffffffffn);
+      if (rows !== null || out.length !== n || (n > 0 && (at(0) !== range.start || at(n - 1) !== range.end - 1))) {
+        throw new BackfillError("INTERNAL", `rows read for ${describeWhere(where)} are not the fragment's rows ${range.start}-${range.end - 1} in order; a fragment file needs every row of a fragment without deletions`, where);
+      }
+      return { report: { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: 0, ...(count > 0 ? { udfAsync: flags.sawPromise } : {}) }, values: out };
+    }
     let outAddrs = addrs;
     if (rows !== null) {
       outAddrs = new BigUint64Array(rows.length);
@@ -204,7 +279,7 @@ export class TaskRunner {
     const batch = new arrow.Table(columns);
     await this.store.putBatch(task.batchKey, range, arrow.tableToIPC(batch, "file"));
     const t3 = performance.now();
-    return { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: flags.sawPromise } : {}) };
+    return { report: { start: range.start, end: range.end, rowsComputed: count, rowsSkipped: errors.length, errors, readMs: t1 - t0, udfMs: t2 - t1, udfCpuMs: (cpu.user + cpu.system) / 1000, checkpointMs: t3 - t2, ...(count > 0 ? { udfAsync: flags.sawPromise } : {}) } };
   }
 
   private async apply(task: TaskSpec, range: BatchRange, inputs: Input[], rows: number[] | null, n: number, addrs: BigUint64Array, errors: RowError[], flags: { sawPromise: boolean }, started: () => void): Promise<Vec> {

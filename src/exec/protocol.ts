@@ -71,6 +71,8 @@ export interface TaskSpec {
   readonly maxCheckpointSize: number;
   /** A chunker task: the source row ids (ascending) of the parents to expand; `gaps` index into it and `version` is the source version. */
   readonly parents?: readonly number[];
+  /** Write the fragment's column file (see `checkpoint/fragment-file.ts`) instead of batch checkpoints: the table's data storage version and the fragment's rows. The task's one gap ends at `rows`. */
+  readonly file?: { readonly formatVersion: string; readonly rows: number };
   /** A UDTF task: the partition to compute (`key`: its value as JSON; `filter`: the SQL predicate selecting its rows, null for the whole source). */
   readonly partition?: { readonly key: string; readonly filter: string | null };
 }

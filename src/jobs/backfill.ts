@@ -9,9 +9,13 @@
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { FileCheckpointStore } from "../checkpoint/store.ts";
+import { fragmentFileDir, fragmentFileSkipped } from "../checkpoint/fragment-file.ts";
+import { graftSupported } from "../commit/graft.ts";
+import { formatVersionOf, readRawManifest } from "../commit/manifest-write.ts";
 import { sweepBatches } from "../checkpoint/sweep.ts";
 import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../columns.ts";
 import type { Committer, FragmentSource } from "../commit/committer.ts";
@@ -22,7 +26,7 @@ import { ConfigError, isBackfillError } from "../errors.ts";
 import { createExecutor, queueSlots, stopQueuedTasks, type Resources } from "../exec/factory.ts";
 import type { Executor } from "../exec/protocol.ts";
 import { redactRedisUrl } from "../exec/redis-url.ts";
-import { silentLogger } from "../log.ts";
+import { silentLogger, type Logger } from "../log.ts";
 import { resolveBackfillOptions, type BackfillOptions, type BackfillProgress, type ResolvedBackfillOptions } from "../options.ts";
 import { planBackfill, selectionFilter, type PlanFragmentInput, type PlannedFragment } from "../plan/plan.ts";
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
@@ -156,7 +160,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   // ---- plan -------------------------------------------------------------------------------
   let planned: Awaited<ReturnType<typeof planRun>>;
   try {
-    planned = await planRun(t, column, binding, opts, readVersion, concurrency);
+    planned = await planRun(t, column, binding, opts, readVersion, concurrency, log);
   } catch (e) {
     void prestarted?.then((x) => x.close(), () => {});
     throw e;
@@ -242,7 +246,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
  * The backfill's planner: from the table at `readVersion` and what is done (done markers, checkpointed
  * batches), the fragments that still need the column, cut into tasks, and the plan's summary.
  */
-async function planRun(t: ResolvedTable, column: string, binding: Binding, opts: ResolvedBackfillOptions, readVersion: number, concurrency: number) {
+async function planRun(t: ResolvedTable, column: string, binding: Binding, opts: ResolvedBackfillOptions, readVersion: number, concurrency: number, log: Logger) {
   const manifest = await readManifest(t.tableDir, readVersion);
   const inputIds = binding.inputs.flatMap((i) => fieldIdsOf(manifest, i));
   const outputIds = fieldIdsOf(manifest, column);
@@ -253,6 +257,10 @@ async function planRun(t: ResolvedTable, column: string, binding: Binding, opts:
   const markerNames = new Set(markers.filter((x) => !((x.value as DoneMarker).rowsSkipped! > 0)).map((x) => x.name));
   const versionChanged = opts.where === undefined && markers.some((x) => (x.value as DoneMarker).udfVersion !== binding.version);
   const nullSelection = `\`${column}\` IS NULL`;
+  // Whole-fragment tasks write the column file themselves when the graft can publish it (see
+  // checkpoint/fragment-file.ts); LANCET_FRAGMENT_FILES=0 keeps batch checkpoints (for comparisons).
+  const fileFormat =
+    opts.commitMode !== "merge" && binding.dataType !== "blob" && process.env.LANCET_FRAGMENT_FILES !== "0" && graftSupported(t) ? formatVersionOf(await readRawManifest(t.tableDir, readVersion)) : undefined;
   const fragments: (PlanFragmentInput & { identity: string })[] = [];
   let offset = 0;
   for (const f of manifest.fragments) {
@@ -264,7 +272,15 @@ async function planRun(t: ResolvedTable, column: string, binding: Binding, opts:
     const hasValues = f.files.some((d) => d.fields.some((id) => outputIds.includes(id)));
     const selection = opts.where ?? (versionChanged || !hasValues ? "" : nullSelection);
     const key = batchKey({ table: t.name, column, udfVersion: binding.version, selection, fragmentId: f.id, inputIdentity: identity, deletionIdentity: deletionIdentity(f) });
-    fragments.push({ id: f.id, liveRows: f.liveRows, globalOffset, selection, batchKey: key, covered: done ? [] : await store.listBatches(key), done, identity });
+    let covered = done ? [] : await store.listBatches(key);
+    if (covered.some((c) => c.file && c.end > f.liveRows)) {
+      // Not a fragment file of this fragment (rows appended twice): useless, and in the way.
+      log.warn(`removing the fragment file of ${t.name}.${column} fragment ${f.id}: it holds more rows than the fragment's ${f.liveRows}; they will be computed again`);
+      await rm(fragmentFileDir(store.batchDir(key)), { recursive: true, force: true });
+      covered = await store.listBatches(key);
+    }
+    const fileOk = fileFormat !== undefined && selection === "" && f.liveRows === f.physicalRows;
+    fragments.push({ id: f.id, liveRows: f.liveRows, globalOffset, selection, batchKey: key, covered, done, identity, ...(fileOk ? { fileFormat } : {}) });
   }
   const plan = planBackfill({
     fragments,
@@ -330,6 +346,13 @@ function backfillWriter(w: BackfillWriterInit): GroupWriter {
         loaded.set(f.id, { rows: v.rowAddrs.length, skipped: v.rowsSkipped });
         return v;
       },
+      file: async () => {
+        const ranges = await store.listBatches(f.batchKey);
+        if (ranges.length !== 1 || !ranges[0]!.file || ranges[0]!.end !== f.liveRows) return null;
+        const dir = store.batchDir(f.batchKey);
+        loaded.set(f.id, { rows: f.liveRows, skipped: await fragmentFileSkipped(dir, f.liveRows) });
+        return dir;
+      },
       stream: async function* () {
         let rows = 0;
         let skipped = 0;
@@ -348,14 +371,17 @@ function backfillWriter(w: BackfillWriterInit): GroupWriter {
     const r = await committer.commit(sources);
     for (const fb of r.fallbacks ?? []) ctl.event("commit-fallback", `fragment ${fb.fragmentId} was written through mergeInsert: the graft refused it (${fb.reason})`);
     failpoint("commit.before-marker");
-    for (const f of group) {
-      const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
-      const v = loaded.get(f.id) ?? { rows: 0, skipped: 0 };
-      const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rows, rowsSkipped: v.skipped, committedVersion: r.version, at: new Date().toISOString() };
-      await store.putMarker(ns, name, marker);
-      for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
-      await store.deleteBatches(f.batchKey);
-    }
+    // Each fragment's marker before its checkpoints are removed; the fragments of a group side by side.
+    await Promise.all(
+      group.map(async (f) => {
+        const name = markerName(f.id, binding.version, identities.get(f.id)!, t.name);
+        const v = loaded.get(f.id) ?? { rows: 0, skipped: 0 };
+        const marker: DoneMarker = { fragmentId: f.id, udfVersion: binding.version, inputIdentity: identities.get(f.id)!, rowsWritten: v.rows, rowsSkipped: v.skipped, committedVersion: r.version, at: new Date().toISOString() };
+        await store.putMarker(ns, name, marker);
+        for (const x of markers) if (x.name.startsWith(`${f.id}-`) && x.name !== name) await store.deleteMarker(ns, x.name);
+        await store.deleteBatches(f.batchKey);
+      }),
+    );
     const total = performance.now() - w0;
     m.writeMs += assembleMs + r.writeMs;
     m.commitMs += Math.max(0, total - assembleMs - r.writeMs);

@@ -224,6 +224,7 @@ export async function runJob(spec: JobSpec): Promise<void> {
             maxCheckpointSize: d.maxCheckpointSize,
             ...(task.parents ? { parents: task.parents } : {}),
             ...(task.partition ? { partition: task.partition } : {}),
+            ...(task.file ? { file: task.file } : {}),
           };
           try {
             m.workersActive++;
@@ -297,7 +298,8 @@ export async function runJob(spec: JobSpec): Promise<void> {
       // workers are running already: every lane starts at once.
       let grow: () => void = () => {};
       const grown = new Promise<void>((r) => (grow = r));
-      const timer = setTimeout(grow, d.executor === "local" ? LOCAL_LANE_DELAY_MS : 0);
+      // A plan of many tasks for each lane is not a small job: every lane starts at once.
+      const timer = setTimeout(grow, d.executor === "local" && plan.tasks.length <= 4 * inFlight ? LOCAL_LANE_DELAY_MS : 0);
       const later = async (): Promise<void> => {
         await grown;
         if (queue.length > 0) await lane();

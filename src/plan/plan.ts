@@ -18,6 +18,12 @@ export interface PlanFragmentInput {
   readonly covered: readonly BatchRange[];
   /** The fragment's values are complete for this UDF version and input data. */
   readonly done: boolean;
+  /**
+   * The table's data storage version when a task covering the whole fragment may write the column
+   * file itself (a fragment file, `checkpoint/fragment-file.ts`): every row selected, none deleted,
+   * a committer that can publish such a file. Undefined: batch checkpoints only.
+   */
+  readonly fileFormat?: string;
 }
 
 export interface PlanInput {
@@ -44,6 +50,8 @@ export interface PlannedTask {
   readonly parents?: readonly number[];
   /** A UDTF task's partition. */
   readonly partition?: { readonly key: string; readonly filter: string | null };
+  /** The task writes its fragment's column file (rows in order, appended from the file's end): the table's data storage version and the fragment's rows. */
+  readonly file?: { readonly formatVersion: string; readonly rows: number };
 }
 
 export interface PlannedFragment extends PlanFragmentInput {
@@ -103,7 +111,9 @@ export function planBackfill(input: PlanInput): Plan {
       const gaps = gapsOf(start, end, f.covered);
       if (gaps.length === 0) continue;
       rows += gaps.reduce((s, g) => s + g.end - g.start, 0);
-      ftasks.push({ id: `${f.batchKey}:${start}-${end}`, fragmentId: f.id, globalOffset: f.globalOffset, start, end, gaps, selection: f.selection, batchKey: f.batchKey });
+      // One task for the whole fragment, and nothing checkpointed but a fragment file it continues.
+      const file = f.fileFormat !== undefined && start === 0 && end === f.liveRows && gaps.length === 1 && f.covered.every((c) => c.file === true && c.start === 0);
+      ftasks.push({ id: `${f.batchKey}:${start}-${end}`, fragmentId: f.id, globalOffset: f.globalOffset, start, end, gaps, selection: f.selection, batchKey: f.batchKey, ...(file ? { file: { formatVersion: f.fileFormat!, rows: f.liveRows } } : {}) });
     }
     fragments.push({ ...f, tasks: ftasks, rowsToCompute: rows });
     tasks.push(...ftasks);
