@@ -6,15 +6,16 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
+import { fragmentFileRows } from "../../src/checkpoint/fragment-file.ts";
 import { addColumns, backfill, listJobs } from "../../src/index.ts";
 import { countWhere, fmt, goal, median, runCli, say, TABLE, UDF_BURN, withEnv, type Suite } from "./harness.ts";
 
 /**
  * Rows a kill left on disk, per fragment: a fragment with a done marker counts its committed rows;
- * any other fragment counts the rows of its checkpoint batch files. (A kill between a fragment's
+ * any other fragment counts the rows of its checkpoint batch files or its fragment file. (A kill between a fragment's
  * marker and the deletion of its batches leaves both: counted once.)
  */
-function checkpointedOnDisk(dir: string, column: string): { batchRows: number; committedRows: number } {
+async function checkpointedOnDisk(dir: string, column: string): Promise<{ batchRows: number; committedRows: number }> {
   const ckp = path.join(dir, "_lancet", TABLE, "ckp");
   const batches = new Map<number, number>();
   const committed = new Map<number, number>();
@@ -23,6 +24,8 @@ function checkpointedOnDisk(dir: string, column: string): { batchRows: number; c
     for (const d of readdirSync(batchRoot)) {
       const frag = Number(/^(\d+)-/.exec(d)?.[1] ?? NaN);
       for (const f of readdirSync(path.join(batchRoot, d))) {
+        // A fragment file (a whole-fragment task's column file): its rows are in its manifest.
+        if (f === "file") batches.set(frag, (batches.get(frag) ?? 0) + (await fragmentFileRows(path.join(batchRoot, d))));
         const m = /^(\d+)-(\d+)\.arrow$/.exec(f);
         if (m) batches.set(frag, (batches.get(frag) ?? 0) + Number(m[2]) - Number(m[1]));
       }
@@ -130,7 +133,7 @@ export async function benchP6(suite: Suite): Promise<void> {
       if (res.signal !== "SIGKILL") throw new Error(`P6: the CLI was not killed (exit ${res.code}, ${res.signal}); it finished before 50 % was seen; stderr: ${res.stderrTail}`);
       // Wait until every process of the group is gone before counting.
       for (let i = 0; i < 50 && res.sampler.workerPids.size > 0 && [...res.sampler.workerPids].some((p) => existsSync(`/proc/${p}`)); i++) await new Promise((x) => setTimeout(x, 100));
-      const disk = checkpointedOnDisk(dir, "y");
+      const disk = await checkpointedOnDisk(dir, "y");
       let firstRunComputed = 0;
       for (const f of readdirSync(countDir)) firstRunComputed += Number(readFileSync(path.join(countDir, f), "utf8").trim() || "0");
       rmSync(countDir, { recursive: true, force: true });
