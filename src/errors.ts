@@ -37,6 +37,8 @@ export type ErrorCode =
   | "TABLE_EXISTS"
   | "NO_WORKER"
   | "STORAGE_UNREACHABLE"
+  /** An object-store request failed after its retries (503 SlowDown, resets, timeouts, a short read). */
+  | "STORAGE_FAILED"
   | "QUEUE_UNAVAILABLE"
   | "INTERNAL";
 
