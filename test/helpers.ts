@@ -128,7 +128,7 @@ export async function securedRows(storeDir: string, column: string): Promise<num
         continue; // deleted after its commit
       }
       // A fragment file (a whole-fragment task's column file): its rows are in its manifest.
-      if (files.includes("file")) n += await fragmentFileRows(path.join(batches, dir)).catch(() => 0);
+      if (files.some((f) => /^file-\d+$/.test(f))) n += await fragmentFileRows(path.join(batches, dir)).catch(() => 0);
       for (const f of files) {
         if (!f.endsWith(".arrow")) continue;
         try {

@@ -25,7 +25,7 @@ async function checkpointedOnDisk(dir: string, column: string): Promise<{ batchR
       const frag = Number(/^(\d+)-/.exec(d)?.[1] ?? NaN);
       for (const f of readdirSync(path.join(batchRoot, d))) {
         // A fragment file (a whole-fragment task's column file): its rows are in its manifest.
-        if (f === "file") batches.set(frag, (batches.get(frag) ?? 0) + (await fragmentFileRows(path.join(batchRoot, d))));
+        if (/^file-\d+$/.test(f)) batches.set(frag, (batches.get(frag) ?? 0) + (await fragmentFileRows(path.join(batchRoot, d))));
         const m = /^(\d+)-(\d+)\.arrow$/.exec(f);
         if (m) batches.set(frag, (batches.get(frag) ?? 0) + Number(m[2]) - Number(m[1]));
       }

@@ -1,79 +1,143 @@
 /**
  * Fragment files: a checkpoint that is the column file itself. A task that covers a whole fragment
  * (every row selected, no deleted rows) appends each computed batch, in row order, to a one-column
- * LanceDB table kept with the fragment's checkpoints (`batches/<key>/file/v.lance`), and compacts it
- * into one data file when the task ends. The graft committer then links that data file into the table
- * and only writes the manifest: the values cross the disk once and never pass through the coordinator.
+ * LanceDB table kept with the fragment's checkpoints, and compacts it into one data file when the task
+ * ends. The graft committer then links that data file into the table and only writes the manifest: the
+ * values cross the disk once and never pass through the coordinator.
  *
- * Each append is a LanceDB commit, so the table's latest manifest says exactly which rows are done:
- * rows `[0, rows)` of the fragment, in order. A killed worker loses only its in-flight batches; the
- * next attempt opens the table and appends from where it ends. An append checks the version it
- * produced, so two attempts appending at once (a redelivered queue job) fail instead of interleaving.
- * Batches the error policy skipped rows in leave a small `skipped-<start>-<end>.json` record beside
- * the table (the done marker counts them, so a later run retries those rows).
+ * ## Layout and rules
+ *
+ * A fragment's checkpoint folder holds numbered attempts' files, `file-<n>/`, each with the table
+ * (`v.lance`), one small record per append (`appends/<version>.json`: the rows `[start, end)` that
+ * version added), a record per batch the error policy skipped rows in (`skipped-<start>-<end>.json`),
+ * the writer's probe (`probe.arrow`: its first and last values) and, when something went wrong,
+ * `poisoned`. The rules:
+ *
+ * - **The current file** is the highest-numbered one, if it is not poisoned and its append records,
+ *   for the versions its latest manifest has, chain from row 0 to exactly its row count. Its rows are
+ *   the fragment's rows `[0, rows)`, in order. Anything else (rows no record accounts for, a gap, an
+ *   overlap) is not a checkpoint: it counts as no rows, and the next writer starts `file-<n+1>`.
+ * - **A folder is never reused.** A writer continues the current file or creates the next number
+ *   (`mkdir`, which refuses an existing name: two writers never start the same file). A writer that
+ *   finds its append produced an unexpected version (another writer appended at the same time)
+ *   poisons the file and fails; a writer checks the poison mark before every append. A straggler of
+ *   an old attempt can therefore only write into a file nobody uses again.
+ * - Each append is a LanceDB commit, so a killed worker loses only its in-flight batches; a record
+ *   written before an append that never happened names a version the table does not have, and is
+ *   ignored (and replaced by the next append's).
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb, type ArrowNs, type LanceNs } from "../arrow.ts";
 import { CheckpointError } from "../errors.ts";
 import { readManifest } from "../read/manifest.ts";
 import type { BatchRange } from "./store.ts";
 
-/** The LanceDB database (one table, {@link FILE_TABLE}) holding a fragment file under a checkpoint directory. */
-export function fragmentFileDir(batchDir: string): string {
-  return path.join(batchDir, "file");
-}
 export const FILE_TABLE = "v";
-
-/** Rows in a fragment file (from its latest manifest; no LanceDB call), or 0 when there is none. */
-export async function fragmentFileRows(batchDir: string): Promise<number> {
-  const tableDir = path.join(fragmentFileDir(batchDir), `${FILE_TABLE}.lance`);
-  try {
-    await readdir(path.join(tableDir, "_versions"));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return 0;
-    throw e;
-  }
-  try {
-    return (await readManifest(tableDir)).fragments.reduce((s, f) => s + f.physicalRows, 0);
-  } catch (e) {
-    // Created but never committed (killed inside its first append): nothing is in it.
-    if (/has no manifest/.test((e as Error).message)) return 0;
-    throw e;
-  }
-}
-
-/** Rows the error policy skipped in a fragment file's first `rows` rows. */
-export async function fragmentFileSkipped(batchDir: string, rows: number): Promise<number> {
-  let n = 0;
-  let names: string[];
-  try {
-    names = await readdir(batchDir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return 0;
-    throw e;
-  }
-  for (const name of names) {
-    const m = /^skipped-(\d+)-(\d+)\.json$/.exec(name);
-    if (!m || Number(m[2]) > rows) continue; // a batch killed before its append: not in the file
-    n += (JSON.parse(await readFile(path.join(batchDir, name), "utf8")) as { rows: number }).rows;
-  }
-  return n;
-}
-
+const FILE_DIR = /^file-(\d+)$/;
 /** Rows at each end of a fragment file kept in its probe. */
 const PROBE_ROWS = 1024;
 const PROBE_FILE = "probe.arrow";
+const POISON = "poisoned";
+
+/** A fragment file that holds the fragment's rows `[0, rows)`: its folder (a LanceDB database) and table folder. */
+export interface FragmentFile {
+  readonly dir: string;
+  readonly tableDir: string;
+  readonly rows: number;
+  /** The table's latest version. */
+  readonly version: number;
+}
+
+async function names(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
+  }
+}
+
+/** The numbers of the `file-<n>` folders under a checkpoint folder, highest first. */
+async function attempts(batchDir: string): Promise<number[]> {
+  return (await names(batchDir)).flatMap((n) => {
+    const m = FILE_DIR.exec(n);
+    return m ? [Number(m[1])] : [];
+  }).sort((a, b) => b - a);
+}
+
+/** The file in `dir` if its appends chain from row 0 to its row count (see the module comment), else undefined. */
+async function validFile(dir: string): Promise<FragmentFile | undefined> {
+  if (existsSync(path.join(dir, POISON))) return undefined;
+  const tableDir = path.join(dir, `${FILE_TABLE}.lance`);
+  if (!existsSync(path.join(tableDir, "_versions"))) return undefined;
+  let m;
+  try {
+    m = await readManifest(tableDir);
+  } catch (e) {
+    if (/has no manifest/.test((e as Error).message)) return undefined; // created, never committed
+    throw e;
+  }
+  const rows = m.fragments.reduce((s, f) => s + f.physicalRows, 0);
+  const chain: BatchRange[] = [];
+  for (const n of await names(path.join(dir, "appends"))) {
+    const v = /^(\d+)\.json$/.exec(n);
+    if (!v || Number(v[1]) > m.version) continue; // an append that never happened
+    try {
+      chain.push(JSON.parse(await readFile(path.join(dir, "appends", n), "utf8")) as BatchRange);
+    } catch {
+      return undefined;
+    }
+  }
+  chain.sort((a, b) => a.start - b.start);
+  let at = 0;
+  for (const c of chain) {
+    if (c.start !== at || c.end <= c.start) return undefined;
+    at = c.end;
+  }
+  return at === rows && rows > 0 ? { dir, tableDir, rows, version: m.version } : undefined;
+}
+
+/** The current fragment file of a checkpoint folder (see the module comment), or undefined. */
+export async function currentFragmentFile(batchDir: string): Promise<FragmentFile | undefined> {
+  const n = (await attempts(batchDir))[0];
+  return n === undefined ? undefined : validFile(path.join(batchDir, `file-${n}`));
+}
+
+/** Rows in the current fragment file (no LanceDB call), or 0 when there is none. */
+export async function fragmentFileRows(batchDir: string): Promise<number> {
+  return (await currentFragmentFile(batchDir))?.rows ?? 0;
+}
+
+/** Marks a checkpoint folder's current fragment file as unusable: its rows will be computed again. */
+export async function poisonFragmentFile(batchDir: string): Promise<void> {
+  const n = (await attempts(batchDir))[0];
+  if (n !== undefined) await atomicWrite(path.join(batchDir, `file-${n}`, POISON), new Date().toISOString(), false);
+}
+
+/** Rows the error policy skipped in the current fragment file's first `rows` rows. */
+export async function fragmentFileSkipped(batchDir: string, rows: number): Promise<number> {
+  const f = await currentFragmentFile(batchDir);
+  if (!f) return 0;
+  let n = 0;
+  for (const name of await names(f.dir)) {
+    const m = /^skipped-(\d+)-(\d+)\.json$/.exec(name);
+    if (!m || Number(m[2]) > rows) continue;
+    n += (JSON.parse(await readFile(path.join(f.dir, name), "utf8")) as { rows: number }).rows;
+  }
+  return n;
+}
 
 /**
  * The probe a fragment file's writer left — its first and last values by row — or undefined when
  * there is none (the file was written by more than one attempt): a lookup by physical row.
  */
-export async function readFragmentFileProbe(batchDir: string): Promise<((row: number) => unknown) | undefined> {
+export async function readFragmentFileProbe(file: FragmentFile): Promise<((row: number) => unknown) | undefined> {
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(path.join(fragmentFileDir(batchDir), PROBE_FILE));
+    bytes = await readFile(path.join(file.dir, PROBE_FILE));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw e;
@@ -98,81 +162,103 @@ function copyOf(v: ArrowNs.Vector): ArrowNs.Vector {
   return arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v }))).getChild("v")!;
 }
 
-async function atomicJson(file: string, value: unknown): Promise<void> {
-  await atomicWrite(file, JSON.stringify(value));
-}
-
-async function atomicWrite(file: string, data: Uint8Array | string): Promise<void> {
+/** Temporary file, (fsync), rename: a reader sees the whole file or none. */
+async function atomicWrite(file: string, data: Uint8Array | string, sync = true): Promise<void> {
   const tmp = `${file}.${randomUUID()}.tmp`;
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  if (sync) {
+    const fh = await open(tmp, "w");
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } else await writeFile(tmp, data);
   await rename(tmp, file);
 }
 
-/** Appends a task's batches, in row order, to its fragment's file. One writer per fragment file. */
+/** Appends a task's batches, in row order, to its fragment's file. */
 export class FragmentFileWriter {
-  private readonly batchDir: string;
+  private readonly dir: string;
   private readonly db: LanceNs.Connection;
   private readonly schema: ArrowNs.Schema;
   private readonly formatVersion: string;
   private readonly where: { table: string; column: string; fragmentId: number };
   private table: LanceNs.Table | undefined;
-  private version = 0;
+  private version: number;
   private appends = 0;
   private probe: { head: ArrowNs.Vector; tail: ArrowNs.Vector } | undefined;
   /** Rows in the file: the fragment's rows `[0, rows)`. */
   rows: number;
 
-  private constructor(batchDir: string, db: LanceNs.Connection, table: LanceNs.Table | undefined, rows: number, schema: ArrowNs.Schema, formatVersion: string, where: FragmentFileWriter["where"]) {
-    this.batchDir = batchDir;
+  private constructor(dir: string, db: LanceNs.Connection, table: LanceNs.Table | undefined, file: FragmentFile | undefined, schema: ArrowNs.Schema, formatVersion: string, where: FragmentFileWriter["where"]) {
+    this.dir = dir;
     this.db = db;
     this.table = table;
-    this.rows = rows;
+    this.rows = file?.rows ?? 0;
+    this.version = file?.version ?? 0;
     this.schema = schema;
     this.formatVersion = formatVersion;
     this.where = where;
   }
 
-  /** Opens (or prepares to create) the fragment file under `batchDir`. */
+  /** Continues the current fragment file under `batchDir`, or starts the next one. */
   static async open(batchDir: string, column: string, type: ArrowNs.DataType, formatVersion: string, where: FragmentFileWriter["where"]): Promise<FragmentFileWriter> {
-    const dir = fragmentFileDir(batchDir);
-    await mkdir(dir, { recursive: true });
-    const rows = await fragmentFileRows(batchDir);
+    await mkdir(batchDir, { recursive: true });
+    const file = await currentFragmentFile(batchDir);
+    let dir: string;
+    if (file) {
+      dir = file.dir;
+      // Records of batches killed before their append (a resumed run cuts its batches anew).
+      for (const name of await names(dir)) {
+        const m = /^skipped-(\d+)-(\d+)\.json$/.exec(name);
+        if (m && Number(m[1]) >= file.rows) await unlink(path.join(dir, name)).catch(() => {});
+      }
+      for (const name of await names(path.join(dir, "appends"))) {
+        const v = /^(\d+)\.json$/.exec(name);
+        if (v && Number(v[1]) > file.version) await unlink(path.join(dir, "appends", name)).catch(() => {});
+      }
+    } else {
+      dir = path.join(batchDir, `file-${((await attempts(batchDir))[0] ?? 0) + 1}`);
+      try {
+        await mkdir(dir); // refuses an existing folder: one writer per file
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        throw new CheckpointError(`another worker started the fragment file of ${where.table}.${where.column} fragment ${where.fragmentId} at the same time; this attempt stops`, { ...where, retryable: true });
+      }
+    }
+    await mkdir(path.join(dir, "appends"), { recursive: true });
     const db = await lancedb.connect(dir);
-    let table: LanceNs.Table | undefined;
-    if (rows > 0) table = await db.openTable(FILE_TABLE);
-    else await rm(path.join(dir, `${FILE_TABLE}.lance`), { recursive: true, force: true }); // never committed
-    const w = new FragmentFileWriter(batchDir, db, table, rows, new arrow.Schema([new arrow.Field(column, type, true)]), formatVersion, where);
-    if (table) w.version = await table.version();
-    else w.probe = { head: emptyOf(type), tail: emptyOf(type) };
+    const table = file ? await db.openTable(FILE_TABLE) : undefined;
+    const w = new FragmentFileWriter(dir, db, table, file, new arrow.Schema([new arrow.Field(column, type, true)]), formatVersion, where);
+    if (!file) w.probe = { head: emptyOf(type), tail: emptyOf(type) };
     return w;
+  }
+
+  private fail(message: string, rowOffset: number): CheckpointError {
+    const { table, column, fragmentId } = this.where;
+    return new CheckpointError(`fragment file of ${table}.${column} fragment ${fragmentId} (${this.dir}): ${message}`, { table, column, fragmentId, rowOffset, retryable: true });
   }
 
   /** Appends rows `[range.start, range.end)` (their values in order); `skipped` of them were skipped by the error policy. */
   async append(range: BatchRange, values: ArrowNs.Vector, skipped: number): Promise<void> {
-    const { table: tableName, column, fragmentId } = this.where;
-    if (range.start !== this.rows || values.length !== range.end - range.start) {
-      throw new CheckpointError(`fragment file of ${tableName}.${column} fragment ${fragmentId} holds rows 0-${this.rows - 1}; cannot append rows ${range.start}-${range.end - 1}`, { table: tableName, column, fragmentId, rowOffset: range.start });
-    }
-    if (skipped > 0) await atomicJson(path.join(this.batchDir, `skipped-${range.start}-${range.end}.json`), { rows: skipped });
-    const data = new arrow.Table(this.schema, { [column]: values });
+    if (range.start !== this.rows || values.length !== range.end - range.start) throw this.fail(`holds rows 0-${this.rows - 1}; cannot append rows ${range.start}-${range.end - 1}`, range.start);
+    if (existsSync(path.join(this.dir, POISON))) throw this.fail("another attempt wrote to it at the same time; its rows will be computed again", range.start);
+    const expected = this.version + 1;
+    await atomicWrite(path.join(this.dir, "appends", `${expected}.json`), JSON.stringify({ start: range.start, end: range.end }));
+    if (skipped > 0) await atomicWrite(path.join(this.dir, `skipped-${range.start}-${range.end}.json`), JSON.stringify({ rows: skipped }));
+    const data = new arrow.Table(this.schema, { [this.where.column]: values });
+    let version: number;
     if (!this.table) {
       this.table = await this.db.createTable(FILE_TABLE, data as never, { storageOptions: { new_table_data_storage_version: this.formatVersion } } as never);
-      this.version = await this.table.version();
-    } else {
-      const r = await this.table.add(data as never);
-      if (r.version !== this.version + 1) {
-        // Another attempt appended at the same time: the file's rows are no longer in order.
-        await rm(fragmentFileDir(this.batchDir), { recursive: true, force: true });
-        throw new CheckpointError(`two workers appended to the fragment file of ${tableName}.${column} fragment ${fragmentId} at once (version ${r.version}, expected ${this.version + 1}); the file was removed and its rows will be computed again`, { table: tableName, column, fragmentId, rowOffset: range.start, retryable: true });
-      }
-      this.version = r.version;
+      version = await this.table.version();
+    } else version = (await this.table.add(data as never)).version;
+    if (version !== expected) {
+      // Another attempt appended at the same time: the file's rows are no longer the fragment's in order.
+      await atomicWrite(path.join(this.dir, POISON), `version ${version}, expected ${expected}`, false);
+      throw this.fail(`another attempt appended at the same time (version ${version}, expected ${expected}); the file is poisoned and its rows will be computed again`, range.start);
     }
+    this.version = version;
     this.appends++;
     this.rows = range.end;
     this.keepProbe(values);
@@ -193,17 +279,14 @@ export class FragmentFileWriter {
    */
   async finish(): Promise<void> {
     if (!this.table || this.appends === 0) return;
-    await compactFragmentFile(this.batchDir, this.table);
+    await compactFragmentFile({ dir: this.dir, tableDir: path.join(this.dir, `${FILE_TABLE}.lance`), rows: this.rows, version: this.version }, this.table);
     if (!this.probe) return;
     const { head, tail } = this.probe;
     const tailStart = this.rows - tail.length;
     const rows = Int32Array.from({ length: head.length + tail.length }, (_, i) => (i < head.length ? i : tailStart + i - head.length));
     const table = new arrow.Table({ row: arrow.makeVector(rows), value: head.concat(tail) });
     // Not synced: a probe lost or torn by a power cut is read back from the file instead.
-    const file = path.join(fragmentFileDir(this.batchDir), PROBE_FILE);
-    const tmp = `${file}.${randomUUID()}.tmp`;
-    await writeFile(tmp, arrow.tableToIPC(table, "file"));
-    await rename(tmp, file);
+    await atomicWrite(path.join(this.dir, PROBE_FILE), arrow.tableToIPC(table, "file"), false);
   }
 
   close(): void {
@@ -213,14 +296,16 @@ export class FragmentFileWriter {
 }
 
 /** Compacts a fragment file's table into one fragment with one data file (a no-op when it is one already). */
-export async function compactFragmentFile(batchDir: string, table: LanceNs.Table): Promise<void> {
-  const m = await readManifest(path.join(fragmentFileDir(batchDir), `${FILE_TABLE}.lance`));
+export async function compactFragmentFile(file: FragmentFile, table: LanceNs.Table): Promise<void> {
+  const m = await readManifest(file.tableDir);
   if (m.fragments.length > 1 || m.fragments.some((f) => f.files.length > 1)) await table.optimize();
 }
 
-/** Reads rows `[from, to)` of a fragment file in pieces of at most `pieceRows` rows, as Arrow vectors. */
+/** Reads rows `[from, to)` of a checkpoint folder's current fragment file in pieces of at most `pieceRows` rows. */
 export async function* readFragmentFile(batchDir: string, column: string, from: number, to: number, pieceRows = 65_536): AsyncGenerator<ArrowNs.Vector> {
-  const db = await lancedb.connect(fragmentFileDir(batchDir));
+  const file = await currentFragmentFile(batchDir);
+  if (!file || file.rows < to) throw new Error(`the fragment file in ${batchDir} holds ${file?.rows ?? 0} rows, not ${to}`);
+  const db = await lancedb.connect(file.dir);
   const table = await db.openTable(FILE_TABLE);
   try {
     for (let at = from; at < to; at += pieceRows) {
@@ -233,4 +318,9 @@ export async function* readFragmentFile(batchDir: string, column: string, from: 
     table.close();
     db.close();
   }
+}
+
+/** Removes every fragment file of a checkpoint folder (its batches stay). */
+export async function removeFragmentFiles(batchDir: string): Promise<void> {
+  for (const n of await attempts(batchDir)) await rm(path.join(batchDir, `file-${n}`), { recursive: true, force: true });
 }

@@ -7,6 +7,8 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { CheckpointError } from "../errors.ts";
+import { isRemote, storeAt } from "../storage/location.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 import { fragmentFileRows } from "./fragment-file.ts";
 
 /** Rows `[start, end)` of a fragment, counted in live rows from the fragment's start. */
@@ -85,7 +87,7 @@ export class FileCheckpointStore implements CheckpointStore {
   async listBatches(key: string): Promise<BatchRange[]> {
     const out: BatchRange[] = [];
     const names = await listDir(this.batchDir(key));
-    if (names.includes("file")) {
+    if (names.some((n) => /^file-\d+$/.test(n))) {
       const rows = await fragmentFileRows(this.batchDir(key));
       if (rows > 0) out.push({ start: 0, end: rows, file: true });
     }
@@ -132,6 +134,83 @@ export class FileCheckpointStore implements CheckpointStore {
       if (e.code !== "ENOENT") throw e;
     });
   }
+}
+
+/**
+ * Checkpoints in an object store (S3), laid out as {@link FileCheckpointStore} lays out its files:
+ * one object per batch (`batches/<key>/<start>-<end>.arrow`; adaptive batch sizes keep them few and
+ * large) and one per marker. A put replaces a whole object, so a reader sees a whole checkpoint or
+ * none. No fragment files here: they are LanceDB tables the graft links, a local-filesystem path.
+ */
+export class ObjectCheckpointStore implements CheckpointStore {
+  private readonly store: ObjectStore;
+  constructor(store: ObjectStore) {
+    this.store = store;
+  }
+
+  get root(): string {
+    return this.store.uri;
+  }
+
+  async putBatch(key: string, range: BatchRange, data: Uint8Array): Promise<void> {
+    try {
+      await this.store.put(`batches/${safe(key)}/${range.start}-${range.end}.arrow`, data);
+    } catch (e) {
+      throw new CheckpointError(`could not write checkpoint ${key} rows ${range.start}-${range.end - 1} to ${this.store.uri}: ${(e as Error).message}`, { cause: e, retryable: true });
+    }
+  }
+
+  async listBatches(key: string): Promise<BatchRange[]> {
+    const prefix = `batches/${safe(key)}/`;
+    const out: BatchRange[] = [];
+    for (const k of await this.store.list(prefix)) {
+      const m = RANGE_FILE.exec(k.slice(prefix.length));
+      if (m) out.push({ start: Number(m[1]), end: Number(m[2]) });
+    }
+    return out.sort((a, b) => a.start - b.start || a.end - b.end);
+  }
+
+  async getBatch(key: string, range: BatchRange): Promise<Uint8Array> {
+    const data = await this.store.get(`batches/${safe(key)}/${range.start}-${range.end}.arrow`);
+    if (data === undefined) throw new CheckpointError(`checkpoint ${key} rows ${range.start}-${range.end - 1} does not exist in ${this.store.uri}`);
+    return data;
+  }
+
+  async deleteBatches(key: string): Promise<void> {
+    await this.store.deletePrefix(`batches/${safe(key)}/`);
+  }
+
+  async listBatchKeys(column: string): Promise<string[]> {
+    const prefix = `batches/${safe(column)}/`;
+    const keys = new Set<string>();
+    for (const k of await this.store.list(prefix)) keys.add(`${column}/${k.slice(prefix.length).split("/")[0]}`);
+    return [...keys].sort();
+  }
+
+  async putMarker(namespace: string, name: string, value: unknown): Promise<void> {
+    await this.store.put(`markers/${safe(namespace)}/${safe(name)}.json`, JSON.stringify(value));
+  }
+
+  async listMarkers(namespace: string): Promise<{ name: string; value: unknown }[]> {
+    const prefix = `markers/${safe(namespace)}/`;
+    const names = (await this.store.list(prefix)).map((k) => k.slice(prefix.length)).filter((n) => !n.includes("/") && n.endsWith(".json"));
+    const out = await Promise.all(
+      names.map(async (n) => {
+        const data = await this.store.get(`${prefix}${n}`);
+        return data === undefined ? undefined : { name: n.slice(0, -5), value: JSON.parse(new TextDecoder().decode(data)) as unknown };
+      }),
+    );
+    return out.filter((x) => x !== undefined);
+  }
+
+  async deleteMarker(namespace: string, name: string): Promise<void> {
+    await this.store.delete(`markers/${safe(namespace)}/${safe(name)}.json`);
+  }
+}
+
+/** The checkpoint store at `root`: files for a local directory, objects for an object-storage prefix. */
+export function checkpointStoreAt(root: string): FileCheckpointStore | ObjectCheckpointStore {
+  return isRemote(root) ? new ObjectCheckpointStore(storeAt(root)) : new FileCheckpointStore(root);
 }
 
 /** Checkpoints in memory: for tests and single-process experiments. */

@@ -3,7 +3,7 @@ import { cancelJob, getJob, listJobs } from "../index.ts";
 import type { JobRecord, JobStatus } from "../index.ts";
 import { formatShares } from "../jobs/diagnose.ts";
 import { FINAL_STATUSES } from "../jobs/record.ts";
-import { DB, flagText, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
+import { DB, STORAGE_OPTION, flagText, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 
 const STATUSES: JobStatus[] = ["pending", "running", "finished", "failed", "cancelled"];
@@ -13,7 +13,7 @@ const SHOW: CommandSpec = {
   summary: "print one job: status, options, plan, metrics, diagnosis, error and events",
   synopsis: "ID --db DIR [--json]",
   positionals: ["ID"],
-  flags: [DB, { ...JSON_FLAG, help: "print the job record as getJob() returns it" }],
+  flags: [DB, STORAGE_OPTION, { ...JSON_FLAG, help: "print the job record as getJob() returns it" }],
   example: "jobs show 3f1c… --db ./data",
 };
 
@@ -22,7 +22,7 @@ const CANCEL: CommandSpec = {
   summary: "ask a running job (in any process) to stop, and wait until it has; exit 0 when it ended cancelled",
   synopsis: "ID --db DIR [--timeout-ms N] [--json]",
   positionals: ["ID"],
-  flags: [DB, { name: "timeout-ms", type: "string", value: "N", integer: true, option: "timeoutMs", help: "how long to wait for the job to stop", default: "60000" }, { ...JSON_FLAG, help: "print the job record once it has stopped" }],
+  flags: [DB, STORAGE_OPTION, { name: "timeout-ms", type: "string", value: "N", integer: true, option: "timeoutMs", help: "how long to wait for the job to stop", default: "60000" }, { ...JSON_FLAG, help: "print the job record once it has stopped" }],
   example: "jobs cancel 3f1c… --db ./data",
 };
 
@@ -45,6 +45,7 @@ export const JOBS: CommandSpec = {
   synopsis: "--db DIR [--table NAME] [--status S] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     { ...TABLE, required: false, help: "only this table's jobs" },
     { name: "status", type: "string", value: "S", help: `only jobs in this state: ${STATUSES.join(" | ")}` },
     { ...JSON_FLAG, help: "print a JSON array of job records, as listJobs() returns them" },

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { addColumns, alterColumns, backfillAsync, columnStatus, getJob, internalColumns, listErrors, listViews, refragment, stderrLogger } from "../index.ts";
 import type { BackfillJob, BackfillOptions, JobRecord } from "../index.ts";
 import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
-import { BACKFILL, COLUMN, DB, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
+import { BACKFILL, COLUMN, DB, STORAGE_OPTION, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 import { WORKER, WORKERS, workerCommand, workersCommand } from "./worker.ts";
 import { ALTER_VIEW, alterViewCommand, CREATE_VIEW, createViewCommand, REFRESH, refreshCommand, VIEWS, viewsCommand } from "./views.ts";
@@ -25,6 +25,7 @@ const ADD_COLUMN: CommandSpec = {
   synopsis: "--db DIR --table NAME --column COL (--udf MODULE#EXPORT | --sql EXPR) [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     TABLE,
     { ...COLUMN, help: "name of the new column" },
     { name: "udf", type: "string", value: "MODULE#EXPORT", help: "the UDF: a module path and the name of its export" },
@@ -41,6 +42,7 @@ const ALTER_COLUMN: CommandSpec = {
   synopsis: "--db DIR --table NAME --column COL --udf MODULE#EXPORT [--force] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     TABLE,
     COLUMN,
     { name: "udf", type: "string", value: "MODULE#EXPORT", help: "the UDF: a module path and the name of its export", required: true },
@@ -55,7 +57,7 @@ const STATUS: CommandSpec = {
   name: "status",
   summary: "list a table's UDF columns: binding, version, filled rows, module state",
   synopsis: "--db DIR --table NAME [--json]",
-  flags: [DB, TABLE, JSON_FLAG],
+  flags: [DB, STORAGE_OPTION, TABLE, JSON_FLAG],
   example: "status --db ./data --table docs",
 };
 
@@ -65,6 +67,7 @@ const REFRAGMENT: CommandSpec = {
   synopsis: "--db DIR --table NAME --max-rows-per-fragment N [--conflict-retries N] [--force] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     TABLE,
     { name: "max-rows-per-fragment", type: "string", value: "N", integer: true, required: true, option: "maxRowsPerFragment", help: "rows per fragment at most" },
     { name: "conflict-retries", type: "string", value: "N", integer: true, option: "conflictRetries", help: "restarts after another writer commits meanwhile", default: "2" },
@@ -80,6 +83,7 @@ const ERRORS: CommandSpec = {
   synopsis: "--db DIR [--job ID] [--table NAME] [--column COL] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     { name: "job", type: "string", value: "ID", help: "only this job's errors (JOB_NOT_FOUND when there is no such job)" },
     { ...TABLE, required: false, help: "only this table's errors" },
     { ...COLUMN, required: false, help: "only this column's errors" },

@@ -3,6 +3,8 @@
  * typo suggestions and option-name translation all come from it, so they cannot drift), usage errors
  * and error reporting.
  */
+import { canonical, isRemote, registerStorage } from "../storage/location.ts";
+import { parseStorageOption, resolveStorageOptions } from "../storage/object-store.ts";
 import { isBackfillError } from "../errors.ts";
 
 export interface CliIo {
@@ -54,7 +56,9 @@ export interface CommandSpec {
 }
 
 /** Flags several commands share, declared once. */
-export const DB: FlagSpec = { name: "db", type: "string", value: "DIR", help: "database directory (what you pass to lancedb.connect())", required: true };
+export const DB: FlagSpec = { name: "db", type: "string", value: "DIR|URI", help: "database: a directory or s3://bucket/prefix (what you pass to lancedb.connect())", required: true, default: "$LANCET_DB" };
+/** Object storage settings, for a `--db s3://…` (any command with --db takes it). */
+export const STORAGE_OPTION: FlagSpec = { name: "storage-option", type: "string", value: "KEY=VALUE", multiple: true, help: "with --db s3://…: a LanceDB storage option (endpoint, region, access_key_id, secret_access_key, allow_http, …)", default: "from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" };
 export const TABLE: FlagSpec = { name: "table", type: "string", value: "NAME", help: "table name", required: true };
 export const COLUMN: FlagSpec = { name: "column", type: "string", value: "COL", help: "column name", required: true };
 export const JSON_FLAG: FlagSpec = { name: "json", type: "boolean", help: "machine-readable output: the last line of stdout is one JSON value" };
@@ -70,6 +74,7 @@ export const BACKFILL: CommandSpec = {
   synopsis: "--db DIR --table NAME --column COL [options]",
   flags: [
     DB,
+    STORAGE_OPTION,
     TABLE,
     { ...COLUMN, help: "the UDF column to fill" },
     { name: "concurrency", type: "string", value: "N", integer: true, option: "concurrency", help: "worker processes", default: "min(8, cores); with --redis the live workers' slots" },
@@ -177,13 +182,33 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): Parsed {
       spec.name,
     );
   }
+  if (byName.has("db")) useDatabase(spec, values);
   for (const f of spec.flags) {
     const v = values[f.name];
-    if (f.required && (v === undefined || v === "")) throw new UsageError(`--${f.name} ${f.value ?? "VALUE"} is required`, spec.name);
+    if (f.required && (v === undefined || v === "")) throw new UsageError(`--${f.name} ${f.value ?? "VALUE"} is required${f.name === "db" ? " (or LANCET_DB)" : ""}`, spec.name);
     if (f.integer && typeof v === "string" && !/^-?\d+$/.test(v)) throw new UsageError(`--${f.name} must be an integer (got ${JSON.stringify(v)})`, spec.name);
   }
   for (const [i, p] of allowed.entries()) if (positionals[i] === undefined) throw new UsageError(`${spec.name} needs ${p}`, spec.name);
   return { values, positionals, help: false };
+}
+
+/**
+ * `--db` from `LANCET_DB` when not given; for object storage, registers the database's storage
+ * options (`--storage-option KEY=VALUE` over the AWS_* environment) for every call this process makes.
+ */
+function useDatabase(spec: CommandSpec, values: FlagValues): void {
+  if ((values.db === undefined || values.db === "") && process.env.LANCET_DB) values.db = process.env.LANCET_DB;
+  const given: Record<string, string> = {};
+  for (const o of (values["storage-option"] as string[] | undefined) ?? []) {
+    try {
+      const [k, v] = parseStorageOption(o);
+      given[k] = v;
+    } catch (e) {
+      throw new UsageError(`--storage-option ${JSON.stringify(o)}: ${(e as Error).message}`, spec.name);
+    }
+  }
+  if (typeof values.db === "string" && isRemote(values.db)) registerStorage(canonical(values.db), resolveStorageOptions(given, process.env));
+  else if (Object.keys(given).length > 0) throw new UsageError(`--storage-option is for a database on object storage (--db s3://bucket/prefix); ${JSON.stringify(values.db)} is a directory`, spec.name);
 }
 
 function unknownFlag(spec: CommandSpec, typed: string): string {

@@ -4,7 +4,7 @@
  */
 import { alterView, createView, listViews, refreshView } from "../index.ts";
 import type { RefreshViewOptions } from "../index.ts";
-import { BACKFILL, DB, fmt, flagOrEnv, intOpt, JSON_FLAG, parseFlags, UsageError, type CliIo, type CommandSpec, type FlagSpec } from "./shared.ts";
+import { BACKFILL, DB, STORAGE_OPTION, fmt, flagOrEnv, intOpt, JSON_FLAG, parseFlags, UsageError, type CliIo, type CommandSpec, type FlagSpec } from "./shared.ts";
 
 const VIEW: FlagSpec = { name: "view", type: "string", value: "NAME", help: "the view's name (a table in the same database)", required: true };
 /** The backfill knobs that apply to a refresh, declared once with backfill's. */
@@ -16,6 +16,7 @@ export const CREATE_VIEW: CommandSpec = {
   synopsis: "--db DIR --view NAME --source TABLE (--select COL[,COL...] | --chunker MODULE#EXPORT [--select COL,...] | --udtf MODULE#EXPORT) [--udf OUT=MODULE#EXPORT]... [--where SQL] [--shuffle-seed N] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     VIEW,
     { name: "source", type: "string", value: "TABLE", help: "the source table (created with stable row ids)", required: true },
     { name: "select", type: "string", value: "COL[,COL...]", help: "source columns the view keeps (a chunk view inherits them into every child)", default: "required without --chunker; none with it" },
@@ -36,6 +37,7 @@ export const REFRESH: CommandSpec = {
   synopsis: "--db DIR --view NAME [--src-version N] [--full] [--concurrency N] [--redis URL] [...] [--json]",
   flags: [
     DB,
+    STORAGE_OPTION,
     VIEW,
     { name: "src-version", type: "string", value: "N", integer: true, help: "refresh to this source version (forwards or backwards)", default: "the source's latest" },
     { name: "source-task-size", type: "string", value: "N", integer: true, option: "sourceTaskSize", help: "chunk views: source rows (parents) per work item", default: "1024" },
@@ -52,7 +54,7 @@ export const ALTER_VIEW: CommandSpec = {
   name: "alter-view",
   summary: "rebind a chunk view's chunker or a UDTF view's UDTF (a new version recomputes the view at the next refresh)",
   synopsis: "--db DIR --view NAME (--chunker MODULE#EXPORT | --udtf MODULE#EXPORT) [--json]",
-  flags: [DB, VIEW, { name: "chunker", type: "string", value: "MODULE#EXPORT", help: "the new chunker of a chunk view (same output columns and types)" }, { name: "udtf", type: "string", value: "MODULE#EXPORT", help: "the new UDTF of a UDTF view (same output columns and types)" }, JSON_FLAG],
+  flags: [DB, STORAGE_OPTION, VIEW, { name: "chunker", type: "string", value: "MODULE#EXPORT", help: "the new chunker of a chunk view (same output columns and types)" }, { name: "udtf", type: "string", value: "MODULE#EXPORT", help: "the new UDTF of a UDTF view (same output columns and types)" }, JSON_FLAG],
   example: "alter-view --db ./data --view passages --chunker ./chunkers.ts#passagesV2",
 };
 
@@ -60,7 +62,7 @@ export const VIEWS: CommandSpec = {
   name: "views",
   summary: "list a database's views with their source, selection, UDF columns and the source version they reflect",
   synopsis: "--db DIR [--json]",
-  flags: [DB, JSON_FLAG],
+  flags: [DB, STORAGE_OPTION, JSON_FLAG],
   example: "views --db ./data",
 };
 

@@ -16,7 +16,8 @@ import type { LanceNs } from "../arrow.ts";
 import type { Logger } from "../log.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentSource } from "./committer.ts";
-import { GraftCommitter, GraftUnsafe } from "./graft.ts";
+import { ConfigError } from "../errors.ts";
+import { GraftCommitter, GraftUnsafe, graftSupported } from "./graft.ts";
 import { MergeInsertCommitter } from "./merge-insert.ts";
 
 export type CommitMode = "auto" | "graft" | "merge";
@@ -28,9 +29,18 @@ export interface CommitterOptions {
   readonly fence?: () => Promise<void>;
 }
 
+/** Refuses a commit mode the table's storage cannot do: the graft publishes by link(), which object storage does not have. */
+export function assertCommitMode(mode: CommitMode, t: ResolvedTable, column: string): void {
+  if (mode === "graft" && !graftSupported(t)) {
+    throw new ConfigError("CONFIG_INVALID", `commitMode "graft" needs table ${t.name} on a local or POSIX filesystem (it publishes with link()); ${t.dbDir} is object storage: use "auto" (the default), which commits there with mergeInsert, or "merge"`, { table: t.name, column });
+  }
+}
+
 export function createCommitter(mode: CommitMode, t: ResolvedTable, column: string, dataType: string, options: CommitterOptions): Committer {
   const fence = options.fence ? { fence: options.fence } : {};
   const merge = (): MergeInsertCommitter => new MergeInsertCommitter(t, column, { logger: options.logger, ...fence, ...(options.otherJobsRunning ? { otherJobsRunning: options.otherJobsRunning } : {}) });
+  assertCommitMode(mode, t, column);
+  if (mode !== "merge" && !graftSupported(t)) return merge(); // object storage: auto commits with mergeInsert
   switch (mode) {
     case "merge":
       return merge();

@@ -25,7 +25,7 @@ import { copyFile, cp, link, mkdir, rename, rm, stat, unlink } from "node:fs/pro
 import * as path from "node:path";
 import { arrow, lancedb } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
-import { compactFragmentFile, FILE_TABLE, fragmentFileDir, readFragmentFileProbe } from "../checkpoint/fragment-file.ts";
+import { compactFragmentFile, currentFragmentFile, FILE_TABLE, readFragmentFileProbe } from "../checkpoint/fragment-file.ts";
 import { CommitError, isBackfillError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
 import type { Logger } from "../log.ts";
@@ -37,6 +37,7 @@ import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./
 import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
 import { withShadowVersion } from "./shadow.ts";
+import { connectDb, isRemote } from "../storage/location.ts";
 
 /**
  * Why blob columns are never grafted: LanceDB writes a blob v2 column's larger payloads into sidecar
@@ -435,17 +436,20 @@ export class GraftCommitter implements Committer {
    */
   private async stageFile(fragmentId: number, batchDir: string, manifest?: RawManifest): Promise<StagedFile> {
     const { latest, physical } = await this.target(fragmentId, manifest);
-    const tempTable = path.join(fragmentFileDir(batchDir), `${FILE_TABLE}.lance`);
+    const file = await currentFragmentFile(batchDir).catch((e: unknown) => {
+      throw new Unreadable(e);
+    });
+    if (!file) throw new Unreadable(new Error(`the fragment file of fragment ${fragmentId} in ${batchDir} is gone or no longer valid; run the backfill again`));
     // Usually the worker compacted the file and left its probe: nothing to open.
-    const ready = await readRawManifest(tempTable).then((m) => fragments(m).length === 1 && fragments(m)[0]!.files.length === 1, () => false);
-    const left = ready ? await readFragmentFileProbe(batchDir).catch(() => undefined) : undefined;
-    if (left) return { ...(await this.adopt(fragmentId, latest, physical, tempTable, left, "link")), rows: physical };
-    const db = await lancedb.connect(fragmentFileDir(batchDir));
+    const ready = await readRawManifest(file.tableDir).then((m) => fragments(m).length === 1 && fragments(m)[0]!.files.length === 1, () => false);
+    const left = ready ? await readFragmentFileProbe(file).catch(() => undefined) : undefined;
+    if (left) return { ...(await this.adopt(fragmentId, latest, physical, file.tableDir, left, "link")), rows: physical };
+    const db = await connectDb(file.dir);
     let probe: StagedFile["probe"];
     try {
       const table = await db.openTable(FILE_TABLE);
       try {
-        await compactFragmentFile(batchDir, table);
+        await compactFragmentFile(file, table);
         const n = Math.min(1024, physical);
         const read = async (offset: number): Promise<ArrowNs.Vector> => ((await table.query().select([this.column]).offset(offset).limit(n).toArrow({ maxBatchLength: 65536 } as never)) as unknown as ArrowNs.Table).getChild(this.column)!;
         const head = await read(0);
@@ -460,7 +464,7 @@ export class GraftCommitter implements Committer {
     } finally {
       db.close();
     }
-    return { ...(await this.adopt(fragmentId, latest, physical, tempTable, probe, "link")), rows: physical };
+    return { ...(await this.adopt(fragmentId, latest, physical, file.tableDir, probe, "link")), rows: physical };
   }
 
   /**
@@ -472,7 +476,7 @@ export class GraftCommitter implements Committer {
     const tmpDir = path.join(this.t.storeDir, "tmp", randomUUID());
     await mkdir(tmpDir, { recursive: true });
     try {
-      const db = await lancedb.connect(tmpDir);
+      const db = await connectDb(tmpDir);
       const probe = await write(db, formatVersion);
       return await this.adopt(fragmentId, latest, physical, path.join(tmpDir, "v.lance"), probe, "move");
     } finally {
@@ -615,7 +619,7 @@ export class GraftCommitter implements Committer {
   private async afterPublish(version: number, staged: StagedFile[]): Promise<void> {
     try {
       failpoint("graft.after-publish");
-      const db = await lancedb.connect(this.t.dbDir);
+      const db = await connectDb(this.t.dbDir);
       await (await db.openTable(this.t.name, undefined, { version } as never)).countRows();
       failpoint("graft.after-hint");
     } catch (e) {
@@ -683,7 +687,7 @@ export class GraftCommitter implements Committer {
    * staged fragment compared with what was written.
    */
   private async readBack(dbDir: string, version: number, base: RawManifest, staged: StagedFile[]): Promise<void> {
-    const db = await lancedb.connect(dbDir);
+    const db = await connectDb(dbDir);
     const table = await db.openTable(this.t.name, undefined, { version } as never);
     let offset = 0;
     const live = new Map<number, { offset: number; rows: number }>();
@@ -845,6 +849,6 @@ export function sidecarOf(dataFile: string): string {
 
 /** Whether a table directory is on storage the graft path supports (a local or POSIX filesystem). */
 export function graftSupported(t: ResolvedTable): boolean {
-  return existsSync(path.join(t.tableDir, "_versions"));
+  return !isRemote(t.tableDir) && existsSync(path.join(t.tableDir, "_versions"));
 }
 

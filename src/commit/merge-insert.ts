@@ -24,6 +24,7 @@ import { deletionIdentity } from "../checkpoint/keys.ts";
 import { takeRows } from "../udf/values.ts";
 import type { ResolvedTable } from "../table.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
+import { connectDb } from "../storage/location.ts";
 
 export const KEY_COLUMN = "_lancet_key";
 
@@ -88,7 +89,7 @@ export class MergeInsertCommitter implements Committer {
     // Pin the version keys are read from; adding a column or an index keeps row addresses.
     await table.checkoutLatest();
     const version = await table.version();
-    const db = await lancedb.connect(this.t.dbDir);
+    const db = await connectDb(this.t.dbDir);
     this.keyTable = await db.openTable(this.t.name, undefined, { version } as never);
     let offset = 0;
     for (const f of (await readManifest(this.t.tableDir, version)).fragments) {
@@ -136,7 +137,7 @@ export class MergeInsertCommitter implements Committer {
   private tableAt(version: number): Promise<LanceNs.Table> {
     let t = this.versions.get(version);
     if (!t) {
-      t = lancedb.connect(this.t.dbDir).then((db) => db.openTable(this.t.name, undefined, { version } as never));
+      t = connectDb(this.t.dbDir).then((db) => db.openTable(this.t.name, undefined, { version } as never));
       this.versions.set(version, t);
     }
     return t;

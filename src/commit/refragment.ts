@@ -47,6 +47,7 @@ import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } f
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { readBinding } from "../udf/binding.ts";
+import { connectDb } from "../storage/location.ts";
 
 export interface RefragmentProgress {
   /** `staging`: a new fragment was written to the staging table; `published`: the new layout is the table's latest version; `indexed`: an index was created again. */
@@ -352,7 +353,7 @@ async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options:
   const base = await readRawManifest(t.tableDir);
   const unknown = base.fields.find((f) => !KNOWN_MANIFEST_FIELDS.has(f.no));
   if (unknown) throw new ConfigError("TABLE_UNSUPPORTED", `table ${t.name}'s manifest has field ${unknown.no}, unknown to this version of Lancet; refragment cannot rewrite it safely`, { table: t.name });
-  const pinned = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: base.version } as never);
+  const pinned = await (await connectDb(t.dbDir)).openTable(t.name, undefined, { version: base.version } as never);
   const indexes = await listRecipes(t, pinned);
   const j: Journal = {
     format: 2,
@@ -379,7 +380,7 @@ async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): 
   const p = paths(t);
   const dir = p.stage(j.runId);
   await mkdir(dir, { recursive: true });
-  const sdb = await lancedb.connect(dir);
+  const sdb = await connectDb(dir);
   let staged: LanceNs.Table | undefined = (await sdb.tableNames()).includes("t") ? await sdb.openTable("t") : undefined;
   // The staging table is the truth: a crash may fall between an add() and the journal update.
   const done = staged === undefined ? 0 : await staged.countRows();
@@ -391,7 +392,7 @@ async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): 
   if (j.rowsStaged >= j.rowsTotal) return;
   const base = await readRawManifest(t.tableDir, j.fromVersion);
   const format = formatVersionOf(base);
-  const source = await (await lancedb.connect(t.dbDir)).openTable(t.name, undefined, { version: j.fromVersion } as never);
+  const source = await (await connectDb(t.dbDir)).openTable(t.name, undefined, { version: j.fromVersion } as never);
   const schema = await source.schema();
   const names = schema.fields.map((f) => f.name);
   const n = j.maxRowsPerFragment;
@@ -566,7 +567,7 @@ async function wasPublished(t: ResolvedTable, j: Journal): Promise<boolean> {
 
 /** Reads version `version` of the rewrite from `dbDir`: the row count, and the first and last row of every new fragment. */
 async function readBack(dbDir: string, name: string, j: Journal, version: number): Promise<void> {
-  const table = await (await lancedb.connect(dbDir)).openTable(name, undefined, { version } as never);
+  const table = await (await connectDb(dbDir)).openTable(name, undefined, { version } as never);
   const count = await table.countRows();
   if (count !== j.rowsTotal) throw new Error(`it counts ${count} rows, version ${j.fromVersion} had ${j.rowsTotal}`);
   const names = (await table.schema()).fields.map((f) => f.name);

@@ -6,7 +6,7 @@
 import { performance } from "node:perf_hooks";
 import { arrow } from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
-import { FileCheckpointStore, type BatchRange } from "../checkpoint/store.ts";
+import { checkpointStoreAt, FileCheckpointStore, type BatchRange, type CheckpointStore } from "../checkpoint/store.ts";
 import { FragmentFileWriter } from "../checkpoint/fragment-file.ts";
 import { BackfillError, CheckpointError, UdfError, describeWhere, type ErrorContext } from "../errors.ts";
 import { blobColumnsOf, blobHandles, type BlobHandle } from "../udf/blob.ts";
@@ -43,7 +43,7 @@ export class TaskRunner {
   private readonly state: unknown;
   private readonly type: DataType;
   private readonly db: LanceNs.Connection;
-  private readonly store: FileCheckpointStore;
+  private readonly store: CheckpointStore;
   private readonly abort = new AbortController();
   private readonly pinned = new Map<number, Promise<LanceNs.Table>>();
   private readonly blobColumns = new Map<number, Promise<Set<string>>>();
@@ -61,7 +61,7 @@ export class TaskRunner {
     this.state = state;
     this.type = parseDataType(config.dataType);
     this.db = db;
-    this.store = new FileCheckpointStore(config.checkpointRoot);
+    this.store = checkpointStoreAt(config.checkpointRoot);
     this.policy = config.errorPolicy ?? resolveErrorPolicy(spec.errorPolicy, `errorPolicy of UDF ${config.label}`);
   }
 
@@ -99,10 +99,12 @@ export class TaskRunner {
     if (task.gaps.length !== 1 || gap!.end !== task.file.rows) {
       throw new BackfillError("INTERNAL", `a fragment-file task of ${describeWhere(where)} must have one gap ending at row ${task.file.rows} (got ${JSON.stringify(task.gaps)})`, where);
     }
-    const writer = await FragmentFileWriter.open(this.store.batchDir(task.batchKey), this.config.column, this.type, task.file.formatVersion, where);
+    if (!(this.store instanceof FileCheckpointStore)) throw new BackfillError("INTERNAL", `fragment files need a local checkpoint folder (got ${this.config.checkpointRoot})`, where);
+    const batchDir = this.store.batchDir(task.batchKey);
+    const writer = await FragmentFileWriter.open(batchDir, this.config.column, this.type, task.file.formatVersion, where);
     try {
       if (writer.rows < gap!.start) {
-        throw new CheckpointError(`the fragment file of ${describeWhere(where)} holds ${writer.rows} rows, fewer than the ${gap!.start} already reported; delete ${this.store.batchDir(task.batchKey)} and run the backfill again`, where);
+        throw new CheckpointError(`the fragment file of ${describeWhere(where)} holds ${writer.rows} rows, fewer than the ${gap!.start} already reported; delete ${batchDir} and run the backfill again`, where);
       }
       if (writer.rows > gap!.start) onBatch({ start: gap!.start, end: Math.min(writer.rows, gap!.end), rowsComputed: 0, rowsSkipped: 0, errors: [], readMs: 0, udfMs: 0, udfCpuMs: 0, checkpointMs: 0 });
       const gaps = writer.rows < gap!.end ? [{ start: Math.max(writer.rows, gap!.start), end: gap!.end }] : [];

@@ -10,6 +10,7 @@ import { homedir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { deserializeError, WorkerCrashedError, type BackfillError } from "../errors.ts";
+import { storageEnv } from "../storage/location.ts";
 import { checkUdfEnv } from "./env.ts";
 import type { BatchReport, Executor, FromWorker, TaskSpec, ToWorker, WorkerConfig } from "./protocol.ts";
 
@@ -161,7 +162,7 @@ export class LocalPool implements Executor {
       while (this.indices.has(index)) index++;
       this.indices.add(index);
       const execArgv = memoryMb ? [`--max-old-space-size=${memoryMb}`] : [];
-      const env = { NODE_COMPILE_CACHE: COMPILE_CACHE, ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index) };
+      const env = { NODE_COMPILE_CACHE: COMPILE_CACHE, ...(this.options.baseEnv ?? process.env), ...this.options.env, ...this.options.slotEnv?.(index), ...storageEnv(this.options.config.dbDir) };
       // A process an earlier pool of this process parked, started with the same environment, is
       // initialised for this job instead of starting a new one (~0.1 s saved per job).
       const key = JSON.stringify([execArgv, Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))]);

@@ -2,10 +2,10 @@
  * What every worker-side runner does first (a column's UDF, a chunker, a UDTF): load the bound
  * declaration from its bundle, run its `setup()` once for the process, connect to the database.
  */
-import { lancedb } from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
 import { UdfError, type ErrorContext } from "../errors.ts";
 import type { WorkerConfig } from "./protocol.ts";
+import { connectDb } from "../storage/location.ts";
 
 /**
  * Loads `config`'s bundle with `load`, runs its `setup()`, connects to the database.
@@ -26,5 +26,5 @@ export async function prepareRunner<S extends { readonly setup?: (() => unknown)
       throw new UdfError("UDF_SETUP_FAILED", `setup() of ${what} failed: ${(e as Error)?.message ?? String(e)}`, { ...context, cause: e });
     }
   }
-  return { spec, state, db: await lancedb.connect(config.dbDir) };
+  return { spec, state, db: await connectDb(config.dbDir) };
 }

@@ -10,7 +10,7 @@
  * streamed from LanceDB; its output is appended every `maxRowsPerFragment` rows. A partition that
  * fails is retried or skipped as the error policy says; a failure removes its staged rows.
  */
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow} from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { BackfillError, UdfError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
@@ -23,6 +23,7 @@ import { ValueTypeError, vectorToValues } from "../udf/values.ts";
 import { eachOutput, OutputRows } from "./outputs.ts";
 import { prepareRunner } from "./setup.ts";
 import type { BatchReport, RowError, TaskSpec, UdtfTaskConfig, WorkerConfig } from "./protocol.ts";
+import { connectDb } from "../storage/location.ts";
 
 const PARTITION = "__partition";
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -60,7 +61,7 @@ export class UdtfRunner {
     const part = task.partition!;
     if (task.gaps.length === 0 || shouldStop()) return;
     const source = await this.db.openTable(this.u.source, undefined, { version: task.version } as never);
-    const stage = await (await lancedb.connect(this.u.stageDir)).openTable(this.u.stageTable);
+    const stage = await (await connectDb(this.u.stageDir)).openTable(this.u.stageTable);
     const mine = `${PARTITION} = ${sqlString(part.key)}`;
     const errors: RowError[] = [];
     const t0 = performance.now();

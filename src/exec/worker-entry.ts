@@ -15,6 +15,7 @@ import { ChunkRunner } from "./chunk.ts";
 import { UdtfRunner } from "./udtf.ts";
 import { verifyStoredBundle } from "../udf/bundle.ts";
 import { assertBundleBound } from "../udf/binding.ts";
+import { registerStorageFromEnv } from "../storage/location.ts";
 
 function send(m: FromWorker): void {
   process.send?.(m);
@@ -35,6 +36,7 @@ process.on("message", (raw) => {
         .then(async () => {
           const c = m.config;
           const subject = `the worker process for column ${c.column} (table ${c.table})`;
+          registerStorageFromEnv(c.dbDir);
           verifyStoredBundle(c, { subject, context: { table: c.table, column: c.column } });
           await assertBundleBound(c, subject);
           return c.chunker ? ChunkRunner.create(c) : c.udtf ? UdtfRunner.create(c) : TaskRunner.create(c);

@@ -3,9 +3,11 @@ import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { ConfigError } from "../errors.ts";
 import { FINAL_STATUSES, type JobRecord, type JobStatus } from "./record.ts";
-import { JOBS_TABLE, JobsTable, requestCancel } from "./store.ts";
+import { canonical, isRemote } from "../storage/location.ts";
+import { JOBS_TABLE, JobsTable, requestCancel, systemTableExists } from "./store.ts";
 
 function dbDirOf(db: string): string {
+  if (isRemote(db)) return canonical(db);
   const dir = path.resolve(db);
   if (!existsSync(dir)) throw new ConfigError("DB_NOT_FOUND", `database directory ${dir} does not exist; pass the directory you gave lancedb.connect()`);
   return dir;
@@ -13,7 +15,7 @@ function dbDirOf(db: string): string {
 
 async function open(db: string): Promise<JobsTable | undefined> {
   const dir = dbDirOf(db);
-  if (!existsSync(path.join(dir, `${JOBS_TABLE}.lance`))) return undefined;
+  if (!(await systemTableExists(dir, JOBS_TABLE))) return undefined;
   return JobsTable.open(dir);
 }
 

@@ -8,18 +8,16 @@
  * cancellation.
  */
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
 import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
-import { FileCheckpointStore } from "../checkpoint/store.ts";
-import { fragmentFileDir, fragmentFileSkipped } from "../checkpoint/fragment-file.ts";
+import { checkpointStoreAt, FileCheckpointStore, type CheckpointStore } from "../checkpoint/store.ts";
+import { fragmentFileSkipped, poisonFragmentFile } from "../checkpoint/fragment-file.ts";
 import { graftSupported } from "../commit/graft.ts";
 import { formatVersionOf, readRawManifest } from "../commit/manifest-write.ts";
 import { sweepBatches } from "../checkpoint/sweep.ts";
 import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../columns.ts";
 import type { Committer, FragmentSource } from "../commit/committer.ts";
-import { createCommitter } from "../commit/auto.ts";
+import { assertCommitMode, createCommitter } from "../commit/auto.ts";
 import { failpoint } from "../failpoints.ts";
 import { assembleFragment, streamFragment } from "../commit/writer.ts";
 import { ConfigError, isBackfillError } from "../errors.ts";
@@ -32,6 +30,7 @@ import { planBackfill, selectionFilter, type PlanFragmentInput, type PlannedFrag
 import { fieldIdsOf, readManifest } from "../read/manifest.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { bindingBundlePath, readBinding, type Binding } from "../udf/binding.ts";
+import { bundleExists } from "../udf/bundle.ts";
 import { formatDataType } from "../udf/types.ts";
 import { coresFor, runJob, startJob, workerConfig, type GroupWriter } from "./coordinator.ts";
 import { BackfillJob, JobController } from "./job.ts";
@@ -55,7 +54,7 @@ async function checkColumn(t: ResolvedTable, column: string, where: string | und
   if (have !== binding.dataType) {
     throw new ConfigError("UDF_OUTPUT_TYPE", `column ${column} of table ${t.name} is ${have} but its UDF returns ${binding.dataType}; rebind it with alter-column`, { table: t.name, column });
   }
-  if (binding.kind !== "sql" && !existsSync(bindingBundlePath(t, binding))) {
+  if (binding.kind !== "sql" && !(await bundleExists(bindingBundlePath(t, binding)))) {
     throw new ConfigError("UDF_MODULE_NOT_FOUND", `the bound UDF snapshot of column ${column} (${bindingBundlePath(t, binding)}) is missing; rebind it with alter-column`, { table: t.name, column });
   }
   if (where !== undefined) {
@@ -148,6 +147,7 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
     if (!opts.concurrencyGiven) concurrency = Math.max(concurrency, clusterSlots);
   }
 
+  assertCommitMode(opts.commitMode, t, column);
   const config = workerConfig(t, column, binding, opts, readVersion);
   // The embedded pool's first worker starts while the job plans (a process start is most of a small
   // job's fixed cost); a plan with nothing to do closes it unused.
@@ -185,13 +185,19 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
   }
   const { jobs, lock } = started;
   try {
-    const committer: Committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
+    let committer: Committer;
+    try {
+      committer = createCommitter(opts.commitMode, t, column, binding.dataType, {
       logger: log,
       // A job whose process on this host is gone is not running, whatever its record says yet.
       otherJobsRunning: async () => (await jobs.list({ table: t.name })).find((j) => j.id !== rec.id && j.kind !== "refresh" && (j.status === "running" || j.status === "pending") && mayBeAlive(j.pid, j.host))?.id,
       // Fencing right before each publication, not only before a group is assembled and staged.
       fence: () => lock.assertHeld(),
-    });
+      });
+    } catch (e) {
+      void prestarted?.then((x) => x.close(), () => {}); // the job never reaches dispatch
+      throw e;
+    }
     await runJob({
       ctl,
       log,
@@ -250,7 +256,7 @@ async function planRun(t: ResolvedTable, column: string, binding: Binding, opts:
   const manifest = await readManifest(t.tableDir, readVersion);
   const inputIds = binding.inputs.flatMap((i) => fieldIdsOf(manifest, i));
   const outputIds = fieldIdsOf(manifest, column);
-  const store = new FileCheckpointStore(path.join(t.storeDir, "ckp"));
+  const store = checkpointStoreAt(path.join(t.storeDir, "ckp"));
   const ns = markerNamespace(column, opts.where);
   const markers = await store.listMarkers(ns);
   // A fragment whose marker records skipped rows is not done: the next run retries its null rows.
@@ -273,13 +279,13 @@ async function planRun(t: ResolvedTable, column: string, binding: Binding, opts:
     const selection = opts.where ?? (versionChanged || !hasValues ? "" : nullSelection);
     const key = batchKey({ table: t.name, column, udfVersion: binding.version, selection, fragmentId: f.id, inputIdentity: identity, deletionIdentity: deletionIdentity(f) });
     let covered = done ? [] : await store.listBatches(key);
-    if (covered.some((c) => c.file && c.end > f.liveRows)) {
+    if (store instanceof FileCheckpointStore && covered.some((c) => c.file && c.end > f.liveRows)) {
       // Not a fragment file of this fragment (rows appended twice): useless, and in the way.
-      log.warn(`removing the fragment file of ${t.name}.${column} fragment ${f.id}: it holds more rows than the fragment's ${f.liveRows}; they will be computed again`);
-      await rm(fragmentFileDir(store.batchDir(key)), { recursive: true, force: true });
+      log.warn(`dropping the fragment file of ${t.name}.${column} fragment ${f.id}: it holds more rows than the fragment's ${f.liveRows}; they will be computed again`);
+      await poisonFragmentFile(store.batchDir(key));
       covered = await store.listBatches(key);
     }
-    const fileOk = fileFormat !== undefined && selection === "" && f.liveRows === f.physicalRows;
+    const fileOk = fileFormat !== undefined && selection === "" && !hasValues && f.liveRows === f.physicalRows;
     fragments.push({ id: f.id, liveRows: f.liveRows, globalOffset, selection, batchKey: key, covered, done, identity, ...(fileOk ? { fileFormat } : {}) });
   }
   const plan = planBackfill({
@@ -314,7 +320,7 @@ interface BackfillWriterInit {
   readonly table: Awaited<ReturnType<typeof openLanceTable>>["table"];
   readonly column: string;
   readonly binding: Binding;
-  readonly store: FileCheckpointStore;
+  readonly store: CheckpointStore;
   /** The column's marker namespace, and the markers found at planning. */
   readonly ns: string;
   readonly markers: readonly { readonly name: string }[];
@@ -348,7 +354,7 @@ function backfillWriter(w: BackfillWriterInit): GroupWriter {
       },
       file: async () => {
         const ranges = await store.listBatches(f.batchKey);
-        if (ranges.length !== 1 || !ranges[0]!.file || ranges[0]!.end !== f.liveRows) return null;
+        if (!(store instanceof FileCheckpointStore) || ranges.length !== 1 || !ranges[0]!.file || ranges[0]!.end !== f.liveRows) return null;
         const dir = store.batchDir(f.batchKey);
         loaded.set(f.id, { rows: f.liveRows, skipped: await fragmentFileSkipped(dir, f.liveRows) });
         return dir;

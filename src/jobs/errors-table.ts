@@ -3,11 +3,11 @@
  * of the same database (append-only), so any process can list them (`lancet errors`).
  */
 import * as path from "node:path";
-import { existsSync } from "node:fs";
 import { arrow } from "../arrow.ts";
 import { CheckpointError, type BackfillError } from "../errors.ts";
 import { sqlString } from "../sql.ts";
-import { openSystemTable } from "./store.ts";
+import { openSystemTable, systemTableExists } from "./store.ts";
+import { canonical, isRemote } from "../storage/location.ts";
 import type { LanceNs } from "../arrow.ts";
 
 export const ERRORS_TABLE = "_lancet_errors";
@@ -76,8 +76,8 @@ export class ErrorsTable {
 
 /** Error records of a database (none when no job ever skipped a row). */
 export async function listErrors(db: string, filter: { jobId?: string; column?: string; table?: string } = {}): Promise<ErrorRecord[]> {
-  const dir = path.resolve(db);
-  if (!existsSync(path.join(dir, `${ERRORS_TABLE}.lance`))) return [];
+  const dir = isRemote(db) ? canonical(db) : path.resolve(db);
+  if (!(await systemTableExists(dir, ERRORS_TABLE))) return [];
   return (await ErrorsTable.open(dir)).list(filter);
 }
 

@@ -5,11 +5,11 @@
  * requested by the handle or by another process.
  */
 import { hostname } from "node:os";
-import { rm } from "node:fs/promises";
 import { CancelledError, deserializeError, serializeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FINAL_STATUSES, emptyMetrics, type JobEvent, type JobMetrics, type JobRecord, type JobStatus } from "./record.ts";
-import { cancelFile, cancelRequested, requestCancel, type JobsTable } from "./store.ts";
+import { isRemote } from "../storage/location.ts";
+import { cancelRequested, clearCancel, requestCancel, type JobsTable } from "./store.ts";
 
 const MAX_EVENTS = 200;
 /** An event persists the job record at most this often (a jobs-table version each time). */
@@ -81,8 +81,21 @@ export class JobController {
     this.dbDir = dbDir;
     this.started = performance.now();
     const tick = Math.min(250, this.statusIntervalMs);
+    // Object storage: a request a second for the cancellation object, not four.
+    const pollEvery = isRemote(dbDir) ? 4 : 1;
+    let ticks = 0;
+    let polling = false;
     this.timer = setInterval(() => {
-      if (this.dbDir && !this.cancel.signal.aborted && cancelRequested(this.dbDir, this.record.id)) this.requestCancel("another process");
+      if (this.dbDir && !this.cancel.signal.aborted && !polling && ticks++ % pollEvery === 0) {
+        polling = true;
+        cancelRequested(this.dbDir, this.record.id).then(
+          (yes) => {
+            polling = false;
+            if (yes && !this.cancel.signal.aborted) this.requestCancel("another process");
+          },
+          () => (polling = false),
+        );
+      }
       if (Date.now() - this.lastPersist >= this.statusIntervalMs) this.changed(true);
     }, tick);
     this.timer.unref();
@@ -151,7 +164,7 @@ export class JobController {
     await this.persisting;
     if (this.jobs) {
       await this.jobs.compact();
-      if (this.dbDir) await rm(cancelFile(this.dbDir, this.record.id), { force: true });
+      if (this.dbDir) await clearCancel(this.dbDir, this.record.id).catch(() => {});
     }
     if (status === "finished") this.settle.resolve(structuredClone(this.record));
     else this.settle.reject(error ?? deserializeError(this.record.error ?? { name: "Error", message: status }));

@@ -52,6 +52,7 @@ import { hostname } from "node:os";
 import * as path from "node:path";
 import { BackfillError, ConfigError } from "../errors.ts";
 import { failpoint } from "../failpoints.ts";
+import { canonical, isRemote, storeAt } from "../storage/location.ts";
 import { FINAL_STATUSES, type JobRecord } from "./record.ts";
 
 /** How the lock looks up a holder's job record (a {@link JobsTable} is one). */
@@ -146,7 +147,7 @@ const MAX_RACES = 50;
 const LOCK_RE = /^(\d+)\.lock$/;
 const TMP_RE = /^\.tmp\.(\d+)\.[0-9a-f-]+\.(.+)$/;
 
-const lockDir = (storeDir: string, column: string): string => path.join(storeDir, "locks", column);
+const lockDir = (storeDir: string, column: string): LockFolder => folderAt(isRemote(storeDir) ? `${canonical(storeDir)}/locks/${column}` : path.join(storeDir, "locks", column));
 const lockName = (token: number): string => `${token}.lock`;
 const leaseName = (token: number): string => `${token}.lease`;
 const tmpName = (host: string): string => `.tmp.${process.pid}.${randomUUID()}.${host}`;
@@ -214,18 +215,20 @@ function localProcess(pid: number, procStart: string | undefined): "dead" | "run
 
 // ---- reading the folder ----------------------------------------------------------------------
 
-async function maxToken(dir: string): Promise<number> {
+async function maxToken(dir: LockFolder): Promise<number> {
   let max = 0;
-  for (const name of await readdir(dir)) {
+  for (const name of await dir.names()) {
     const m = LOCK_RE.exec(name);
     if (m) max = Math.max(max, Number(m[1]));
   }
   return max;
 }
 
-async function readJson(file: string): Promise<unknown> {
+async function readJson(dir: LockFolder, name: string): Promise<unknown> {
   try {
-    return JSON.parse(await readFile(file, "utf8")) as unknown;
+    const text = await dir.read(name);
+    if (text === undefined) return undefined;
+    return JSON.parse(text) as unknown;
   } catch (e) {
     if (code(e) === "ENOENT") return undefined;
     if (e instanceof SyntaxError) return null; // not JSON: not a file Lancet wrote whole
@@ -233,17 +236,17 @@ async function readJson(file: string): Promise<unknown> {
   }
 }
 
-async function current(dir: string): Promise<Current> {
+async function current(dir: LockFolder): Promise<Current> {
   let token = await maxToken(dir);
   if (token === 0) return { token, body: undefined, counter: 0, released: false };
-  let raw = await readJson(path.join(dir, lockName(token)));
+  let raw = await readJson(dir, lockName(token));
   // The newest lock is never deleted; a file that vanished was a loser's (see acquire): read again.
   for (let i = 0; raw === undefined && i < 5; i++) {
     token = await maxToken(dir);
-    raw = await readJson(path.join(dir, lockName(token)));
+    raw = await readJson(dir, lockName(token));
   }
   const body = raw !== null && typeof raw === "object" && (raw as LockBody).token === token && typeof (raw as LockBody).jobId === "string" ? (raw as LockBody) : undefined;
-  const lease = (await readJson(path.join(dir, leaseName(token)))) as LeaseBody | null | undefined;
+  const lease = (await readJson(dir, leaseName(token))) as LeaseBody | null | undefined;
   // No lease file yet: the holder has not renewed since it took the lock (counter 0).
   return { token, body, counter: lease === undefined ? 0 : (lease?.counter ?? -1), released: lease?.released === true };
 }
@@ -270,11 +273,11 @@ async function writeTemp(dir: string, host: string, data: string, sync: boolean)
 const seen = new Map<string, { token: number; counter: number; at: number }>();
 
 /** "renewed" when the counter moved since this process last looked at the same token. */
-function observe(dir: string, cur: Current, leaseMs: number): "renewed" | "expired" | "waiting" {
+function observe(dir: LockFolder, cur: Current, leaseMs: number): "renewed" | "expired" | "waiting" {
   const now = performance.now();
-  const last = seen.get(dir);
+  const last = seen.get(dir.id);
   if (last === undefined || last.token !== cur.token || last.counter !== cur.counter) {
-    seen.set(dir, { token: cur.token, counter: cur.counter, at: now });
+    seen.set(dir.id, { token: cur.token, counter: cur.counter, at: now });
     return last !== undefined && last.token === cur.token ? "renewed" : "waiting";
   }
   return now - last.at > leaseMs ? "expired" : "waiting";
@@ -283,7 +286,7 @@ function observe(dir: string, cur: Current, leaseMs: number): "renewed" | "expir
 type Verdict = "free" | "gone" | "busy" | "changed";
 
 /** Judges the newest lock: free (released or none), gone (may be taken over), busy, or changed while watched. */
-async function judge(dir: string, cur: Current, me: string, jobs: JobLookup | undefined): Promise<Verdict> {
+async function judge(dir: LockFolder, cur: Current, me: string, jobs: JobLookup | undefined): Promise<Verdict> {
   if (cur.token === 0 || cur.released) return "free";
   const body = cur.body;
   if (body === undefined) return "gone";
@@ -346,7 +349,7 @@ export class ColumnLock {
   readonly token: number;
   /** The job whose lock this one took over (its holder was gone): its queued tasks may still be running. */
   readonly previousJobId: string | undefined;
-  private readonly dir: string;
+  private readonly dir: LockFolder;
   private readonly table: string;
   private readonly column: string;
   private readonly body: LockBody;
@@ -360,7 +363,7 @@ export class ColumnLock {
   private chain: Promise<void> = Promise.resolve();
   private readonly timer: NodeJS.Timeout;
 
-  private constructor(dir: string, table: string, column: string, body: LockBody, host: string, startedAt: number, previousJobId: string | undefined) {
+  private constructor(dir: LockFolder, table: string, column: string, body: LockBody, host: string, startedAt: number, previousJobId: string | undefined) {
     this.dir = dir;
     this.table = table;
     this.column = column;
@@ -384,7 +387,7 @@ export class ColumnLock {
   static async acquire(storeDir: string, table: string, column: string, jobId: string, jobs: JobLookup | undefined, options: ColumnLockOptions = {}): Promise<ColumnLock> {
     const { leaseMs, renewEveryMs, host } = resolveOptions(options);
     const dir = lockDir(storeDir, column);
-    await mkdir(dir, { recursive: true });
+    await dir.ensure();
     const procStart = procStat(process.pid)?.start;
     for (let races = 0; races < MAX_RACES; ) {
       const cur = await current(dir);
@@ -394,15 +397,9 @@ export class ColumnLock {
       const token = cur.token + 1;
       const body: LockBody = { token, jobId, pid: process.pid, host, since: new Date().toISOString(), ...(procStart !== undefined ? { procStart } : {}), ...(PID_SPACE !== undefined ? { pidSpace: PID_SPACE } : {}), leaseMs, renewEveryMs };
       const startedAt = performance.now();
-      const tmp = await writeTemp(dir, host, JSON.stringify(body), true);
-      try {
-        await link(tmp, path.join(dir, lockName(token)));
-      } catch (e) {
-        if (code(e) !== "EEXIST") throw e;
+      if (!(await dir.create(lockName(token), JSON.stringify(body), host))) {
         races++; // another contender took this token first
         continue;
-      } finally {
-        await rm(tmp, { force: true });
       }
       try {
         failpoint("lock.after-create");
@@ -413,14 +410,14 @@ export class ColumnLock {
       // Our link can only land below the newest token in a gap the cleanup left (we read the folder
       // long ago): then the token is not ours to use.
       if ((await maxToken(dir)) !== token) {
-        await rm(path.join(dir, lockName(token)), { force: true });
+        await dir.remove(lockName(token));
         races++;
         continue;
       }
       await cleanUp(dir, token, host);
       return new ColumnLock(dir, table, column, body, host, startedAt, verdict === "gone" ? cur.body?.jobId : undefined);
     }
-    throw new ConfigError("TABLE_BUSY", `could not take the backfill lock of column ${column} of table ${table} (${dir}); another job keeps taking it`, { table, column });
+    throw new ConfigError("TABLE_BUSY", `could not take the backfill lock of column ${column} of table ${table} (${dir.id}); another job keeps taking it`, { table, column });
   }
 
   /**
@@ -444,6 +441,7 @@ export class ColumnLock {
 
   /** The names of the locks kept in a table's store (columns, and {@link REFRAGMENT_LOCK}). */
   static async names(storeDir: string): Promise<string[]> {
+    if (isRemote(storeDir)) return [...new Set((await storeAt(`${canonical(storeDir)}/locks`).list("")).map((k) => k.split("/")[0]!))].sort();
     try {
       return (await readdir(path.join(storeDir, "locks"), { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
     } catch (e) {
@@ -514,23 +512,92 @@ export class ColumnLock {
   }
 }
 
-/** Rewrites holder `token`'s own `<token>.lease` whole (temporary file + rename); no other holder's file. */
-async function writeLease(dir: string, host: string, token: number, lease: LeaseBody): Promise<void> {
-  const tmp = await writeTemp(dir, host, JSON.stringify(lease), false);
-  try {
-    await rename(tmp, path.join(dir, leaseName(token)));
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+/** Rewrites holder `token`'s own `<token>.lease` whole (temporary file + rename, or one PUT); no other holder's file. */
+async function writeLease(dir: LockFolder, host: string, token: number, lease: LeaseBody): Promise<void> {
+  await dir.replace(leaseName(token), JSON.stringify(lease), host);
 }
 
 /** Holder `token` deletes the lock files below its predecessor, and temporary files of dead processes on this host. */
-async function cleanUp(dir: string, token: number, host: string): Promise<void> {
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
+async function cleanUp(dir: LockFolder, token: number, host: string): Promise<void> {
+  for (const name of await dir.names().catch(() => [] as string[])) {
     const n = /^(\d+)\.(lock|lease)$/.exec(name);
     const tmp = TMP_RE.exec(name);
     const stale = n ? Number(n[1]) < token - 1 : tmp !== null && tmp[2] === host && !alive(Number(tmp[1]));
-    if (stale) await rm(path.join(dir, name), { force: true }).catch(() => undefined);
+    if (stale) await dir.remove(name).catch(() => undefined);
   }
+}
+
+// ---- where a lock folder lives -------------------------------------------------------------------
+
+/**
+ * A lock's folder: its entries' names, reads, a create that refuses an existing name (the only way a
+ * token is taken), and a whole-object replace (a holder's own lease). Local: files, `link()` for the
+ * create (EEXIST), `rename()` for the replace. Object storage: a put-if-absent (`If-None-Match: *`,
+ * 412) for the create and a plain put for the replace — never a read-then-write.
+ */
+interface LockFolder {
+  /** The folder's path or URI (messages; the key of this process's observations). */
+  readonly id: string;
+  /** Entry names; throws ENOENT when a local folder does not exist. */
+  names(): Promise<string[]>;
+  read(name: string): Promise<string | undefined>;
+  create(name: string, data: string, host: string): Promise<boolean>;
+  replace(name: string, data: string, host: string): Promise<void>;
+  remove(name: string): Promise<void>;
+  ensure(): Promise<void>;
+}
+
+function folderAt(id: string): LockFolder {
+  if (isRemote(id)) {
+    const store = storeAt(id);
+    return {
+      id,
+      names: async () => (await store.list("")).filter((k) => !k.includes("/")),
+      read: async (name) => {
+        const b = await store.get(name);
+        return b === undefined ? undefined : new TextDecoder().decode(b);
+      },
+      create: (name, data) => store.putIfAbsent(name, data),
+      replace: (name, data) => store.put(name, data),
+      remove: (name) => store.delete(name),
+      ensure: async () => {},
+    };
+  }
+  return {
+    id,
+    names: () => readdir(id),
+    read: async (name) => {
+      try {
+        return await readFile(path.join(id, name), "utf8");
+      } catch (e) {
+        if (code(e) === "ENOENT") return undefined;
+        throw e;
+      }
+    },
+    create: async (name, data, host) => {
+      const tmp = await writeTemp(id, host, data, true);
+      try {
+        await link(tmp, path.join(id, name));
+        return true;
+      } catch (e) {
+        if (code(e) !== "EEXIST") throw e;
+        return false;
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    },
+    replace: async (name, data, host) => {
+      const tmp = await writeTemp(id, host, data, false);
+      try {
+        await rename(tmp, path.join(id, name));
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+    },
+    remove: (name) => rm(path.join(id, name), { force: true }),
+    ensure: async () => {
+      await mkdir(id, { recursive: true });
+    },
+  };
 }

@@ -6,12 +6,13 @@
  * (`DB/_lancet/_jobs/ID.cancel`), polled by the job's coordinator.
  */
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow} from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
 import { sqlString } from "../sql.ts";
 import { effectiveRecord, type JobRecord, type JobStatus } from "./record.ts";
+import { canonical, connectDb, isRemote, storeAt } from "../storage/location.ts";
 
 export const JOBS_TABLE = "_lancet_jobs";
 
@@ -104,9 +105,15 @@ export class JobsTable {
 /** Fragments of the jobs table that make a finishing job compact it. */
 const COMPACT_FRAGMENTS = 32;
 
+/** Whether a system table (jobs, errors) exists in a database (a local directory or an object-storage prefix). */
+export async function systemTableExists(dbDir: string, name: string): Promise<boolean> {
+  if (!isRemote(dbDir)) return existsSync(path.join(dbDir, `${name}.lance`));
+  return (await storeAt(`${canonical(dbDir)}/${name}.lance`).list("_versions/")).length > 0;
+}
+
 /** Opens a system table (jobs, errors) of a database, creating it empty on first use. */
 export async function openSystemTable(dbDir: string, name: string, schema: InstanceType<typeof arrow.Schema>): Promise<LanceNs.Table> {
-  const db = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
+  const db = await connectDb(dbDir, { readConsistencyInterval: 0 });
   try {
     return await db.openTable(name);
   } catch {
@@ -122,13 +129,24 @@ export function cancelFile(dbDir: string, id: string): string {
   return path.join(dbDir, "_lancet", "_jobs", `${id}.cancel`);
 }
 
-/** Asks the coordinator of job `id` to cancel it; it notices within a fraction of a second. */
+/** Asks the coordinator of job `id` to cancel it; it notices within a fraction of a second (object storage: about a second). */
 export async function requestCancel(dbDir: string, id: string): Promise<void> {
+  if (isRemote(dbDir)) {
+    await storeAt(`${canonical(dbDir)}/_lancet/_jobs`).put(`${id}.cancel`, new Date().toISOString());
+    return;
+  }
   const f = cancelFile(dbDir, id);
   await mkdir(path.dirname(f), { recursive: true });
   await writeFile(f, new Date().toISOString());
 }
 
-export function cancelRequested(dbDir: string, id: string): boolean {
+/** Removes job `id`'s cancellation request, if any. */
+export async function clearCancel(dbDir: string, id: string): Promise<void> {
+  if (isRemote(dbDir)) await storeAt(`${canonical(dbDir)}/_lancet/_jobs`).delete(`${id}.cancel`);
+  else await rm(cancelFile(dbDir, id), { force: true });
+}
+
+export async function cancelRequested(dbDir: string, id: string): Promise<boolean> {
+  if (isRemote(dbDir)) return (await storeAt(`${canonical(dbDir)}/_lancet/_jobs`).get(`${id}.cancel`)) !== undefined;
   return existsSync(cancelFile(dbDir, id));
 }

@@ -6,6 +6,7 @@
  */
 import { readdir, readFile } from "node:fs/promises";
 import * as path from "node:path";
+import { isRemote, storeAt } from "../storage/location.ts";
 import { decodeMessage, packedInts, str, toSigned, type RawField } from "./protobuf.ts";
 
 export interface DataFileInfo {
@@ -53,7 +54,7 @@ const U64_MAX = (1n << 64n) - 1n;
 
 /** Maps version numbers to manifest file names found in `_versions/`. */
 export async function listManifestFiles(tableDir: string): Promise<Map<number, string>> {
-  const names = await readdir(path.join(tableDir, "_versions"));
+  const names = isRemote(tableDir) ? (await storeAt(tableDir).list("_versions/")).map((k) => k.slice("_versions/".length)) : await readdir(path.join(tableDir, "_versions"));
   const out = new Map<number, string>();
   for (const name of names) {
     const m = /^(\d+)\.manifest$/.exec(name);
@@ -157,7 +158,8 @@ export async function readManifestFile(tableDir: string, version?: number): Prom
   const v = version ?? Math.max(...files.keys());
   const name = files.get(v);
   if (name === undefined) throw new Error(`version ${v} of ${tableDir} has no manifest`);
-  const buf = new Uint8Array(await readFile(path.join(tableDir, "_versions", name)));
+  const buf = isRemote(tableDir) ? await storeAt(tableDir).get(`_versions/${name}`) : new Uint8Array(await readFile(path.join(tableDir, "_versions", name)));
+  if (buf === undefined) throw new Error(`version ${v} of ${tableDir} has no manifest (${name} vanished)`);
   const fields = manifestMessage(buf, `manifest ${name}`);
   if (intOf(fields, 3) !== v) throw new Error(`manifest ${name} holds version ${intOf(fields, 3)}, expected ${v}`);
   return { name, buf, fields };

@@ -14,6 +14,7 @@ import { readUdtfBinding } from "./udtf.ts";
 import { resolveDataType } from "./types.ts";
 import { resolveErrorPolicy } from "./policy.ts";
 import type { UdfSpec } from "./udf.ts";
+import { connectDb } from "../storage/location.ts";
 
 export const BINDING_KEY = "lancet:udf";
 
@@ -121,8 +122,7 @@ export function readBinding(metadata: Map<string, string> | undefined, table: st
  * @throws ConfigError CONFIG_INVALID when the column binds another bundle, or none
  */
 export async function assertBundleBound(c: { readonly dbDir: string; readonly table: string; readonly column: string; readonly bundlePath: string; readonly bindingVersion?: number; readonly chunker?: unknown; readonly udtf?: unknown }, subject: string): Promise<void> {
-  const { lancedb } = await import("../arrow.ts");
-  const db = await lancedb.connect(c.dbDir);
+  const db = await connectDb(c.dbDir);
   const table = await db.openTable(c.table, undefined, (c.bindingVersion !== undefined ? { version: c.bindingVersion } : {}) as never);
   const field = (await table.schema()).fields.find((f) => f.name === c.column);
   // A chunk view's chunker is bound on its __child_index column, under its own key.

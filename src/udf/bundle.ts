@@ -7,9 +7,11 @@
 import { createHash } from "node:crypto";
 import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
 import * as path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ConfigError, type ErrorContext } from "../errors.ts";
+import { canonical, isRemote, storeAt } from "../storage/location.ts";
 import { isSqlUdf, validateUdfSpec, type SqlUdfSpec, type UdfSpec } from "./udf.ts";
 
 const PUBLIC_ENTRY = fileURLToPath(new URL(`./public${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url));
@@ -71,9 +73,9 @@ export async function bundleModule(module: string): Promise<{ code: string; hash
   return { code, hash: createHash("sha256").update(code).digest("hex") };
 }
 
-/** Path of a stored bundle. */
+/** Path (or object-storage URI) of a stored bundle. */
 export function bundlePath(storeDir: string, hash: string): string {
-  return path.join(storeDir, "udfs", `${hash}.mjs`);
+  return isRemote(storeDir) ? `${canonical(storeDir)}/udfs/${hash}.mjs` : path.join(storeDir, "udfs", `${hash}.mjs`);
 }
 
 /** Where a bundle claims to come from: the table's database and name, the bundle file and the checkpoint folder. */
@@ -121,6 +123,7 @@ export function verifyStoredBundle(claim: BundleClaim, options: VerifyBundleOpti
     );
   };
   if (typeof claim !== "object" || claim === null) return refuse("worker configuration", claim, "is not an object");
+  if (typeof claim.dbDir === "string" && isRemote(claim.dbDir)) return verifyRemoteClaim(claim, options, refuse);
   const { dbDir, table, bundlePath: file, checkpointRoot } = claim;
   if (typeof table !== "string" || !/^[A-Za-z0-9_.-]+$/.test(table) || table === "." || table === "..") refuse("table", table, "is not a table name");
   if (typeof dbDir !== "string" || !path.isAbsolute(dbDir) || dbDir.split(/[\\/]/).includes("..")) refuse("database directory", dbDir, "is not an absolute path without '..'");
@@ -171,9 +174,66 @@ export function verifyStoredBundle(claim: BundleClaim, options: VerifyBundleOpti
   if (actual !== name![1]) refuse("UDF bundle", file, `does not match its content-addressed name (its content hashes to ${actual.slice(0, 16)}…: it was changed after binding)`);
 }
 
+/**
+ * {@link verifyStoredBundle} for a database on object storage: the same shape rules on the URIs (the
+ * bundle directly in `DB/_lancet/TABLE/udfs/<sha256>.mjs`, the table's own `ckp`, inside an allowed
+ * database). Its content is checked against its name when it is fetched ({@link localBundle}).
+ */
+function verifyRemoteClaim(claim: BundleClaim, options: VerifyBundleOptions, refuse: (what: string, p: unknown, why: string) => never): void {
+  const { table, bundlePath: file, checkpointRoot } = claim;
+  const dbDir = canonical(claim.dbDir);
+  if (typeof table !== "string" || !/^[A-Za-z0-9_.-]+$/.test(table) || table === "." || table === "..") refuse("table", table, "is not a table name");
+  if (dbDir.split("/").includes("..")) refuse("database", claim.dbDir, "contains '..'");
+  if (typeof file !== "string" || !isRemote(file) || file.split("/").includes("..")) refuse("UDF bundle", file, "is not an object-storage URI without '..'");
+  const folder = `${dbDir}/_lancet/${table}/udfs`;
+  const f = canonical(file);
+  if (f.slice(0, f.lastIndexOf("/")) !== folder || !HASHED_NAME.test(f.slice(f.lastIndexOf("/") + 1))) refuse("UDF bundle", file, `is not a content-addressed bundle of table ${table}'s store (${folder}/<sha256>.mjs)`);
+  if (checkpointRoot !== undefined && (typeof checkpointRoot !== "string" || canonical(checkpointRoot) !== `${dbDir}/_lancet/${table}/ckp`)) refuse("checkpoint folder", checkpointRoot, `is not table ${table}'s own (${dbDir}/_lancet/${table}/ckp)`);
+  if (options.allowedDbDirs !== undefined && !options.allowedDbDirs.some((d) => isRemote(d) && (dbDir === canonical(d) || dbDir.startsWith(`${canonical(d)}/`)))) {
+    refuse("database", claim.dbDir, `is not inside the databases this worker may use (--allow-db ${options.allowedDbDirs.join(", ")})`);
+  }
+}
+
+/** Whether a stored bundle exists (a file, or an object on object storage). */
+export async function bundleExists(file: string): Promise<boolean> {
+  if (!isRemote(file)) return existsSync(file);
+  const f = canonical(file);
+  return (await storeAt(f.slice(0, f.lastIndexOf("/"))).get(f.slice(f.lastIndexOf("/") + 1))) !== undefined;
+}
+
+/** Where fetched bundles of object-storage databases are kept on this machine (content-addressed). */
+const BUNDLE_CACHE = path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), ".cache"), "lancet", "bundles");
+
+/**
+ * A stored bundle as a local file to import: itself for a local database; for one on object storage,
+ * a copy in this machine's bundle cache, fetched once and checked against its content-addressed name.
+ */
+export async function localBundle(file: string): Promise<string> {
+  if (!isRemote(file)) return file;
+  const f = canonical(file);
+  const name = f.slice(f.lastIndexOf("/") + 1);
+  const hash = HASHED_NAME.exec(name)?.[1];
+  if (hash === undefined) throw new ConfigError("CONFIG_INVALID", `UDF bundle ${f} is not named <sha256>.mjs`);
+  const local = path.join(BUNDLE_CACHE, name);
+  if (existsSync(local)) return local;
+  const code = await storeAt(f.slice(0, f.lastIndexOf("/"))).get(name);
+  if (code === undefined) throw new ConfigError("UDF_MODULE_NOT_FOUND", `bound UDF snapshot ${f} is missing; rebind the column with alter-column`);
+  const actual = createHash("sha256").update(code).digest("hex");
+  if (actual !== hash) throw new ConfigError("CONFIG_INVALID", `UDF bundle ${f} does not match its content-addressed name (its content hashes to ${actual.slice(0, 16)}…: it was changed after binding); refused`);
+  await mkdir(BUNDLE_CACHE, { recursive: true });
+  const tmp = `${local}.${process.pid}.${Date.now()}.tmp`;
+  await writeFile(tmp, code);
+  await rename(tmp, local);
+  return local;
+}
+
 /** Stores a bundle atomically (content-addressed: an existing file is left alone). */
 export async function storeBundle(storeDir: string, code: string, hash: string): Promise<string> {
   const file = bundlePath(storeDir, hash);
+  if (isRemote(storeDir)) {
+    await storeAt(`${canonical(storeDir)}/udfs`).putIfAbsent(`${hash}.mjs`, code);
+    return canonical(file);
+  }
   if (existsSync(file)) return file;
   await mkdir(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
@@ -195,7 +255,8 @@ export async function loadExport(file: string, exportName: string, label: string
 
 let loads = 0;
 
-export async function importBundle(file: string, exportName: string, label: string): Promise<Record<string, unknown>> {
+export async function importBundle(stored: string, exportName: string, label: string): Promise<Record<string, unknown>> {
+  const file = await localBundle(stored);
   if (!existsSync(file)) {
     throw new ConfigError("UDF_MODULE_NOT_FOUND", `bound UDF snapshot ${file} for ${label} is missing; rebind the column with alter-column`);
   }

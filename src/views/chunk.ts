@@ -21,7 +21,7 @@
  * parent is expanded again. Re-running after a kill at any point converges to the same children.
  */
 import { randomUUID } from "node:crypto";
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow} from "../arrow.ts";
 import type { LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
 import { inFilters, sqlString } from "../sql.ts";
@@ -37,6 +37,7 @@ import { computedWith } from "../udf/table-fn.ts";
 import { ensureSourceRowIndex, lowerWatermarkFirst, openRefresh, requireSourceColumns, sinceOf, sourceDelta, writeWatermark } from "./sync.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 import { assertStableRowIds, CHILD_INDEX, INPUT_HASH, SOURCE_ROW_ID } from "./view.ts";
+import { connectDb } from "../storage/location.ts";
 
 /** Options of a chunk view's refresh that only chunk views have. */
 export interface ChunkRefreshOptions {
@@ -64,7 +65,7 @@ const PARENTS = "parents";
 
 /** Opens (or creates) the record of expanded parents of chunk view `name`. */
 async function parentsTable(storeDir: string): Promise<LanceNs.Table> {
-  const conn = await lancedb.connect(storeDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(storeDir, { readConsistencyInterval: 0 });
   if ((await conn.tableNames()).includes(PARENTS)) return conn.openTable(PARENTS);
   const schema = new arrow.Schema([
     new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false),

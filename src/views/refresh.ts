@@ -8,7 +8,6 @@
  * view's refresh lock throughout: two refreshes of one view never run at once.
  */
 import { randomUUID } from "node:crypto";
-import { lancedb } from "../arrow.ts";
 import { CancelledError, isBackfillError } from "../errors.ts";
 import { redactRedisUrl } from "../exec/redis-url.ts";
 import { backfillAsync } from "../jobs/backfill.ts";
@@ -25,6 +24,7 @@ import { syncUdtfView, type UdtfSyncResult } from "./udtf.ts";
 import { resolveBackfillOptions } from "../options.ts";
 import { ConfigError } from "../errors.ts";
 import { readView } from "./view.ts";
+import { connectDb } from "../storage/location.ts";
 
 /** Options of {@link refreshView}: the source version, and the backfill knobs that apply to a view. */
 export interface RefreshViewOptions
@@ -123,7 +123,7 @@ async function runRefresh(db: string, name: string, options: RefreshViewOptions,
     const parentsText = p ? ` (parents: ${p.added} added, ${p.deleted} removed, ${p.updated} changed)` : u ? (u.skipped ? " (skipped: the source and the UDTF are unchanged)" : ` (${u.partitions.computed} of ${u.partitions.total} partition(s) computed; rows replaced at once)`) : "";
     ctl.event("synced", `rows in step with ${definition.source} version ${synced.sourceVersion}: ${synced.rowsAdded} added, ${synced.rowsDeleted} removed, ${synced.rowsUpdated} updated${parentsText} (read ${synced.read === "all" ? "every row" : "the changes since the last refresh"})`);
     ctl.changed(true);
-    const conn = await lancedb.connect(ref.dbDir, { readConsistencyInterval: 0 });
+    const conn = await connectDb(ref.dbDir, { readConsistencyInterval: 0 });
     const udfColumns = (await (await conn.openTable(name)).schema()).fields.filter((f) => f.metadata.has(BINDING_KEY)).map((f) => f.name);
     for (const column of udfColumns) {
       if (ctl.signal.aborted) throw new CancelledError(`refresh ${ctl.record.id} of view ${name} was cancelled after its row sync; run it again to compute the UDF columns`, { jobId: ctl.record.id, table: name });

@@ -32,6 +32,7 @@ import { inFilters } from "../sql.ts";
 import { takeRows } from "../udf/values.ts";
 import { hashRows, shuffleKey } from "./hash.ts";
 import { assertStableRowIds, INPUT_HASH, readView, SOURCE_ROW_ID, WATERMARK_KEY, watermarkField, type ViewDefinition, type ViewWatermark } from "./view.ts";
+import { connectDb } from "../storage/location.ts";
 
 /** Options of {@link syncView}. */
 export interface SyncViewOptions {
@@ -127,7 +128,7 @@ export async function openRefresh(db: string, name: string, srcVersion: number |
   const { definition: def, watermark } = await readView(db, name);
   const viewRef = resolveTable({ db, table: name });
   const srcRef = resolveTable({ db, table: def.source });
-  const conn = await lancedb.connect(viewRef.dbDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(viewRef.dbDir, { readConsistencyInterval: 0 });
   const source = await conn.openTable(def.source);
   const view = await conn.openTable(name);
   const sourceVersion = await pinSource(source, def.source, srcVersion);

@@ -20,7 +20,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
-import { arrow, lancedb } from "../arrow.ts";
+import { arrow} from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
 import { sqlString } from "../sql.ts";
@@ -36,6 +36,7 @@ import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
 import { openRefresh, requireSourceColumns, writeWatermark } from "./sync.ts";
 import { PARTITION } from "./view.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
+import { connectDb } from "../storage/location.ts";
 
 /** What the row step of a UDTF view's refresh did. */
 export interface UdtfSyncResult {
@@ -85,7 +86,7 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   const stageDir = path.join(viewRef.storeDir, "udtf");
   const doneDir = path.join(stageDir, `done-${target}`);
   await mkdir(doneDir, { recursive: true });
-  const stageConn = await lancedb.connect(stageDir, { readConsistencyInterval: 0 });
+  const stageConn = await connectDb(stageDir, { readConsistencyInterval: 0 });
   const stageName = `stage-${target}`;
   for (const t of await stageConn.tableNames()) if (t !== stageName) await stageConn.dropTable(t);
   for (const d of await readdir(stageDir)) if (d.startsWith("done-") && d !== `done-${target}`) await rm(path.join(stageDir, d), { recursive: true, force: true });

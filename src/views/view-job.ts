@@ -5,7 +5,6 @@
  * errors table and cancellation (cancelling the refresh cancels it). What a finished group of items
  * means — parents recorded, partitions marked done — is the caller's `writeGroup`.
  */
-import { lancedb } from "../arrow.ts";
 import type { BatchReport, WorkerConfig } from "../exec/protocol.ts";
 import { isBackfillError } from "../errors.ts";
 import { coresFor, runJob, workerConfig, type GroupWriter } from "../jobs/coordinator.ts";
@@ -18,6 +17,7 @@ import type { ResolvedBackfillOptions } from "../options.ts";
 import type { PlannedFragment, PlannedTask } from "../plan/plan.ts";
 import { resolveTable } from "../table.ts";
 import type { Binding } from "../udf/binding.ts";
+import { connectDb } from "../storage/location.ts";
 
 export interface ViewJobSpec {
   readonly jobId: string;
@@ -50,7 +50,7 @@ export interface ViewJobSpec {
  * the workers do (expand parents, compute partitions).
  */
 export async function viewWorkerConfig(dbDir: string, view: string, column: string, binding: Binding, opts: ResolvedBackfillOptions, task: Pick<WorkerConfig, "chunker" | "udtf">): Promise<WorkerConfig> {
-  const version = await (await (await lancedb.connect(dbDir, { readConsistencyInterval: 0 })).openTable(view)).version();
+  const version = await (await (await connectDb(dbDir, { readConsistencyInterval: 0 })).openTable(view)).version();
   return workerConfig(resolveTable({ db: dbDir, table: view }), column, binding, opts, version, task);
 }
 

@@ -23,6 +23,7 @@ import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts"
 import { bindUdtf, readUdtfBinding, UDTF_KEY, type UdtfBinding } from "../udf/udtf.ts";
 import type { TableFnBinding } from "../udf/table-fn.ts";
 import { parseDataType } from "../udf/types.ts";
+import { connectDb } from "../storage/location.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
 export const VIEW_KEY = "lancet:view";
@@ -97,7 +98,7 @@ export interface ViewInfo {
 export async function createView(db: string, name: string, options: ViewOptions): Promise<ViewInfo> {
   const def = checkOptions(name, options);
   const src = resolveTable({ db, table: def.source });
-  const conn = await lancedb.connect(src.dbDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(src.dbDir, { readConsistencyInterval: 0 });
   if ((await conn.tableNames()).includes(name)) {
     throw new ConfigError("TABLE_EXISTS", `view name ${name} is taken: database ${src.dbDir} already has a table ${name}; pick another name (or drop that table)`, { table: name });
   }
@@ -260,7 +261,7 @@ export function parseWatermark(schema: ArrowNs.Schema): ViewWatermark | null {
  */
 export async function readView(db: string, name: string): Promise<ViewInfo> {
   const t = resolveTable({ db, table: name });
-  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(t.dbDir, { readConsistencyInterval: 0 });
   const schema = await (await conn.openTable(name)).schema();
   const definition = parseDefinition(schema.metadata, name);
   if (!definition) {
@@ -273,7 +274,7 @@ export async function readView(db: string, name: string): Promise<ViewInfo> {
 export async function listViews(db: string): Promise<ViewInfo[]> {
   const dbDir = path.resolve(db);
   resolveDb(db);
-  const conn = await lancedb.connect(dbDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(dbDir, { readConsistencyInterval: 0 });
   const out: ViewInfo[] = [];
   for (const name of (await conn.tableNames()).sort()) {
     const schema = await (await conn.openTable(name)).schema();
@@ -353,7 +354,7 @@ export async function alterView(db: string, name: string, options: AlterViewOpti
     throw new ConfigError("TABLE_UNSUPPORTED", `view ${name} has no ${fn.noun} to rebind; create a ${kind === "udtf" ? "UDTF" : "chunk"} view with createView(db, name, { source, ${kind} })`, { table: name });
   }
   const t = resolveTable({ db, table: name });
-  const conn = await lancedb.connect(t.dbDir, { readConsistencyInterval: 0 });
+  const conn = await connectDb(t.dbDir, { readConsistencyInterval: 0 });
   const view = await conn.openTable(name);
   const old = fn.read((await view.schema()).fields.find((f) => f.name === fn.column)?.metadata, name);
   const { binding } = await fn.bind(t, ref);

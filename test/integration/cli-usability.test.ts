@@ -112,7 +112,7 @@ test("usage errors exit 2 naming the flag; runtime errors exit 1 with `lancet: e
   await addColumns({ db: t.dir, table: "t" }, { y: udfRef("doubled") });
   const base = ["backfill", "--db", t.dir, "--table", "t", "--column", "y"];
   const usage: [string[], RegExp][] = [
-    [["backfill", "--table", "t", "--column", "y"], /^lancet: --db DIR is required/],
+    [["backfill", "--table", "t", "--column", "y"], /^lancet: --db DIR\|URI is required \(or LANCET_DB\)/],
     [[...base, "--concurrency", "abc"], /^lancet: --concurrency must be an integer \(got "abc"\)/],
     [[...base, "--concurrency"], /^lancet: --concurrency needs a value \(N\)/],
     [[...base, "--json=yes"], /^lancet: --json takes no value/],

@@ -76,7 +76,7 @@ test("failures exit non-zero with a JSON status line; usage errors exit 2", asyn
   assert.doesNotMatch(o.err, /options\./);
   o = io();
   assert.equal(await run(["backfill", "--table", "t", "--column", "w"], o), 2);
-  assert.match(o.err, /--db DIR is required\n\nRun `lancet backfill --help` for usage/);
+  assert.match(o.err, /--db DIR\|URI is required \(or LANCET_DB\)\n\nRun `lancet backfill --help` for usage/);
   o = io();
   assert.equal(await run(["frobnicate"], o), 2);
   assert.match(o.err, /unknown command "frobnicate"\n\nRun `lancet --help` for usage/);

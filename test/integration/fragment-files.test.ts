@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { arrow } from "../../src/arrow.ts";
-import { FragmentFileWriter, fragmentFileDir, fragmentFileRows } from "../../src/checkpoint/fragment-file.ts";
+import { currentFragmentFile, FragmentFileWriter, fragmentFileRows } from "../../src/checkpoint/fragment-file.ts";
 import { FileCheckpointStore } from "../../src/checkpoint/store.ts";
 import { addColumns, backfill } from "../../src/index.ts";
 import { readManifest } from "../../src/read/manifest.ts";
@@ -45,10 +45,11 @@ test("whole-fragment tasks write the column file: the table's data file is the c
   assert.ok(dirs.size >= 1);
   const [fragmentId, dir] = [...dirs].sort((a, b) => a[0] - b[0])[0]!;
   assert.equal(fragmentId, 0);
-  assert.equal(await fragmentFileRows(dir), 500, "the checkpoint is a fragment file of the whole fragment");
-  const fileData = readdirSync(path.join(fragmentFileDir(dir), "v.lance", "data")).filter((f) => f.endsWith(".lance"));
+  const file = await currentFragmentFile(dir);
+  assert.equal(file?.rows, 500, "the checkpoint is a fragment file of the whole fragment");
+  const fileData = readdirSync(path.join(file!.tableDir, "data")).filter((f) => f.endsWith(".lance"));
   assert.equal(fileData.length, 1, "compacted into one data file");
-  const ckpFile = statSync(path.join(fragmentFileDir(dir), "v.lance", "data", fileData[0]!));
+  const ckpFile = statSync(path.join(file!.tableDir, "data", fileData[0]!));
   const m = await readManifest(path.join(t.dir, "t.lance"));
   const yField = m.fields.find((f) => f.name === "y")!.id;
   const tableFile = m.fragments.find((f) => f.id === 0)!.files.find((f) => f.fields.includes(yField))!;
@@ -93,7 +94,7 @@ test("a re-run continues a fragment file from where it ends; a file with more ro
   await everyVersionReadable(t);
 });
 
-test("two writers appending to one fragment file at once: the second append fails, the file is removed, nothing interleaves", async () => {
+test("two writers appending to one fragment file at once: the file is poisoned, both stop, and the next writer starts a new file", async () => {
   await using t = await tempDb();
   const dir = path.join(t.dir, "ckp-race");
   const where = { table: "t", column: "y", fragmentId: 0 };
@@ -103,9 +104,38 @@ test("two writers appending to one fragment file at once: the second append fail
   const b = await FragmentFileWriter.open(dir, "y", new arrow.Float64(), "2.0", where);
   assert.equal(b.rows, 10);
   await b.append({ start: 10, end: 20 }, vec(10, 2), 0);
-  await assert.rejects(a.append({ start: 10, end: 20 }, vec(10, 3), 0), /two workers appended to the fragment file of t\.y fragment 0 at once/);
-  assert.equal(await fragmentFileRows(dir), 0, "the file is gone: its rows are computed again");
+  await assert.rejects(a.append({ start: 10, end: 20 }, vec(10, 3), 0), /another attempt appended at the same time .*poisoned/);
+  assert.equal(await fragmentFileRows(dir), 0, "the poisoned file counts as no rows: they are computed again");
+  // The survivor's next append is refused too: it never writes into a file nobody uses again… 
+  await assert.rejects(b.append({ start: 20, end: 30 }, vec(10, 4), 0), /another attempt wrote to it at the same time/);
   a.close();
+  b.close();
+  // …and the next writer starts the next file from row 0, never the poisoned folder.
+  const c = await FragmentFileWriter.open(dir, "y", new arrow.Float64(), "2.0", where);
+  assert.equal(c.rows, 0);
+  await c.append({ start: 0, end: 5 }, vec(5, 9), 0);
+  c.close();
+  const f = await currentFragmentFile(dir);
+  assert.equal(f?.rows, 5);
+  assert.match(f!.dir, /file-2$/);
+});
+
+test("rows no append record accounts for (an append that raced, a writer killed before recording) make the file invalid, not wrong", async () => {
+  await using t = await tempDb();
+  const dir = path.join(t.dir, "ckp-chain");
+  const where = { table: "t", column: "y", fragmentId: 0 };
+  const vec = (n: number, v: number) => arrow.vectorFromArray(Array.from({ length: n }, () => v), new arrow.Float64()) as never;
+  const a = await FragmentFileWriter.open(dir, "y", new arrow.Float64(), "2.0", where);
+  await a.append({ start: 0, end: 10 }, vec(10, 1), 0);
+  a.close();
+  // Another process appends without a record (the racing append of a writer killed before it could poison the file).
+  const { lancedb } = await import("../../src/arrow.ts");
+  const file = await currentFragmentFile(dir);
+  const db = await lancedb.connect(file!.dir);
+  await (await db.openTable("v")).add(new arrow.Table({ y: vec(10, 7) }) as never);
+  assert.equal(await fragmentFileRows(dir), 0, "20 rows but records for 10: not a checkpoint");
+  const b = await FragmentFileWriter.open(dir, "y", new arrow.Float64(), "2.0", where);
+  assert.equal(b.rows, 0, "a new file starts from row 0");
   b.close();
 });
 

@@ -19,7 +19,7 @@ import * as path from "node:path";
 import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from "bullmq";
 import { Redis } from "ioredis";
 import type { Server } from "node:http";
-import { FileCheckpointStore } from "../../checkpoint/store.ts";
+import { checkpointStoreAt } from "../../checkpoint/store.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
@@ -414,7 +414,7 @@ export class LancetWorker {
       }
       // Batches a previous attempt checkpointed (its worker died) are reported, not recomputed.
       const task = d.task;
-      const store = new FileCheckpointStore(d.config.checkpointRoot);
+      const store = checkpointStoreAt(d.config.checkpointRoot);
       const covered = (await store.listBatches(task.batchKey)).filter((c) => task.gaps.some((g) => c.start >= g.start && c.end <= g.end));
       const reports: BatchReport[] = covered.map((c) => ({ start: c.start, end: c.end, rowsComputed: c.end - c.start, rowsSkipped: 0, errors: [], readMs: 0, udfMs: 0, udfCpuMs: 0, checkpointMs: 0 }));
       const gaps = task.gaps.flatMap((g) => gapsOf(g.start, g.end, covered));

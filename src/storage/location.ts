@@ -1,0 +1,78 @@
+/**
+ * Where a database lives: a local (or POSIX) directory, or object storage (`s3://bucket/prefix`).
+ *
+ * Lancet passes locations around as strings and builds the ones beside a table with `path.join`
+ * (`DB/_lancet/NAME/ckp`…), which turns `s3://b/p` into `s3:/b/p/...`: every function here accepts
+ * both spellings and {@link canonical} gives the real URI back. The storage options of a database
+ * (endpoint, region, credentials) are registered once, when its table is resolved, and found again
+ * from any location inside it — so no secret travels in a job record, a task or a log line.
+ */
+import { lancedb, type LanceNs } from "../arrow.ts";
+import { resolveStorageOptions, storeFor, type ObjectStore, type StorageOptions } from "./object-store.ts";
+
+const REMOTE = /^([a-z][a-z0-9+.-]*):\/\/?/i;
+
+/** Whether `p` names object storage (`s3://…`, or `s3:/…` as `path.join` leaves it). */
+export function isRemote(p: string): boolean {
+  const m = REMOTE.exec(p);
+  return m !== null && m[1]!.length > 1; // a Windows drive letter is not a scheme
+}
+
+/** The URI a location stands for: `s3:/b/x` → `s3://b/x`; local paths unchanged. */
+export function canonical(p: string): string {
+  if (!isRemote(p)) return p;
+  return p.replace(REMOTE, (_, scheme: string) => `${scheme.toLowerCase()}://`).replace(/\/+$/, "");
+}
+
+/** Storage options registered per database URI (longest prefix wins). */
+const registry = new Map<string, StorageOptions>();
+
+/** Records the storage options of the database at `dbUri` (object storage only; local needs none). */
+export function registerStorage(dbUri: string, options: StorageOptions): void {
+  if (isRemote(dbUri)) registry.set(canonical(dbUri), options);
+}
+
+/** Whether storage options were registered for exactly this database. */
+export function storageRegistered(dbUri: string): boolean {
+  return registry.has(canonical(dbUri));
+}
+
+/** The storage options for a location inside a registered database, else those of the environment. */
+export function storageOptionsFor(p: string): StorageOptions | undefined {
+  if (!isRemote(p)) return undefined;
+  const uri = canonical(p);
+  let best: string | undefined;
+  for (const k of registry.keys()) if ((uri === k || uri.startsWith(`${k}/`)) && (best === undefined || k.length > best.length)) best = k;
+  return best !== undefined ? registry.get(best) : resolveStorageOptions({}, process.env);
+}
+
+/** A LanceDB connection to the database at `uri`, with its storage options. */
+export async function connectDb(uri: string, options: Partial<LanceNs.ConnectionOptions> = {}): Promise<LanceNs.Connection> {
+  const storageOptions = storageOptionsFor(uri);
+  return lancedb.connect(canonical(uri), { ...options, ...(storageOptions ? { storageOptions: { ...storageOptions } } : {}) });
+}
+
+/** The object store rooted at `p` (a local directory or an object-storage prefix). */
+export function storeAt(p: string): ObjectStore {
+  return storeFor(canonical(p), storageOptionsFor(p));
+}
+
+/** The variable that hands a worker process the storage options of its database (see {@link storageEnv}). */
+const STORAGE_ENV = "LANCET_STORAGE_OPTIONS";
+
+/**
+ * The environment a worker process of the database at `dbUri` needs to reach it: its storage options
+ * (JSON), none for a local database. A worker process reads the table, so it holds these credentials;
+ * they never travel in a task, a job record or a queue.
+ */
+export function storageEnv(dbUri: string): Record<string, string> {
+  const o = storageOptionsFor(dbUri);
+  return o === undefined ? {} : { [STORAGE_ENV]: JSON.stringify(o) };
+}
+
+/** In a worker process: registers the storage options its parent handed over ({@link storageEnv}) for `dbUri`. */
+export function registerStorageFromEnv(dbUri: string, env: NodeJS.ProcessEnv = process.env): void {
+  if (!isRemote(dbUri)) return;
+  const given = env[STORAGE_ENV];
+  registerStorage(dbUri, given ? (JSON.parse(given) as StorageOptions) : resolveStorageOptions({}, env));
+}
