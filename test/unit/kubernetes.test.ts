@@ -1,7 +1,8 @@
-// The Kubernetes manifests in deploy/kubernetes: every object is checked against its Kubernetes (or
-// KEDA CRD) schema with kubernetes-models, fields the schema does not know are reported (as a strict
-// API server would), and the manifests are cross-checked against each other and against how Lancet
-// names its queues. No cluster is needed.
+// The Kubernetes manifests in deploy/kubernetes and its object-storage variant (deploy/kubernetes/
+// object-storage): every object is checked against its Kubernetes (or KEDA CRD) schema with
+// kubernetes-models, fields the schema does not know are reported (as a strict API server would), and
+// the manifests of each variant are cross-checked against each other and against how Lancet names its
+// queues; the object-storage variant must differ from the other only in storage. No cluster is needed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
