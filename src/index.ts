@@ -35,6 +35,8 @@ export type { DataTypeLike } from "./udf/types.ts";
 export type { BlobHandle } from "./udf/blob.ts";
 export type { Binding } from "./udf/binding.ts";
 export type { TableRef } from "./table.ts";
+export { useStorage } from "./storage/location.ts";
+export type { StorageOptions } from "./storage/object-store.ts";
 export {
   BackfillError,
   ConfigError,

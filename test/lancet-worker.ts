@@ -23,6 +23,8 @@ export interface WorkerStart {
   readonly args?: readonly string[];
   /** Added to this process's environment (without its LANCET_TEST_* variables). */
   readonly env?: Readonly<Record<string, string>>;
+  /** The worker's working directory. */
+  readonly cwd?: string;
   /** Runs the worker under another command (e.g. `unshare`): gets and returns the argv. */
   readonly wrap?: (argv: string[]) => [string, string[]];
 }
@@ -32,7 +34,7 @@ export async function startLancetWorker(url: string, live: Set<WorkerProc>, o: W
   const argv = [LANCET, "worker", "--redis", url, "--concurrency", "1", ...(o.args ?? [])];
   const [cmd, cmdArgs] = o.wrap ? o.wrap([process.execPath, ...argv]) : [process.execPath, argv];
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("LANCET_TEST_")));
-  const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"], env: { ...base, ...o.env } });
+  const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"], env: { ...base, ...o.env }, ...(o.cwd ? { cwd: o.cwd } : {}) });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));

@@ -1,4 +1,6 @@
 /** `lancet worker` (a long-running queue worker) and `lancet workers` (the live ones). */
+import { useDefaultStorage } from "../storage/location.ts";
+import { parseStorageOption } from "../storage/object-store.ts";
 import * as path from "node:path";
 import { connectionFor, DEFAULT_QUEUE, checkQueueBase, formatResources, parseResources } from "../exec/bullmq/queue.ts";
 import { withRedis } from "../exec/bullmq/executor.ts";
@@ -25,7 +27,8 @@ export const WORKER: CommandSpec = {
     { name: "stalled-interval-ms", type: "string", value: "N", integer: true, option: "stalledIntervalMs", help: "how often stalled tasks are looked for", default: "5000" },
     { name: "max-stalled-count", type: "string", value: "N", integer: true, option: "maxStalledCount", help: "stalls before a task fails", default: "3" },
     { name: "exit-when-idle-ms", type: "string", value: "N", integer: true, option: "exitWhenIdleMs", help: "exit after N ms without tasks", default: "never" },
-    { name: "allow-db", type: "string", value: "DIR", multiple: true, option: "allowedDbDirs", help: "serve only databases under DIR", default: "$LANCET_ALLOW_DB (DIR:DIR), else any" },
+    { name: "allow-db", type: "string", value: "DIR|URI", multiple: true, option: "allowedDbDirs", help: "serve only databases under DIR (or s3://bucket/prefix)", default: "$LANCET_ALLOW_DB (DIR:DIR), else any" },
+    { name: "storage-option", type: "string", value: "KEY=VALUE", multiple: true, help: "for databases on object storage: a LanceDB storage option (endpoint, region, access_key_id, secret_access_key, …)", default: "from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" },
     { name: "pass-env", type: "string", value: "NAME[,NAME]", multiple: true, option: "passEnv", help: "variables of this worker's environment its UDFs get too", default: "none" },
     { name: "verbose", type: "boolean", help: "debug logging" },
   ],
@@ -48,7 +51,7 @@ function redisUrl(values: FlagValues): string {
 }
 
 /** A repeatable flag's values, each split on `sep`, else the environment variable's; undefined when neither is set. */
-function listOpt(flag: unknown, env: string | undefined, sep: string): string[] | undefined {
+function listOpt(flag: unknown, env: string | undefined, sep: string | RegExp): string[] | undefined {
   const raw = Array.isArray(flag) && flag.length > 0 ? (flag as string[]) : env ? [env] : undefined;
   return raw?.flatMap((v) => v.split(sep)).map((v) => v.trim()).filter(Boolean);
 }
@@ -81,7 +84,18 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     const exitWhenIdleMs = positive("exit-when-idle-ms");
     const port = intOpt(values, "metrics-port", WORKER.name);
     // --allow-db DIR (repeatable, or LANCET_ALLOW_DB=DIR:DIR): databases this worker serves.
-    const allowDb = listOpt(values["allow-db"], process.env.LANCET_ALLOW_DB, path.delimiter);
+    const allowDb = listOpt(values["allow-db"], process.env.LANCET_ALLOW_DB, path.delimiter === ":" ? /:(?!\/\/)/ : path.delimiter);
+    // --storage-option KEY=VALUE (repeatable): how this worker reaches databases on object storage.
+    const storage: Record<string, string> = {};
+    for (const o of (values["storage-option"] as string[] | undefined) ?? []) {
+      try {
+        const [k, v] = parseStorageOption(o);
+        storage[k] = v;
+      } catch (e) {
+        throw new UsageError(`--storage-option ${JSON.stringify(o)}: ${(e as Error).message}`, WORKER.name);
+      }
+    }
+    useDefaultStorage(storage);
     // --pass-env NAME[,NAME] (repeatable): variables of this worker's environment its UDFs get too.
     const passEnv = listOpt(values["pass-env"], undefined, ",");
     for (const n of passEnv ?? []) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) throw new UsageError(`--pass-env: ${JSON.stringify(n)} is not an environment variable name`, WORKER.name);

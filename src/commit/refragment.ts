@@ -47,7 +47,7 @@ import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } f
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { readBinding } from "../udf/binding.ts";
-import { connectDb } from "../storage/location.ts";
+import { connectDb, isRemote } from "../storage/location.ts";
 
 export interface RefragmentProgress {
   /** `staging`: a new fragment was written to the staging table; `published`: the new layout is the table's latest version; `indexed`: an index was created again. */
@@ -251,6 +251,9 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
     throw new ConfigError("CONFIG_INVALID", `options.conflictRetries must be a non-negative integer (got ${JSON.stringify(options.conflictRetries)})`);
   }
   const t = resolveTable(ref);
+  if (isRemote(t.tableDir)) {
+    throw new ConfigError("TABLE_UNSUPPORTED", `refragment needs table ${t.name} on a local or POSIX filesystem (it publishes its rewrite with link()); ${t.dbDir} is object storage. LanceDB's own optimize() compacts tables there; more, smaller fragments for parallelism are not available on object storage yet`, { table: t.name });
+  }
   const p = paths(t);
   if (existsSync(p.legacy)) {
     const { fromVersion } = JSON.parse(await readFile(p.legacy, "utf8")) as { fromVersion: number };

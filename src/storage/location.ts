@@ -7,7 +7,9 @@
  * (endpoint, region, credentials) are registered once, when its table is resolved, and found again
  * from any location inside it — so no secret travels in a job record, a task or a log line.
  */
+import { rm } from "node:fs/promises";
 import { lancedb, type LanceNs } from "../arrow.ts";
+import { ConfigError } from "../errors.ts";
 import { resolveStorageOptions, storeFor, type ObjectStore, type StorageOptions } from "./object-store.ts";
 
 const REMOTE = /^([a-z][a-z0-9+.-]*):\/\/?/i;
@@ -32,6 +34,16 @@ export function registerStorage(dbUri: string, options: StorageOptions): void {
   if (isRemote(dbUri)) registry.set(canonical(dbUri), options);
 }
 
+/**
+ * Sets the storage options of a database on object storage for every later call of this process
+ * that names it by its URI alone (`listJobs(db)`, `createView(db, …)`, `refreshView(db, …)`), over
+ * those of the AWS_* environment. A `TableRef`'s `storageOptions` do the same for its database.
+ */
+export function useStorage(db: string, options: Readonly<Record<string, string>>): void {
+  if (!isRemote(db)) throw new ConfigError("CONFIG_INVALID", `useStorage() is for a database on object storage (s3://bucket/prefix); ${JSON.stringify(db)} is a directory`);
+  registerStorage(canonical(db), resolveStorageOptions(options, process.env));
+}
+
 /** Whether storage options were registered for exactly this database. */
 export function storageRegistered(dbUri: string): boolean {
   return registry.has(canonical(dbUri));
@@ -43,7 +55,15 @@ export function storageOptionsFor(p: string): StorageOptions | undefined {
   const uri = canonical(p);
   let best: string | undefined;
   for (const k of registry.keys()) if ((uri === k || uri.startsWith(`${k}/`)) && (best === undefined || k.length > best.length)) best = k;
-  return best !== undefined ? registry.get(best) : resolveStorageOptions({}, process.env);
+  return best !== undefined ? registry.get(best) : (defaults ?? resolveStorageOptions({}, process.env));
+}
+
+/** Storage options for every database on object storage this process has no options of its own for (a `lancet worker`'s --storage-option). */
+let defaults: StorageOptions | undefined;
+
+/** Sets {@link defaults}: options (over the AWS_* environment) for any object-storage database without registered ones. */
+export function useDefaultStorage(given: Readonly<Record<string, string>>): void {
+  defaults = resolveStorageOptions(given, process.env);
 }
 
 /** A LanceDB connection to the database at `uri`, with its storage options. */
@@ -75,4 +95,10 @@ export function registerStorageFromEnv(dbUri: string, env: NodeJS.ProcessEnv = p
   if (!isRemote(dbUri)) return;
   const given = env[STORAGE_ENV];
   registerStorage(dbUri, given ? (JSON.parse(given) as StorageOptions) : resolveStorageOptions({}, env));
+}
+
+/** Removes a folder (or an object-storage prefix) and everything in it. */
+export async function removeAll(p: string): Promise<void> {
+  if (isRemote(p)) await storeAt(p).deletePrefix("");
+  else await rm(p, { recursive: true, force: true });
 }

@@ -18,7 +18,6 @@
  * the workers' appends to the staging table, not the view's fragments).
  */
 import { createHash, randomUUID } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow} from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
@@ -36,7 +35,7 @@ import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
 import { openRefresh, requireSourceColumns, writeWatermark } from "./sync.ts";
 import { PARTITION } from "./view.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
-import { connectDb } from "../storage/location.ts";
+import { connectDb, storeAt } from "../storage/location.ts";
 
 /** What the row step of a UDTF view's refresh did. */
 export interface UdtfSyncResult {
@@ -85,20 +84,22 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   const target = `v${sourceVersion}-${digest(computedWith(binding))}`;
   const stageDir = path.join(viewRef.storeDir, "udtf");
   const doneDir = path.join(stageDir, `done-${target}`);
-  await mkdir(doneDir, { recursive: true });
+  const marks = storeAt(doneDir);
   const stageConn = await connectDb(stageDir, { readConsistencyInterval: 0 });
   const stageName = `stage-${target}`;
   for (const t of await stageConn.tableNames()) if (t !== stageName) await stageConn.dropTable(t);
-  for (const d of await readdir(stageDir)) if (d.startsWith("done-") && d !== `done-${target}`) await rm(path.join(stageDir, d), { recursive: true, force: true });
+  const stageStore = storeAt(stageDir);
+  const stale = new Set((await stageStore.list("done-")).map((k) => k.split("/")[0]!).filter((d) => d !== `done-${target}`));
+  for (const d of stale) await stageStore.deletePrefix(`${d}/`);
   const stageSchema = new arrow.Schema([new arrow.Field(PARTITION, new arrow.Utf8(), false), ...Object.entries(binding.outputs).map(([k, t]) => new arrow.Field(k, parseDataType(t), true))]);
   const stage = (await stageConn.tableNames()).includes(stageName) ? await stageConn.openTable(stageName) : await stageConn.createEmptyTable(stageName, stageSchema, { existOk: true } as never);
 
   // The partitions, and those already staged for this target.
   const partitions = await listPartitions(source, binding, def.where);
   const done = new Set<string>();
-  for (const f of await readdir(doneDir)) {
+  for (const f of await marks.list("")) {
     try {
-      done.add((JSON.parse(await readFile(path.join(doneDir, f), "utf8")) as { key: string }).key);
+      done.add((JSON.parse(new TextDecoder().decode((await marks.get(f))!)) as { key: string }).key);
     } catch {
       // a mark being written when a run died: the partition is computed again
     }
@@ -119,7 +120,7 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   view = await conn.openTable(name);
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString(), version: computedWith(binding) });
   await stageConn.dropTable(stageName).catch(() => undefined);
-  await rm(doneDir, { recursive: true, force: true });
+  await marks.deletePrefix("");
   log.info(`UDTF view ${name}: ${staged.numRows} row(s) from ${partitions.length} partition(s) replaced ${rowsDeleted}`);
   return { sourceVersion, rowsAdded: staged.numRows, rowsDeleted, rowsUpdated: 0, read: "all", skipped: false, partitions: { total: partitions.length, computed: pending.length }, jobId };
 }
@@ -196,14 +197,12 @@ async function compute(
     onBatch: (task, r) => {
       if (r.partition) staged.set(task.fragmentId, r.partition);
     },
-    // Finished partitions are marked done for this target (a mark is written whole: temp file + rename).
+    // Finished partitions are marked done for this target (a mark is written whole: temp file + rename, or one PUT).
     writeGroup: async (group) => {
       for (const f of group) {
         const p = staged.get(f.id);
         if (!p) continue;
-        const file = path.join(doneDir, digest(p.key));
-        await writeFile(`${file}.tmp`, JSON.stringify(p));
-        await rename(`${file}.tmp`, file);
+        await storeAt(doneDir).put(digest(p.key), JSON.stringify(p));
       }
     },
   });

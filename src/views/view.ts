@@ -11,7 +11,6 @@
  * `lancet:view:watermark`), written last by every refresh.
  */
 import { hasStableRowIdsFlag } from "../commit/manifest-write.ts";
-import { rmSync } from "node:fs";
 import * as path from "node:path";
 import { addColumns } from "../columns.ts";
 import { arrow, lancedb } from "../arrow.ts";
@@ -23,7 +22,7 @@ import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts"
 import { bindUdtf, readUdtfBinding, UDTF_KEY, type UdtfBinding } from "../udf/udtf.ts";
 import type { TableFnBinding } from "../udf/table-fn.ts";
 import { parseDataType } from "../udf/types.ts";
-import { connectDb } from "../storage/location.ts";
+import { canonical, connectDb, isRemote, removeAll } from "../storage/location.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
 export const VIEW_KEY = "lancet:view";
@@ -128,7 +127,7 @@ export async function createView(db: string, name: string, options: ViewOptions)
           ? [new arrow.Field(SOURCE_ROW_ID, new arrow.Int64(), false), new arrow.Field(INPUT_HASH, new arrow.Int64(), false)]
           : await tableFnViewFields("chunker", src, name, storeDir, def, schema);
   } catch (e) {
-    rmSync(storeDir, { recursive: true, force: true });
+    await removeAll(storeDir);
     throw e;
   }
   const lead = def.udtf !== null ? 1 : 2;
@@ -139,7 +138,7 @@ export async function createView(db: string, name: string, options: ViewOptions)
   } catch (e) {
     // Nothing written: drop the half-made view and its Lancet store.
     await conn.dropTable(name).catch(() => undefined);
-    rmSync(storeDir, { recursive: true, force: true });
+    await removeAll(storeDir);
     if (isBackfillError(e, "INPUT_COLUMN_NOT_FOUND")) {
       throw new ConfigError("INPUT_COLUMN_NOT_FOUND", `${e.message.replace(/; its columns are .*$/, "")}; a view's UDF inputs must be among its ${def.chunker === null && def.udtf === null ? `selected columns (select: ${def.select.join(", ")})` : "selected and output columns"}`, { table: name, ...(e.context.column !== undefined ? { column: e.context.column } : {}), cause: e });
     }
@@ -272,7 +271,7 @@ export async function readView(db: string, name: string): Promise<ViewInfo> {
 
 /** The views in database `db` (tables carrying a Lancet view definition), by name. */
 export async function listViews(db: string): Promise<ViewInfo[]> {
-  const dbDir = path.resolve(db);
+  const dbDir = isRemote(db) ? canonical(db) : path.resolve(db);
   resolveDb(db);
   const conn = await connectDb(dbDir, { readConsistencyInterval: 0 });
   const out: ViewInfo[] = [];

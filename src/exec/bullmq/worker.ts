@@ -20,6 +20,7 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from "bullm
 import { Redis } from "ioredis";
 import type { Server } from "node:http";
 import { checkpointStoreAt } from "../../checkpoint/store.ts";
+import { canonical, isRemote } from "../../storage/location.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
@@ -158,7 +159,7 @@ export class LancetWorker {
       this.gpuSlots = Array.from({ length: Math.min(concurrency, Math.max(1, Math.floor(ids.length / per))) }, (_, i) => ids.slice(i * per, i * per + per).join(","));
     }
     this.metricsPort = options.metricsPort;
-    this.allowedDbDirs = options.allowedDbDirs?.map((d) => path.resolve(d));
+    this.allowedDbDirs = options.allowedDbDirs?.map((d) => (isRemote(d) ? canonical(d) : path.resolve(d)));
     this.baseEnv = udfBaseEnv(process.env, options.passEnv ?? []);
   }
 
@@ -272,6 +273,8 @@ export class LancetWorker {
     const c = d.config;
     const k = `${c.dbDir}\n${c.bundlePath}\n${c.checkpointRoot}`;
     if (this.storageChecked.has(k)) return;
+    // Object storage: reached with this worker's own credentials (--storage-option, AWS_*) when the task runs.
+    if (isRemote(c.dbDir)) return;
     const where = { table: c.table, column: c.column, jobId: d.jobId };
     const tableDir = path.join(c.dbDir, `${c.table}.lance`);
     for (const [what, p] of [["database directory", c.dbDir], ["table", tableDir], ["UDF bundle", c.bundlePath]] as const) {
