@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { lancedb } from "../../src/arrow.ts";
-import { addColumns, backfill, getJob, isBackfillError, listErrors, listJobs } from "../../src/index.ts";
+import { addColumns, backfill, createView, getJob, isBackfillError, listErrors, listJobs, listViews, refreshView, useStorage } from "../../src/index.ts";
 import { REPO, rows, udfRef } from "../helpers.ts";
 import { freshBucket, requireS3, s3Server, type S3Env } from "../s3.ts";
 
@@ -168,4 +168,32 @@ test("a database on object storage with a wrong endpoint or credentials fails wi
   assert.ok(!out.stderr.includes("not-the-secret-1234"), out.stderr);
   assert.match(out.stderr, /lancet: error/);
   assert.ok(!existsSync(path.join(process.cwd(), "s3:")));
+});
+
+test("views on s3://: a view with a UDF column refreshes incrementally, a chunk view expands its parents; status and views from the CLI", { skip }, async () => {
+  const { env, db, storageOptions } = await s3Db();
+  useStorage(db, storageOptions);
+  const conn = await lancedb.connect(db, { storageOptions });
+  const src = await conn.createTable("src", rows(0, 300), { storageOptions: { new_table_enable_stable_row_ids: "true" } } as never);
+  await createView(db, "v", { source: "src", select: ["id", "x", "s"], udfs: { y: udfRef("doubled") } });
+  const first = await refreshView(db, "v");
+  assert.equal(first.rowsAdded, 300);
+  await src.add(rows(300, 50));
+  await src.delete("id < 10");
+  const second = await refreshView(db, "v");
+  assert.equal(second.rowsAdded, 50);
+  assert.equal(second.rowsDeleted, 10);
+  const v = await conn.openTable("v");
+  assert.equal(await v.countRows(), 340);
+  for (const row of (await v.query().select(["x", "y"]).toArray()) as Record<string, unknown>[]) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
+  await createView(db, "c", { source: "src", select: ["id"], chunker: udfRef("words", "chunkers.ts") });
+  const c = await refreshView(db, "c");
+  assert.ok(c.rowsAdded > 340);
+  assert.deepEqual((await listViews(db)).map((x) => x.name), ["c", "v"]);
+  const status = await cli(env, ["status", "--db", db, "--table", "v", "--json"]).done;
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, /"y"/);
+  const views = await cli(env, ["views", "--db", db]).done;
+  assert.equal(views.code, 0, views.stderr);
+  assert.match(views.stdout, /\bc\b[\s\S]*\bv\b/);
 });
