@@ -36,8 +36,12 @@ export interface S3Proxy {
   inject(fault: Fault, count?: number): void;
   /** Drops every pending fault. */
   clear(): void;
+  /** Destroys the client connections of the requests a `timeout` fault is holding now (the client sees a reset); returns how many. */
+  dropHeld(): number;
   /** Requests received so far (faulted ones included). */
   readonly requests: number;
+  /** One line per request a fault was applied to, in order: `KIND METHOD /bucket/key`. */
+  readonly faulted: readonly string[];
   close(): Promise<void>;
 }
 
@@ -57,8 +61,10 @@ export async function startS3Proxy(target: string /* http://127.0.0.1:PORT */): 
   const agent = new http.Agent({ keepAlive: true });
   let rules: Rule[] = [];
   let requests = 0;
+  const faulted: string[] = [];
   const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
+  const held = new Set<http.IncomingMessage>();
 
   const take = (req: http.IncomingMessage): Fault | undefined => {
     let pathname = (req.url ?? "/").split("?")[0] ?? "/";
@@ -73,6 +79,7 @@ export async function startS3Proxy(target: string /* http://127.0.0.1:PORT */): 
       if (m?.key !== undefined && !pathname.includes(m.key)) continue;
       r.left--;
       rules = rules.filter((x) => x.left > 0);
+      faulted.push(`${r.fault.kind} ${req.method} ${pathname}`);
       return r.fault;
     }
     return undefined;
@@ -139,10 +146,13 @@ export async function startS3Proxy(target: string /* http://127.0.0.1:PORT */): 
         return;
       case "timeout": {
         const ms = fault.ms;
+        held.add(req);
+        req.socket.once("close", () => held.delete(req));
         if (ms === undefined || !Number.isFinite(ms)) return; // never replies; close() ends the socket
         req.pause();
         const t = setTimeout(() => {
           timers.delete(t);
+          held.delete(req);
           if (!req.socket.destroyed) forward(req, res, false);
         }, ms);
         timers.add(t);
@@ -171,8 +181,17 @@ export async function startS3Proxy(target: string /* http://127.0.0.1:PORT */): 
     clear(): void {
       rules = [];
     },
+    dropHeld(): number {
+      const n = held.size;
+      for (const req of held) req.socket.destroy();
+      held.clear();
+      return n;
+    },
     get requests(): number {
       return requests;
+    },
+    get faulted(): readonly string[] {
+      return faulted;
     },
     async close(): Promise<void> {
       rules = [];
