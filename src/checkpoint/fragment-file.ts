@@ -26,13 +26,13 @@
  *   written before an append that never happened names a version the table does not have, and is
  *   ignored (and replaced by the next append's).
  */
-import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { arrow, lancedb, type ArrowNs, type LanceNs } from "../arrow.ts";
 import { CheckpointError } from "../errors.ts";
 import { readManifest } from "../read/manifest.ts";
+import { atomicWrite, listDir } from "./files.ts";
 import type { BatchRange } from "./store.ts";
 
 export const FILE_TABLE = "v";
@@ -51,18 +51,9 @@ export interface FragmentFile {
   readonly version: number;
 }
 
-async function names(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
-}
-
 /** The numbers of the `file-<n>` folders under a checkpoint folder, highest first. */
 async function attempts(batchDir: string): Promise<number[]> {
-  return (await names(batchDir)).flatMap((n) => {
+  return (await listDir(batchDir)).flatMap((n) => {
     const m = FILE_DIR.exec(n);
     return m ? [Number(m[1])] : [];
   }).sort((a, b) => b - a);
@@ -82,7 +73,7 @@ async function validFile(dir: string): Promise<FragmentFile | undefined> {
   }
   const rows = m.fragments.reduce((s, f) => s + f.physicalRows, 0);
   const chain: BatchRange[] = [];
-  for (const n of await names(path.join(dir, "appends"))) {
+  for (const n of await listDir(path.join(dir, "appends"))) {
     const v = /^(\d+)\.json$/.exec(n);
     if (!v || Number(v[1]) > m.version) continue; // an append that never happened
     try {
@@ -122,7 +113,7 @@ export async function fragmentFileSkipped(batchDir: string, rows: number): Promi
   const f = await currentFragmentFile(batchDir);
   if (!f) return 0;
   let n = 0;
-  for (const name of await names(f.dir)) {
+  for (const name of await listDir(f.dir)) {
     const m = /^skipped-(\d+)-(\d+)\.json$/.exec(name);
     if (!m || Number(m[2]) > rows) continue;
     n += (JSON.parse(await readFile(path.join(f.dir, name), "utf8")) as { rows: number }).rows;
@@ -162,21 +153,6 @@ function copyOf(v: ArrowNs.Vector): ArrowNs.Vector {
   return arrow.tableFromIPC(arrow.tableToIPC(new arrow.Table({ v }))).getChild("v")!;
 }
 
-/** Temporary file, (fsync), rename: a reader sees the whole file or none. */
-async function atomicWrite(file: string, data: Uint8Array | string, sync = true): Promise<void> {
-  const tmp = `${file}.${randomUUID()}.tmp`;
-  if (sync) {
-    const fh = await open(tmp, "w");
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } else await writeFile(tmp, data);
-  await rename(tmp, file);
-}
-
 /** Appends a task's batches, in row order, to its fragment's file. */
 export class FragmentFileWriter {
   private readonly dir: string;
@@ -210,11 +186,11 @@ export class FragmentFileWriter {
     if (file) {
       dir = file.dir;
       // Records of batches killed before their append (a resumed run cuts its batches anew).
-      for (const name of await names(dir)) {
+      for (const name of await listDir(dir)) {
         const m = /^skipped-(\d+)-(\d+)\.json$/.exec(name);
         if (m && Number(m[1]) >= file.rows) await unlink(path.join(dir, name)).catch(() => {});
       }
-      for (const name of await names(path.join(dir, "appends"))) {
+      for (const name of await listDir(path.join(dir, "appends"))) {
         const v = /^(\d+)\.json$/.exec(name);
         if (v && Number(v[1]) > file.version) await unlink(path.join(dir, "appends", name)).catch(() => {});
       }

@@ -3,12 +3,12 @@
  * atomically (temporary file, fsync, rename), so a reader sees a whole checkpoint or none, whatever
  * process dies when. One interface, two implementations (file, memory), one conformance suite.
  */
-import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, unlink } from "node:fs/promises";
+import { readFile, rm, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { CheckpointError } from "../errors.ts";
 import { isRemote, storeAt } from "../storage/location.ts";
 import type { ObjectStore } from "../storage/object-store.ts";
+import { atomicWrite, listDir } from "./files.ts";
 import { fragmentFileRows } from "./fragment-file.ts";
 
 /** Rows `[start, end)` of a fragment, counted in live rows from the fragment's start. */
@@ -40,28 +40,6 @@ const RANGE_FILE = /^(\d+)-(\d+)\.arrow$/;
 function safe(part: string): string {
   if (!/^[A-Za-z0-9_.\-/]+$/.test(part) || part.includes("..")) throw new CheckpointError(`invalid checkpoint key ${JSON.stringify(part)}`);
   return part;
-}
-
-async function atomicWrite(file: string, data: Uint8Array | string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${randomUUID()}.tmp`;
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-}
-
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
 }
 
 /** Checkpoints as files under a root directory (local or any POSIX filesystem all workers share). */

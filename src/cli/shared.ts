@@ -198,17 +198,23 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): Parsed {
  */
 function useDatabase(spec: CommandSpec, values: FlagValues): void {
   if ((values.db === undefined || values.db === "") && process.env.LANCET_DB) values.db = process.env.LANCET_DB;
+  const given = storageOptionFlags(values, spec.name);
+  if (typeof values.db === "string" && isRemote(values.db)) registerStorage(canonical(values.db), resolveStorageOptions(given, process.env));
+  else if (Object.keys(given).length > 0) throw new UsageError(`--storage-option is for a database on object storage (--db s3://bucket/prefix); ${JSON.stringify(values.db)} is a directory`, spec.name);
+}
+
+/** The `--storage-option KEY=VALUE` flags as an object; a UsageError for one that is not KEY=VALUE. */
+export function storageOptionFlags(values: FlagValues, command: string): Record<string, string> {
   const given: Record<string, string> = {};
   for (const o of (values["storage-option"] as string[] | undefined) ?? []) {
     try {
       const [k, v] = parseStorageOption(o);
       given[k] = v;
     } catch (e) {
-      throw new UsageError(`--storage-option ${JSON.stringify(o)}: ${(e as Error).message}`, spec.name);
+      throw new UsageError(`--storage-option ${JSON.stringify(o)}: ${(e as Error).message}`, command);
     }
   }
-  if (typeof values.db === "string" && isRemote(values.db)) registerStorage(canonical(values.db), resolveStorageOptions(given, process.env));
-  else if (Object.keys(given).length > 0) throw new UsageError(`--storage-option is for a database on object storage (--db s3://bucket/prefix); ${JSON.stringify(values.db)} is a directory`, spec.name);
+  return given;
 }
 
 function unknownFlag(spec: CommandSpec, typed: string): string {

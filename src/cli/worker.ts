@@ -1,13 +1,12 @@
 /** `lancet worker` (a long-running queue worker) and `lancet workers` (the live ones). */
 import { useDefaultStorage } from "../storage/location.ts";
-import { parseStorageOption } from "../storage/object-store.ts";
 import * as path from "node:path";
 import { connectionFor, DEFAULT_QUEUE, checkQueueBase, formatResources, parseResources } from "../exec/bullmq/queue.ts";
 import { withRedis } from "../exec/bullmq/executor.ts";
 import { listWorkers } from "../exec/bullmq/registry.ts";
 import { LancetWorker } from "../exec/bullmq/worker.ts";
 import { stderrLogger } from "../log.ts";
-import { flagOrEnv, formatHelp, intOpt, JSON_FLAG, parseFlags, report, UsageError, type CliIo, type CommandSpec, type FlagValues } from "./shared.ts";
+import { flagOrEnv, formatHelp, intOpt, JSON_FLAG, parseFlags, report, storageOptionFlags, UsageError, type CliIo, type CommandSpec, type FlagValues } from "./shared.ts";
 
 const REDIS = { name: "redis", type: "string", value: "URL", option: "redis", help: "the Redis the queue lives on", default: "$LANCET_REDIS_URL" } as const;
 const QUEUE = { name: "queue", type: "string", value: "NAME", option: "queue", help: "base queue name (tasks come from NAME-cpu or NAME-gpu)", default: "$LANCET_QUEUE, else lancet" } as const;
@@ -86,16 +85,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     // --allow-db DIR (repeatable, or LANCET_ALLOW_DB=DIR:DIR): databases this worker serves.
     const allowDb = listOpt(values["allow-db"], process.env.LANCET_ALLOW_DB, path.delimiter === ":" ? /:(?!\/\/)/ : path.delimiter);
     // --storage-option KEY=VALUE (repeatable): how this worker reaches databases on object storage.
-    const storage: Record<string, string> = {};
-    for (const o of (values["storage-option"] as string[] | undefined) ?? []) {
-      try {
-        const [k, v] = parseStorageOption(o);
-        storage[k] = v;
-      } catch (e) {
-        throw new UsageError(`--storage-option ${JSON.stringify(o)}: ${(e as Error).message}`, WORKER.name);
-      }
-    }
-    useDefaultStorage(storage);
+    useDefaultStorage(storageOptionFlags(values, WORKER.name));
     // --pass-env NAME[,NAME] (repeatable): variables of this worker's environment its UDFs get too.
     const passEnv = listOpt(values["pass-env"], undefined, ",");
     for (const n of passEnv ?? []) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) throw new UsageError(`--pass-env: ${JSON.stringify(n)} is not an environment variable name`, WORKER.name);

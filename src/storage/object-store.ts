@@ -388,7 +388,7 @@ export class S3Store implements ObjectStore {
         forcePathStyle: !isTrue(o["virtual_hosted_style_request"]),
         maxAttempts: S3_MAX_ATTEMPTS,
         retryMode: "standard",
-        requestHandler: { requestTimeout: 30_000, connectionTimeout: 5_000 },
+        requestHandler: { requestTimeout: 30_000, connectionTimeout: 5_000, throwOnRequestTimeout: true },
         // Checksums only where S3 requires them (DeleteObjects): older S3-compatible servers reject the rest.
         requestChecksumCalculation: "WHEN_REQUIRED",
         responseChecksumValidation: "WHEN_REQUIRED",

@@ -4,23 +4,41 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { FileCheckpointStore, MemoryCheckpointStore, type CheckpointStore } from "../../src/checkpoint/store.ts";
+import { FileCheckpointStore, MemoryCheckpointStore, ObjectCheckpointStore, type CheckpointStore } from "../../src/checkpoint/store.ts";
+import { LocalStore, storeFor } from "../../src/storage/object-store.ts";
+import { freshBucket, requireS3, s3Server } from "../s3.ts";
 
-const impls: [string, () => { store: CheckpointStore; cleanup(): void }][] = [
-  ["memory", () => ({ store: new MemoryCheckpointStore(), cleanup() {} })],
+type Impl = [string, () => Promise<{ store: CheckpointStore; cleanup(): void }>, (string | false)?];
+const impls: Impl[] = [
+  ["memory", async () => ({ store: new MemoryCheckpointStore(), cleanup() {} })],
   [
     "file",
-    () => {
+    async () => {
       const dir = mkdtempSync(path.join(tmpdir(), "lancet-ckp-"));
       return { store: new FileCheckpointStore(dir), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
     },
   ],
+  [
+    "object store (local)",
+    async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), "lancet-ckp-"));
+      return { store: new ObjectCheckpointStore(new LocalStore(dir)), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+    },
+  ],
+  [
+    "object store (S3)",
+    async () => {
+      const env = await s3Server();
+      return { store: new ObjectCheckpointStore(storeFor(`s3://${await freshBucket(env)}/ckp`, env.storageOptions)), cleanup() {} };
+    },
+    requireS3(),
+  ],
 ];
 
-for (const [name, make] of impls) {
-  describe(`CheckpointStore conformance: ${name}`, () => {
+for (const [name, make, skip] of impls) {
+  describe(`CheckpointStore conformance: ${name}`, { skip: skip ?? false }, () => {
     test("batches are stored, listed in row order, read back and deleted per key", async () => {
-      const { store, cleanup } = make();
+      const { store, cleanup } = await make();
       try {
         await store.putBatch("y/0-abc", { start: 100, end: 200 }, new Uint8Array([2]));
         await store.putBatch("y/0-abc", { start: 0, end: 100 }, new Uint8Array([1]));
@@ -40,7 +58,7 @@ for (const [name, make] of impls) {
     });
 
     test("markers are stored as JSON per namespace", async () => {
-      const { store, cleanup } = make();
+      const { store, cleanup } = await make();
       try {
         await store.putMarker("y/done", "0-aa", { fragmentId: 0 });
         await store.putMarker("y/done", "1-bb", { fragmentId: 1 });
