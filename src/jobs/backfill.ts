@@ -233,18 +233,25 @@ async function runBackfill(ref: TableRef, column: string, opts: ResolvedBackfill
       setPhase,
       writeGroup: backfillWriter({ t, table, column, binding, store, ns, markers, identities: new Map(fragments.map((f) => [f.id, f.identity])), committer, ctl }),
       afterSuccess: async () => {
-        if (opts.where !== undefined) return;
-        // Every fragment is now complete but deferred ones: batches under their other keys (a run killed
-        // after a commit, before deleting them) and those of fragments gone from the table are garbage.
-        const complete = new Set([...fragments.filter((f) => f.done).map((f) => f.id), ...plan.fragments.map((f) => f.id)]);
-        await sweepBatches(store, column, { complete, existing: new Set(manifest.fragments.map((f) => f.id)) }).then(
-          (keys) => keys.length > 0 && log.info(`removed ${keys.length} leftover checkpoint key(s) of column ${column}`),
-          (e: unknown) => log.warn(`could not remove leftover checkpoints of column ${column}: ${(e as Error).message}`),
-        );
+        try {
+          if (opts.where === undefined) await sweep();
+        } finally {
+          // Released before the job's promise settles: the caller's next job of this column finds it free.
+          await lock.release();
+        }
       },
     });
   } finally {
     await lock.release();
+  }
+
+  /** Every fragment is now complete but deferred ones: batches under their other keys (a run killed after a commit, before deleting them) and those of fragments gone from the table are garbage. */
+  async function sweep(): Promise<void> {
+    const complete = new Set([...fragments.filter((f) => f.done).map((f) => f.id), ...plan.fragments.map((f) => f.id)]);
+    await sweepBatches(store, column, { complete, existing: new Set(manifest.fragments.map((f) => f.id)) }).then(
+      (keys) => keys.length > 0 && log.info(`removed ${keys.length} leftover checkpoint key(s) of column ${column}`),
+      (e: unknown) => log.warn(`could not remove leftover checkpoints of column ${column}: ${(e as Error).message}`),
+    );
   }
 }
 
