@@ -168,3 +168,23 @@ async function keysOf(t: TempDb): Promise<Map<number, string>> {
   const inputIds = m.fields.filter((f) => binding.inputs.includes(f.name)).map((f) => f.id);
   return new Map(m.fragments.map((f) => [f.id, batchKey({ table: "t", column: "y", udfVersion: binding.version, selection: "", fragmentId: f.id, inputIdentity: inputIdentity(f, inputIds), deletionIdentity: deletionIdentity(f) })]));
 }
+
+for (const commitMode of ["auto", "merge"] as const) {
+  test(`a fragment file from an earlier run plus batch checkpoints for the rest (smaller tasks now): ${commitMode} commits the fragment from both, in order`, async () => {
+    await using t = await tempDb();
+    await makeTable(t, 1, 1000);
+    await addColumns(ref(t.dir), { y: udfRef("doubled") });
+    // An earlier run's fragment file: the first 600 rows, computed right.
+    const x = await readAll(t, ["x"]);
+    const [key] = [...(await keysOf(t)).values()];
+    const store = new FileCheckpointStore(path.join(t.dir, "_lancet", "t", "ckp"));
+    const w = await FragmentFileWriter.open(store.batchDir(key!), "y", new arrow.Float64(), "2.0", { table: "t", column: "y", fragmentId: 0 });
+    await w.append({ start: 0, end: 600 }, arrow.vectorFromArray(x.slice(0, 600).map((r) => (r.x === null ? null : (r.x as number) * 2)), new arrow.Float64()) as never, 0);
+    w.close();
+    // Now tasks of 250 rows: none covers the whole fragment, so the rest goes to batch checkpoints.
+    const r = await backfill(ref(t.dir), "y", { concurrency: 1, taskSize: 250, commitMode });
+    assert.equal(r.metrics.rowsComputed, 400);
+    expectDoubled(await readAll(t, ["x", "y"]));
+    await everyVersionReadable(t);
+  });
+}
