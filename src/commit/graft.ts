@@ -441,7 +441,10 @@ export class GraftCommitter implements Committer {
     });
     if (!file) throw new Unreadable(new Error(`the fragment file of fragment ${fragmentId} in ${batchDir} is gone or no longer valid; run the backfill again`));
     // Usually the worker compacted the file and left its probe: nothing to open.
-    const ready = await readRawManifest(file.tableDir).then((m) => fragments(m).length === 1 && fragments(m)[0]!.files.length === 1, () => false);
+    const ready = await readRawManifest(file.tableDir).then((m) => {
+      const fr = fragments(m);
+      return fr.length === 1 && fr[0]!.files.length === 1;
+    }, () => false);
     const left = ready ? await readFragmentFileProbe(file).catch(() => undefined) : undefined;
     if (left) return { ...(await this.adopt(fragmentId, latest, physical, file.tableDir, left, "link")), rows: physical };
     const db = await connectDb(file.dir);

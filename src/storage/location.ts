@@ -72,9 +72,19 @@ export async function connectDb(uri: string, options: Partial<LanceNs.Connection
   return lancedb.connect(canonical(uri), { ...options, ...(storageOptions ? { storageOptions: { ...storageOptions } } : {}) });
 }
 
+/** One store per bucket and options: every prefix of it is a child, so they share one client (and its connections). */
+const buckets = new Map<string, ObjectStore>();
+
 /** The object store rooted at `p` (a local directory or an object-storage prefix). */
 export function storeAt(p: string): ObjectStore {
-  return storeFor(canonical(p), storageOptionsFor(p));
+  const uri = canonical(p);
+  if (!isRemote(uri)) return storeFor(uri);
+  const options = storageOptionsFor(p);
+  const m = /^([a-z][a-z0-9+.-]*:\/\/[^/]+)(?:\/(.+))?$/i.exec(uri)!;
+  const key = `${m[1]}\n${JSON.stringify(options)}`;
+  let bucket = buckets.get(key);
+  if (!bucket) buckets.set(key, (bucket = storeFor(m[1]!, options)));
+  return m[2] ? bucket.child(m[2]) : bucket;
 }
 
 /** The variable that hands a worker process the storage options of its database (see {@link storageEnv}). */
