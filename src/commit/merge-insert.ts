@@ -129,8 +129,22 @@ export class MergeInsertCommitter implements Committer {
     if (!stats || stats.numUnindexedRows > 0 || stats.numIndexedRows === 0) await this.rebuildIndex();
   }
 
+  /**
+   * Rebuilds the key index. Another backfill of the table may rebuild it at the same moment: LanceDB
+   * refuses one of two concurrent index commits ("preempted by concurrent transaction CreateIndex") and
+   * does not retry it, so the loser retries on the latest version here rather than failing its fragments.
+   */
   private async rebuildIndex(): Promise<void> {
-    await this.table!.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.table!.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
+        break;
+      } catch (e) {
+        if (attempt >= 5 || !/conflict|preempted/i.test((e as Error).message)) throw e;
+        await this.table!.checkoutLatest();
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
     this.mergesSinceRebuild = 0;
   }
 
