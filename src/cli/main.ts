@@ -15,6 +15,7 @@ import { JOBS, JOBS_SUBCOMMANDS, jobsCommand } from "./jobs.ts";
 import { BACKFILL, COLUMN, DB, STORAGE_OPTION, exitQuietlyOnEpipe, flagOrEnv, fmt, formatHelp, intOpt, JSON_FLAG, parseFlags, report, suggest, TABLE, UsageError, type CliIo, type CommandSpec, type FlagSpec, type FlagValues, flagText } from "./shared.ts";
 import { ProgressView } from "./progress.ts";
 import { WORKER, WORKERS, workerCommand, workersCommand } from "./worker.ts";
+import { CONSOLE, consoleCommand } from "./console.ts";
 import { ALTER_VIEW, alterViewCommand, CREATE_VIEW, createViewCommand, REFRESH, refreshCommand, VIEWS, viewsCommand } from "./views.ts";
 
 export type { CliIo } from "./shared.ts";
@@ -102,7 +103,7 @@ const HELP_CMD: CommandSpec = {
 };
 
 /** Every command, in the order the overview lists them. */
-export const COMMANDS: readonly CommandSpec[] = [ADD_COLUMN, ALTER_COLUMN, BACKFILL, STATUS, JOBS, ...JOBS_SUBCOMMANDS, CREATE_VIEW, ALTER_VIEW, REFRESH, VIEWS, REFRAGMENT, ERRORS, WORKER, WORKERS, HELP_CMD];
+export const COMMANDS: readonly CommandSpec[] = [ADD_COLUMN, ALTER_COLUMN, BACKFILL, STATUS, JOBS, ...JOBS_SUBCOMMANDS, CREATE_VIEW, ALTER_VIEW, REFRESH, VIEWS, REFRAGMENT, ERRORS, WORKER, WORKERS, CONSOLE, HELP_CMD];
 
 /** Top-level commands (what a typo of the first word is compared with). */
 const TOP = COMMANDS.filter((c) => !c.name.includes(" "));
@@ -169,6 +170,8 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
         return await workerCommand(rest, io);
       case "workers":
         return await workersCommand(rest, io);
+      case "console":
+        return await consoleCommand(rest, io);
       case "add-column":
       case "alter-column": {
         spec = command === "add-column" ? ADD_COLUMN : ALTER_COLUMN;
