@@ -8,7 +8,9 @@
 import { randomUUID } from "node:crypto";
 import { link, mkdir, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
+import { CommitError } from "../errors.ts";
 import { intOf, manifestName, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
+import { storeAt } from "../storage/location.ts";
 import { bytesField, concat, decodeMessage, intField, str, type RawField } from "../read/protobuf.ts";
 
 export interface RawManifest {
@@ -118,4 +120,22 @@ export async function linkVersion(tableDir: string, v2Names: boolean, version: n
   await unlink(tmp).catch(() => {});
   await writeFile(path.join(tableDir, "_versions", "latest_version_hint.json"), JSON.stringify({ version })).catch(() => {});
   return true;
+}
+
+/**
+ * Publishes manifest `bytes` as `version` of a table on object storage, the way LanceDB commits
+ * there: the `.txn` file (a fresh, unique name), then the manifest under its final name in
+ * `_versions/` with put-if-absent (`If-None-Match: *`), which is refused when another writer took
+ * the version first (→ false; the `.txn` file is then removed, best effort). Nothing is written with a
+ * plain PUT and there is no `latest_version_hint.json` (LanceDB keeps none on object storage).
+ */
+export async function putVersion(tableDir: string, v2Names: boolean, version: number, txnName: string, txn: Uint8Array, bytes: Uint8Array): Promise<boolean> {
+  const store = storeAt(tableDir);
+  const txnKey = `_transactions/${txnName}`;
+  if (!(await store.putIfAbsent(txnKey, txn))) {
+    throw new CommitError("COMMIT_FAILED", `publishing version ${version} of ${tableDir}: its transaction file ${txnKey} exists already with other bytes (transaction names are unique: another process is publishing the same transaction); nothing was published`);
+  }
+  if (await store.putIfAbsent(`_versions/${manifestName(version, v2Names)}`, bytes)) return true;
+  await store.delete(txnKey).catch(() => {});
+  return false;
 }

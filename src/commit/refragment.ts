@@ -27,9 +27,16 @@
  * never beside a backfill of it: it holds the table's refragment lock (`jobs/lock.ts`) throughout,
  * and backfills check that lock after taking their column's.
  *
- * Local and POSIX filesystems only (the swap rests on `link`), like the graft committer. Readers see
- * either the old layout or the new one; queries run without an index between the swap and the end of
- * step 4.
+ * On object storage (`s3://`) the same steps run with the store's primitives instead of files: the
+ * journal, the staging table and the shadow live in the bucket under the table's Lancet prefix
+ * (`DB/_lancet/NAME/refragment/`; LanceDB writes the staging table there directly); the swap copies
+ * each staged data file into the table's `data/` under a fresh name with a server-side `CopyObject`
+ * (hard links do not exist there); the read-back runs on a shadow table in the bucket
+ * (`refragment/shadow-ID/NAME.lance`: the candidate manifest plus server-side copies of the same staged
+ * files under the same names, opened by LanceDB); and version V+1 is published as LanceDB publishes
+ * there, with put-if-absent (`If-None-Match: *`), refused when another writer took V+1 first. Readers
+ * see either the old layout or the new one; queries run without an index between the swap and the end
+ * of step 4.
  */
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -41,13 +48,14 @@ import { BackfillError, CommitError, ConfigError, isBackfillError } from "../err
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { ColumnLock, holdingLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
-import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, putVersion, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
 import { withShadowVersion } from "./shadow.ts";
-import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile } from "../read/manifest.ts";
+import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, type DataFileInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
 import { readBinding } from "../udf/binding.ts";
-import { connectDb, isRemote } from "../storage/location.ts";
+import { canonical, connectDb, isRemote, removeAll, storeAt } from "../storage/location.ts";
+import type { ObjectStore } from "../storage/object-store.ts";
 
 export interface RefragmentProgress {
   /** `staging`: a new fragment was written to the staging table; `published`: the new layout is the table's latest version; `indexed`: an index was created again. */
@@ -131,6 +139,14 @@ class Conflict extends Error {
 /** Uncommitted checkpoint batches per column in the table's Lancet store. */
 async function pendingCheckpoints(storeDir: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
+  if (isRemote(storeDir)) {
+    // batches/<column>/<fragment key>/<start>-<end>.arrow
+    for (const k of await storeAt(`${canonical(storeDir)}/ckp`).list("batches/")) {
+      const parts = k.split("/");
+      if (parts.length === 4 && parts[3]!.endsWith(".arrow")) out.set(parts[1]!, (out.get(parts[1]!) ?? 0) + 1);
+    }
+    return out;
+  }
   const root = path.join(storeDir, "ckp", "batches");
   if (!existsSync(root)) return out;
   for (const column of await readdir(root)) {
@@ -216,16 +232,66 @@ function paths(t: ResolvedTable): { dir: string; journal: string; stage: (runId:
   return { dir, journal: path.join(dir, "journal.json"), stage: (id) => path.join(dir, `stage-${id}`), legacy: path.join(t.storeDir, "refragment.json") };
 }
 
+/** The store that holds a file of a remote location, and its key there. */
+function objectAt(file: string): { store: ObjectStore; key: string } {
+  const uri = canonical(file);
+  const cut = uri.lastIndexOf("/");
+  return { store: storeAt(uri.slice(0, cut)), key: uri.slice(cut + 1) };
+}
+
 async function readJournal(file: string): Promise<Journal | undefined> {
-  if (!existsSync(file)) return undefined;
-  const j = JSON.parse(await readFile(file, "utf8")) as Journal;
+  let text: string;
+  if (isRemote(file)) {
+    const { store, key } = objectAt(file);
+    const bytes = await store.get(key);
+    if (bytes === undefined) return undefined;
+    text = new TextDecoder().decode(bytes);
+  } else {
+    if (!existsSync(file)) return undefined;
+    text = await readFile(file, "utf8");
+  }
+  const j = JSON.parse(text) as Journal;
   return j.format === 2 ? j : undefined;
 }
 
+/** Writes the journal. On object storage a plain PUT: only the holder of the table's refragment lock writes it. */
 async function saveJournal(file: string, j: Journal): Promise<void> {
+  const text = JSON.stringify({ ...j, updatedAt: new Date().toISOString() }, null, 1);
+  if (isRemote(file)) {
+    const { store, key } = objectAt(file);
+    await store.put(key, text);
+    return;
+  }
   const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify({ ...j, updatedAt: new Date().toISOString() }, null, 1));
+  await writeFile(tmp, text);
   await rename(tmp, file);
+}
+
+async function dropJournal(file: string): Promise<void> {
+  if (isRemote(file)) {
+    const { store, key } = objectAt(file);
+    await store.delete(key);
+  } else {
+    await rm(file, { force: true });
+  }
+}
+
+/** Drops a run's staging table (and, on object storage, any shadow a killed run left behind). */
+async function dropStaging(t: ResolvedTable, runId: string): Promise<void> {
+  const p = paths(t);
+  await removeAll(p.stage(runId));
+  if (isRemote(p.dir)) await storeAt(p.dir).deletePrefix("shadow-");
+}
+
+/** Removes data files the swap placed in the table that no manifest refers to (a swap that was not published). */
+async function dropPlaced(t: ResolvedTable, files: readonly string[]): Promise<void> {
+  if (isRemote(t.tableDir)) {
+    // Best effort: an unreferenced data file is harmless, LanceDB never reads it.
+    const store = storeAt(t.tableDir);
+    for (const f of files) await store.delete(`data/${f}`).catch(() => undefined);
+    return;
+  }
+  for (const f of files) await rm(path.join(t.tableDir, "data", f), { force: true });
 }
 
 // ---- the rewrite ------------------------------------------------------------------------------
@@ -251,11 +317,9 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
     throw new ConfigError("CONFIG_INVALID", `options.conflictRetries must be a non-negative integer (got ${JSON.stringify(options.conflictRetries)})`);
   }
   const t = resolveTable(ref);
-  if (isRemote(t.tableDir)) {
-    throw new ConfigError("TABLE_UNSUPPORTED", `refragment needs table ${t.name} on a local or POSIX filesystem (it publishes its rewrite with link()); ${t.dbDir} is object storage. LanceDB's own optimize() compacts tables there; more, smaller fragments for parallelism are not available on object storage yet`, { table: t.name });
-  }
   const p = paths(t);
-  if (existsSync(p.legacy)) {
+  // (An older Lancet refused object storage: no legacy journal can exist there.)
+  if (!isRemote(p.legacy) && existsSync(p.legacy)) {
     const { fromVersion } = JSON.parse(await readFile(p.legacy, "utf8")) as { fromVersion: number };
     throw new ConfigError(
       "TABLE_BUSY",
@@ -300,8 +364,8 @@ async function refragmentLocked(t: ResolvedTable, n: number, retries: number, op
       if (await wasPublished(t, j)) {
         j.phase = "published";
       } else {
-        // The swap never landed: the files it linked into the table are referenced by no manifest.
-        for (const f of j.publish?.files ?? []) await rm(path.join(t.tableDir, "data", f), { force: true });
+        // The swap never landed: the files it placed in the table are referenced by no manifest.
+        await dropPlaced(t, j.publish?.files ?? []);
         j.phase = "staging";
         delete j.publish;
       }
@@ -311,7 +375,7 @@ async function refragmentLocked(t: ResolvedTable, n: number, retries: number, op
     const latest = await latestVersion(t);
     if (latest !== j.fromVersion || j.maxRowsPerFragment !== n) {
       // Staged from a version that is no longer the latest (or for another size): drop the staging only.
-      await rm(p.stage(j.runId), { recursive: true, force: true });
+      await dropStaging(t, j.runId);
       j = undefined;
     }
   }
@@ -321,11 +385,12 @@ async function refragmentLocked(t: ResolvedTable, n: number, retries: number, op
     try {
       await stage(t, j, options);
       await publish(t, j);
+      await options.onProgress?.({ phase: "published", table: t.name, fromVersion: j.fromVersion, rowsStaged: j.rowsStaged, rowsTotal: j.rowsTotal, fragmentsStaged: j.fragmentsStaged, attempt: j.conflicts });
       return await finish(t, table, j, options, resumed);
     } catch (e) {
       if (!(e instanceof Conflict)) throw describe(t, j, e);
-      await rm(p.stage(j.runId), { recursive: true, force: true });
-      await rm(p.journal, { force: true });
+      await dropStaging(t, j.runId);
+      await dropJournal(p.journal);
       conflicts++;
       if (conflicts > retries) {
         throw new CommitError(
@@ -373,7 +438,7 @@ async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options:
     conflicts,
   };
   const p = paths(t);
-  await mkdir(p.dir, { recursive: true });
+  if (!isRemote(p.dir)) await mkdir(p.dir, { recursive: true });
   await saveJournal(p.journal, j);
   return j;
 }
@@ -382,7 +447,7 @@ async function begin(t: ResolvedTable, table: LanceNs.Table, n: number, options:
 async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): Promise<void> {
   const p = paths(t);
   const dir = p.stage(j.runId);
-  await mkdir(dir, { recursive: true });
+  if (!isRemote(dir)) await mkdir(dir, { recursive: true });
   const sdb = await connectDb(dir);
   let staged: LanceNs.Table | undefined = (await sdb.tableNames()).includes("t") ? await sdb.openTable("t") : undefined;
   // The staging table is the truth: a crash may fall between an add() and the journal update.
@@ -436,6 +501,7 @@ async function stage(t: ResolvedTable, j: Journal, options: RefragmentOptions): 
 /** Publishes the staged fragments as the table's next version, only if that is version V+1. */
 async function publish(t: ResolvedTable, j: Journal): Promise<void> {
   const p = paths(t);
+  const remote = isRemote(t.tableDir);
   const base = await readRawManifest(t.tableDir);
   if (base.version !== j.fromVersion) throw new Conflict(base.version);
   const stageDir = path.join(p.stage(j.runId), "t.lance");
@@ -461,27 +527,38 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
   const maxBefore = base.fields.some((f) => f.no === 11) ? intOf(base.fields, 11) : Math.max(-1, ...base.fields.filter((f) => f.no === 2).map((f) => intOf(decodeMessage(f.bytes), 1)));
   let nextRowId = intOf(base.fields, 14);
   const txnId = randomUUID();
-  j.phase = "publishing";
-  j.publish = { version, txnId, files: [] };
-  await saveJournal(p.journal, j);
-  const frags: Uint8Array[] = [];
-  for (const [i, f] of (tm?.fields.filter((x) => x.no === 2) ?? []).entries()) {
+  // Every staged data file and the fresh name it takes in the table's data/ folder, checked first.
+  const staged = (tm?.fields.filter((x) => x.no === 2) ?? []).map((f) => {
     const fr = decodeMessage(f.bytes);
     const odd = fr.find((x) => ![1, 2, 4].includes(x.no));
     if (odd) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged fragment has field ${odd.no}, which refragment does not carry`, { table: t.name });
-    const physicalRows = intOf(fr, 4);
-    const files: Uint8Array[] = [];
-    for (const raw of fr.filter((x) => x.no === 2)) {
+    const files = fr.filter((x) => x.no === 2).map((raw) => {
       const d = parseDataFile(raw.bytes);
       if (d.fileMajor !== major || d.fileMinor !== minor) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged data file has version ${d.fileMajor}.${d.fileMinor}, the table ${format}`, { table: t.name });
       if (d.fields.some((x) => x >= 0 && !idMap.has(x))) throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: a staged data file lists fields ${d.fields.join(", ")} the table does not have`, { table: t.name });
-      const name = `${randomUUID().replace(/-/g, "")}-refragment.lance`;
+      return { d, name: `${randomUUID().replace(/-/g, "")}-refragment.lance` };
+    });
+    return { physicalRows: intOf(fr, 4), files };
+  });
+  const toPlace = staged.flatMap((f) => f.files);
+  j.phase = "publishing";
+  // Recorded before any file is placed, so a re-run after a crash finds every one it must remove.
+  j.publish = { version, txnId, files: toPlace.map((x) => x.name) };
+  await saveJournal(p.journal, j);
+  const sizes = remote ? await copyIntoTable(t, stageDir, toPlace) : new Map<string, number>();
+  if (!remote) {
+    for (const { d, name } of toPlace) {
       const target = path.join(t.tableDir, "data", name);
       // A hard link keeps the staging table whole until the swap is published (a resume needs it).
       await link(path.join(stageDir, "data", d.path), target);
-      j.publish.files.push(name);
-      const size = (await stat(target)).size;
-      files.push(bytesField(2, concat([bytesField(1, name), packedField(2, d.fields.map((x) => (x >= 0 ? idMap.get(x)! : x))), packedField(3, d.columnIndices), intField(4, d.fileMajor), intField(5, d.fileMinor), intField(6, size)])));
+      sizes.set(name, (await stat(target)).size);
+    }
+  }
+  const frags: Uint8Array[] = [];
+  for (const [i, { physicalRows, files: planned }] of staged.entries()) {
+    const files: Uint8Array[] = [];
+    for (const { d, name } of planned) {
+      files.push(bytesField(2, concat([bytesField(1, name), packedField(2, d.fields.map((x) => (x >= 0 ? idMap.get(x)! : x))), packedField(3, d.columnIndices), intField(4, d.fileMajor), intField(5, d.fileMinor), intField(6, sizes.get(name)!)])));
     }
     const parts = [intField(1, maxBefore + 1 + i), ...files, intField(4, physicalRows)];
     if (stable) {
@@ -493,7 +570,6 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
     }
     frags.push(concat(parts));
   }
-  await saveJournal(p.journal, j);
   const txnName = `${base.version}-${txnId}.txn`;
   const schemaMetadata = base.fields.filter((f) => f.no === 5).map((f) => bytesField(3, f.bytes));
   const overwrite = concat([...frags.map((f) => bytesField(1, f)), ...base.fields.filter((f) => f.no === 1).map((f) => bytesField(2, f.bytes)), ...schemaMetadata]);
@@ -541,22 +617,86 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
     parts.push(intField(21, txnAt));
     return parts;
   });
-  // Verified before it is published: read back from a shadow directory that shares the table's files.
+  // Verified before it is published: read back from a shadow that holds the same files (links to the
+  // table's on a filesystem; server-side copies of the same staged files on object storage).
+  const fileName = manifestName(version, base.v2Names);
+  const read = (shadowDb: string): Promise<void> => readBack(shadowDb, t.name, j, version);
   try {
-    await withShadowVersion(t, manifestName(version, base.v2Names), bytes, (shadowDb) => readBack(shadowDb, t.name, j, version));
+    await (remote ? withRemoteShadow(t, j.runId, stageDir, toPlace, fileName, bytes, read) : withShadowVersion(t, fileName, bytes, read));
   } catch (e) {
-    for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
+    await dropPlaced(t, j.publish.files);
     delete j.publish;
     j.phase = "staging";
     await saveJournal(p.journal, j);
     throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: the rewritten version did not read back from a shadow copy (${(e as Error).message}); nothing was published: the table is unchanged at version ${base.version}. Please report this`, { table: t.name, cause: e });
   }
-  if (!(await linkVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes))) {
-    for (const f of j.publish.files) await rm(path.join(t.tableDir, "data", f), { force: true });
+  // Compare-and-swap: link() on a filesystem, put-if-absent on object storage.
+  const published = remote ? await putVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes) : await linkVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes);
+  if (!published) {
+    await dropPlaced(t, j.publish.files);
     throw new Conflict(await latestVersion(t));
   }
   j.phase = "published";
   await saveJournal(p.journal, j);
+}
+
+/** A staged data file and the name it takes in the table. */
+interface Placed {
+  readonly d: DataFileInfo;
+  readonly name: string;
+}
+
+/** Server-side copies this many at a time. */
+const COPY_CONCURRENCY = 8;
+
+/** Copies `files` from `fromDir/data/` to `toDir/data/` under their new names (object storage, server-side); returns each one's size by name. */
+async function copyFiles(t: ResolvedTable, fromDir: string, toDir: string, files: readonly Placed[]): Promise<Map<string, number>> {
+  const db = storeAt(t.dbDir);
+  const root = canonical(t.dbDir);
+  const key = (loc: string): string => canonical(loc).slice(root.length + 1);
+  const sizes = new Map<string, number>();
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < files.length) {
+      const { d, name } = files[next++]!;
+      try {
+        sizes.set(name, await db.copy(key(`${canonical(fromDir)}/data/${d.path}`), key(`${canonical(toDir)}/data/${name}`)));
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  // Every copy in flight has ended before this returns or throws, so a cleanup that follows a failure
+  // never races a copy still landing.
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(COPY_CONCURRENCY, files.length) }, worker));
+  const failure = settled.find((r) => r.status === "rejected");
+  if (failure) throw failure.reason;
+  return sizes;
+}
+
+/** The swap's data files on object storage: the staged files copied into the table's data/ folder (no manifest refers to them yet). */
+function copyIntoTable(t: ResolvedTable, stageDir: string, files: readonly Placed[]): Promise<Map<string, number>> {
+  return copyFiles(t, stageDir, t.tableDir, files);
+}
+
+/**
+ * Object storage's shadow (`shadow.ts` links files; S3 cannot): a table `NAME.lance` under
+ * `refragment/shadow-ID/` in the bucket whose only version is `manifest` and whose data/ folder holds
+ * server-side copies of the same staged files under the names the manifest gives them, opened by
+ * LanceDB through `read`; removed afterwards. Nobody else reads or writes that prefix.
+ */
+async function withRemoteShadow(t: ResolvedTable, runId: string, stageDir: string, files: readonly Placed[], fileName: string, manifest: Uint8Array, read: (shadowDb: string) => Promise<void>): Promise<void> {
+  const shadowDb = `${canonical(paths(t).dir)}/shadow-${runId}-${randomUUID()}`;
+  const shadowTable = `${shadowDb}/${t.name}.lance`;
+  try {
+    await copyFiles(t, stageDir, shadowTable, files);
+    if (!(await storeAt(shadowTable).putIfAbsent(`_versions/${fileName}`, manifest))) throw new Error(`the shadow ${shadowTable} has a manifest ${fileName} already`);
+    await read(shadowDb);
+  } finally {
+    await removeAll(shadowDb).catch(() => {});
+  }
 }
 
 /** Whether the journal's swap was published (its version's manifest names the swap's transaction). */
@@ -605,9 +745,9 @@ async function finish(t: ResolvedTable, table: LanceNs.Table, j: Journal, option
     );
   }
   // The old fragments are gone: their checkpoints can never be used again.
-  await rm(path.join(t.storeDir, "ckp"), { recursive: true, force: true });
-  await rm(p.stage(j.runId), { recursive: true, force: true });
-  await rm(p.journal, { force: true });
+  await removeAll(path.join(t.storeDir, "ckp"));
+  await dropStaging(t, j.runId);
+  await dropJournal(p.journal);
   await table.checkoutLatest();
   const after = await readRawManifest(t.tableDir);
   return {

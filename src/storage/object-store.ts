@@ -19,13 +19,15 @@
  * keys (`a` and `a/b` together); S3 allows it. Lancet's layouts never do this.
  */
 import { randomUUID } from "node:crypto";
-import { link, mkdir, open, readdir, readFile, rename, rm, rmdir, unlink } from "node:fs/promises";
+import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
+  CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -50,6 +52,13 @@ export interface ObjectStore {
   list(prefix: string): Promise<string[]>;
   /** Removes one object; a missing one is fine. */
   delete(key: string): Promise<void>;
+  /**
+   * Copies object `from` to `to` within the store (on S3 a server-side `CopyObject`: the bytes never
+   * leave the server) and returns its size in bytes. `to` is written like {@link put}: atomically,
+   * replacing any object there, so callers copy to fresh, unique keys. Rejects with STORAGE_FAILED
+   * (not retryable) when `from` does not exist.
+   */
+  copy(from: string, to: string): Promise<number>;
   /** Removes every object whose key starts with `prefix` (`"a/"`: the folder `a`). */
   deletePrefix(prefix: string): Promise<void>;
   /** A store rooted at `uri + "/" + prefix`. */
@@ -254,6 +263,35 @@ export class LocalStore implements ObjectStore {
     return out.sort(byUtf8);
   }
 
+  async copy(from: string, to: string): Promise<number> {
+    const src = this.#file(checkKey(from));
+    const file = this.#file(checkKey(to));
+    try {
+      const tmp = `${file}.${randomUUID()}.tmp`;
+      await mkdir(path.dirname(file), { recursive: true });
+      try {
+        await copyFile(src, tmp);
+        const fh = await open(tmp, "r+");
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, file);
+      } catch (e) {
+        await unlink(tmp).catch(() => undefined);
+        throw e;
+      }
+      await syncDir(path.dirname(file));
+      return (await stat(file)).size;
+    } catch (e) {
+      if (fsCode(e) === "ENOENT" && (await stat(src).catch(() => undefined)) === undefined) {
+        throw new BackfillError("STORAGE_FAILED", `copy ${src} to ${file} failed: the source does not exist`, { retryable: false, cause: e });
+      }
+      throw localFailed("copy", src, e);
+    }
+  }
+
   async delete(key: string): Promise<void> {
     const file = this.#file(checkKey(key));
     try {
@@ -315,6 +353,8 @@ function childPrefix(prefix: string): string {
 /** Attempts the SDK makes per request (503 SlowDown, resets, timeouts), and our own for short reads and 409s. */
 const S3_MAX_ATTEMPTS = 5;
 const DELETE_BATCH = 1000;
+/** The largest object S3's `CopyObject` copies in one request: 5 GiB. */
+const MAX_COPY_BYTES = 5 * 1024 ** 3;
 
 function isTrue(v: string | undefined): boolean {
   return v !== undefined && /^(1|true|yes|on)$/i.test(v.trim());
@@ -502,6 +542,35 @@ export class S3Store implements ObjectStore {
       throw this.#failed("list", prefix, e);
     }
     return out.sort(byUtf8);
+  }
+
+  /**
+   * `HeadObject` of the source (its size; S3 copies at most 5 GiB in one request), then `CopyObject`.
+   * An object over 5 GiB is refused with STORAGE_FAILED (not retryable) rather than copied in parts.
+   */
+  async copy(from: string, to: string): Promise<number> {
+    checkKey(from);
+    checkKey(to);
+    let size: number;
+    try {
+      const head = await this.#s3.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#base + from }));
+      size = head.ContentLength ?? 0;
+    } catch (e) {
+      if (e instanceof S3ServiceException && (e.name === "NotFound" || e.name === "NoSuchKey" || e.$metadata.httpStatusCode === 404)) {
+        throw new BackfillError("STORAGE_FAILED", `copy ${this.#describe(from)} to ${this.#describe(to)} failed: the source does not exist`, { retryable: false, cause: e });
+      }
+      throw this.#failed("copy", from, e);
+    }
+    if (size > MAX_COPY_BYTES) {
+      throw new BackfillError("STORAGE_FAILED", `copy ${this.#describe(from)} failed: it is ${size} bytes, over the ${MAX_COPY_BYTES} bytes S3 copies in one request; write smaller files (e.g. fewer rows per fragment)`, { retryable: false });
+    }
+    const source = `${this.#bucket}/${(this.#base + from).split("/").map(encodeURIComponent).join("/")}`;
+    try {
+      await this.#s3.send(new CopyObjectCommand({ Bucket: this.#bucket, Key: this.#base + to, CopySource: source }));
+    } catch (e) {
+      throw this.#failed(`copy ${this.#describe(from)} to`, to, e);
+    }
+    return size;
   }
 
   async delete(key: string): Promise<void> {

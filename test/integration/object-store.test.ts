@@ -277,6 +277,41 @@ function conformance(name: string, skip: string | false, make: () => Promise<Sto
       assert.deepEqual(await f.store.list(""), ["jobs/j2/x"]);
     });
 
+    test("copy: the same bytes under another key (another folder, 0 bytes, 5 MB), its size returned; it replaces; the source stays", async () => {
+      await using f = await make();
+      const s = f.store;
+      const big = randomBytes(5 * 1024 * 1024);
+      await s.put("src/big", big);
+      assert.equal(await s.copy("src/big", "dst/deep/big"), big.byteLength);
+      assert.ok(Buffer.from((await s.get("dst/deep/big")) as Uint8Array).equals(big));
+      assert.ok(Buffer.from((await s.get("src/big")) as Uint8Array).equals(big), "the source stays");
+      await s.put("src/empty", new Uint8Array(0));
+      assert.equal(await s.copy("src/empty", "dst/empty"), 0);
+      assert.equal((await s.get("dst/empty"))?.byteLength, 0);
+      await s.put("src/small", "small");
+      assert.equal(await s.copy("src/small", "dst/deep/big"), 5);
+      assert.equal(text(await s.get("dst/deep/big")), "small");
+      // A key with characters a URL must escape (S3's copy source header).
+      await s.put("src/a b+c%é", "odd");
+      assert.equal(await s.copy("src/a b+c%é", "dst/a b+c%é"), 3);
+      assert.equal(text(await s.get("dst/a b+c%é")), "odd");
+      assert.deepEqual(await s.list("dst/"), ["dst/a b+c%é", "dst/deep/big", "dst/empty"]);
+      // Through a child store, keys are relative to it.
+      const c = s.child("src");
+      assert.equal(await c.copy("small", "small-2"), 5);
+      assert.equal(text(await s.get("src/small-2")), "small");
+    });
+
+    test("copy of a missing source: STORAGE_FAILED, not retryable, nothing written; invalid keys refused", async () => {
+      await using f = await make();
+      await assert.rejects(f.store.copy("no/such", "dst/x"), (e: unknown) => isBackfillError(e, "STORAGE_FAILED") && !e.retryable && /the source does not exist/.test((e as Error).message));
+      assert.deepEqual(await f.store.list(""), []);
+      await f.store.put("a", "x");
+      await rejectsWith(f.store.copy("a", "../b"), "CONFIG_INVALID");
+      await rejectsWith(f.store.copy("/a", "b"), "CONFIG_INVALID");
+      assert.deepEqual(await f.store.list(""), ["a"]);
+    });
+
     test("invalid keys are refused", async () => {
       await using f = await make();
       const bad = ["", "/a", "a//b", "a/", "../a", "a/../b", "a/./b", ".", "..", "a\\b", "a\nb", `x.${randomUUID()}.tmp`];
