@@ -57,7 +57,7 @@ function h(tag, attrs = {}, ...children) {
 }
 
 function append(el, children) {
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -247,7 +247,7 @@ async function jobPage(id) {
   const head = h("div", { class: "jobhead" });
   const cancelArea = h("div", { class: "cancel" });
   const problem = h("div");
-  const overview = h("section", { class: "card" });
+  const overview = h("div", { class: "overview" });
   const plan = h("div", { dataset: { testid: "job-plan" } });
   const udf = h("div", { dataset: { testid: "job-udf" } });
   const metrics = h("dl", { class: "metrics", dataset: { testid: "metrics" } });
