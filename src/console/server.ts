@@ -150,7 +150,8 @@ class Hub {
     if (!topic) this.#topics.set(key, (topic = { subs: new Set(), fetch, polling: false }));
     topic.subs.add(send);
     if (topic.last) send(topic.last.event, topic.last.data);
-    if (!topic.polling) void this.#poll(key);
+    if (topic.subs.size === 1) this.#log.debug(`console: polling ${key} for its first listener`);
+    if (!topic.polling && topic.timer === undefined) void this.#poll(key);
     return () => {
       const t = this.#topics.get(key);
       if (!t) return;
@@ -158,6 +159,7 @@ class Hub {
       if (t.subs.size === 0) {
         clearTimeout(t.timer);
         this.#topics.delete(key);
+        this.#log.debug(`console: stopped polling ${key}: no one listens`);
       }
     };
   }
@@ -290,7 +292,13 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       throw new ApiError(409, "JOB_ENDED", `job ${id} already ended (${r.abandoned ? "failed: abandoned" : r.status}); nothing to cancel`, "only a pending or running job can be cancelled");
     }
     // Waits (a while) for the job to stop; a job still stopping comes back running, and the page follows it live.
-    return c.json({ job: await cancelJob(db, id, { timeoutMs: 20_000 }) });
+    try {
+      return c.json({ job: await cancelJob(db, id, { timeoutMs: 20_000 }) });
+    } catch (e) {
+      // It ended between the two reads.
+      if (isBackfillError(e, "CONFIG_INVALID") && /already ended/.test((e as Error).message)) throw new ApiError(409, "JOB_ENDED", (e as Error).message, "only a pending or running job can be cancelled");
+      throw e;
+    }
   });
 
   const tableNotFoundOnFailure = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {

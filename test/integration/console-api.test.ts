@@ -318,6 +318,18 @@ describe("lancet console", () => {
     }
   });
 
+  test("polls only while someone listens", async () => {
+    const own = await startConsole(["--db", t.dir, "--verbose"]);
+    await firstEvent(at(own, "/api/stream"), "jobs"); // aborts the stream once the event is in
+    const deadline = Date.now() + 10_000;
+    while (!own.output().includes("stopped polling jobs")) {
+      assert.ok(Date.now() < deadline, `the console kept polling after its only listener left: ${own.output()}`);
+      await sleep(50);
+    }
+    assert.equal(own.output().match(/polling jobs \{\} for its first listener/g)?.length, 1);
+    assert.equal(await own.stop(), 0);
+  });
+
   test("SIGTERM: the console closes and exits 0", async () => {
     const own = await startConsole(["--db", t.dir]);
     // an open stream must not hold the exit
