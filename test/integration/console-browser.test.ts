@@ -148,6 +148,9 @@ describe("lancet console in headless Chromium", { skip: requireBrowser(), timeou
     const zJob = lastJson<{ id: string; status: string; metrics: { rowsSkipped: number } }>(z.out);
     assert.equal(zJob.metrics.rowsSkipped, 2);
     errorsJobId = zJob.id;
+    // The view, filled once (its page shows the watermark).
+    const v = lancetSync(["refresh", "--db", dir, "--view", "v"]);
+    assert.equal(v.code, 0, v.err);
 
     [plain, guarded] = await Promise.all([startConsole(dir), startConsole(dir, { token: TOKEN })]);
     browser = await launchBrowser();
@@ -419,7 +422,9 @@ describe("lancet console in headless Chromium", { skip: requireBrowser(), timeou
     await page.waitForURL((u) => u.hash === "#/views", { timeout: 10_000 });
     const view = page.locator('tr[data-testid=view-row][data-view="v"]');
     await view.waitFor({ timeout: 10_000 });
-    assert.match(await view.innerText(), /src/, "the view row names its source");
+    const viewText = await view.innerText();
+    assert.match(viewText, /\bsrc\b/, "the view row names its source");
+    assert.doesNotMatch(viewText, /never refreshed/, "the view was refreshed");
 
     // Without --redis there are no workers to list: the page says how to get them (an empty list or an error with that hint).
     await page.locator("a[data-testid=nav-workers]").click();
