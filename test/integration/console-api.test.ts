@@ -13,8 +13,10 @@ import { request } from "node:http";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { addColumns, backfill, createView, LancetWorker, listJobs, silentLogger } from "../../src/index.ts";
+import { lancedb } from "../../src/arrow.ts";
 import { makeTable, REPO, rows, tempDb, udfRef, type TempDb } from "../helpers.ts";
 import { RedisServer, requireRedisServer } from "../redis.ts";
+import { freshBucket, requireS3, s3Server } from "../s3.ts";
 
 const LANCET = path.join(REPO, "bin/lancet.mjs");
 /** The environment of child processes: this one's without the test-only variables. */
@@ -31,8 +33,8 @@ interface ConsoleProc {
 const running = new Set<ConsoleProc>();
 
 /** Starts `lancet console … --port 0` and waits for the URL it prints. */
-async function startConsole(args: string[], env: Record<string, string> = {}): Promise<ConsoleProc> {
-  const child = spawn(process.execPath, [LANCET, "console", "--port", "0", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...BASE_ENV, ...env } });
+async function startConsole(args: string[], env: Record<string, string> = {}, base: Record<string, string | undefined> = BASE_ENV): Promise<ConsoleProc> {
+  const child = spawn(process.execPath, [LANCET, "console", "--port", "0", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...base, ...env } });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
@@ -445,6 +447,45 @@ describe("lancet console: workers on Redis", { skip: requireRedisServer() }, () 
     assert.equal(down.status, 503);
     assert.equal(down.body.error.code, "QUEUE_UNAVAILABLE");
     assert.equal((await getJson(at(c, "/api/health"))).status, 200);
+    assert.equal(await c.stop(), 0);
+  });
+});
+
+describe("lancet console: a database on S3", { skip: requireS3() }, () => {
+  after(async () => {
+    await Promise.all([...running].map((p) => p.stop()));
+  });
+
+  test("jobs, a job's skipped rows, tables and views of an s3:// database, reached with --storage-option only", async () => {
+    const env = await s3Server();
+    const db = `s3://${await freshBucket(env)}/db`;
+    const ref = { db, table: "t", storageOptions: env.storageOptions };
+    const table = await (await lancedb.connect(db, { storageOptions: env.storageOptions })).createTable("t", rows(0, 30));
+    await table.add(rows(30, 30));
+    await addColumns(ref, { y: udfRef("badRows") });
+    const job = await backfill(ref, "y", { concurrency: 1, env: { LANCET_TEST_FAIL_IDS: "5" }, logger: silentLogger });
+    assert.equal(job.status, "finished");
+    const so = Object.entries(env.storageOptions).flatMap(([k, v]) => ["--storage-option", `${k}=${v}`]);
+    const noAws = Object.fromEntries(Object.entries(BASE_ENV).filter(([k]) => !k.startsWith("AWS_")));
+    const c = await startConsole(["--db", db, ...so], {}, noAws);
+    assert.equal((await getJson(at(c, "/api/health"))).body.db, db);
+    const jobs = await getJson(at(c, "/api/jobs"));
+    assert.equal(jobs.status, 200, JSON.stringify(jobs.body));
+    assert.deepEqual(jobs.body.jobs.map((j: { id: string }) => j.id), [job.id]);
+    const detail = await getJson(at(c, `/api/jobs/${job.id}`));
+    assert.equal(detail.status, 200, JSON.stringify(detail.body));
+    assert.deepEqual(detail.body.errors.map((e: { message: string }) => e.message), ["bad row 5"]);
+    const tables = await getJson(at(c, "/api/tables"));
+    assert.equal(tables.status, 200, JSON.stringify(tables.body));
+    assert.deepEqual(tables.body.tables.map((x: { name: string }) => x.name), ["t"]);
+    const t = tables.body.tables[0];
+    assert.equal(t.rows, 60);
+    assert.equal(t.fragments.length, 2);
+    const y = t.columns.find((col: { name: string }) => col.name === "y");
+    const nullX = Array.from({ length: 60 }, (_, i) => i).filter((i) => i % 7 === 3).length;
+    assert.equal(y.filled, 60 - nullX - 1);
+    assert.equal((await getJson(at(c, "/api/tables/nope"))).status, 404);
+    assert.deepEqual((await getJson(at(c, "/api/views"))).body.views, []);
     assert.equal(await c.stop(), 0);
   });
 });
