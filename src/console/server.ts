@@ -237,6 +237,16 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
   });
   app.notFound((c) => c.json(errorBody(new ApiError(404, "NOT_FOUND", `no such path ${c.req.path}`, "the API is under /api: health, jobs, jobs/ID, tables, tables/NAME, views, workers, stream")), 404));
 
+  // Every answer: no framing (the cancel button cannot be clickjacked), only the console's own scripts,
+  // no Referer (a URL can carry the token).
+  app.use("*", async (c, next) => {
+    await next();
+    c.header("content-security-policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+    c.header("x-frame-options", "DENY");
+    c.header("x-content-type-options", "nosniff");
+    c.header("referrer-policy", "no-referrer");
+  });
+
   // Access: the Host a browser sent (DNS rebinding), the token, and the Origin of writes (CSRF).
   app.use("*", async (c, next) => {
     const api = c.req.path.startsWith("/api/");

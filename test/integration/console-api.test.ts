@@ -146,6 +146,8 @@ describe("lancet console", () => {
     const html = await page.text();
     for (const id of ["nav-jobs", "nav-tables", "nav-views", "nav-workers", "live"]) assert.ok(html.includes(`data-testid="${id}"`), id);
     assert.ok(!html.includes("__TOKEN_QUERY__"));
+    assert.equal(page.headers.get("x-frame-options"), "DENY");
+    assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
     for (const [p, type] of [["/assets/app.js", /javascript/], ["/assets/style.css", /css/], ["/vendor/uPlot.esm.js", /javascript/], ["/vendor/uPlot.min.css", /css/]] as const) {
       const res = await fetch(at(c, p));
       assert.equal(res.status, 200, p);

@@ -561,6 +561,7 @@ async function workersPage() {
       r = await api("/api/workers");
     } catch (e) {
       fill(body, errorBox(e));
+      if (e.code === "NO_REDIS") clearInterval(timer); // it will not change while this console runs
       return;
     }
     const res = (x) => Object.entries(x ?? {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none";
@@ -600,9 +601,9 @@ async function workersPage() {
       ),
     );
   };
-  await load();
   const timer = setInterval(() => void load(), 3000);
   cleanups.push(() => clearInterval(timer));
+  await load();
 }
 
 // ---- start ------------------------------------------------------------------------------------------------
