@@ -364,6 +364,10 @@ describe("lancet console: access", () => {
     assert.match(r.stderr, /database directory .*no-such-db does not exist/);
     assert.match(r.stderr, /lancet console --help/);
     assert.equal(r.stdout, "");
+    // --db from LANCET_DB, checked the same way
+    const env = spawnSync(process.execPath, [LANCET, "console", "--port", "0"], { encoding: "utf8", env: { ...BASE_ENV, LANCET_DB: missing }, timeout: 30_000 });
+    assert.equal(env.status, 2, env.stderr);
+    assert.match(env.stderr, /database directory .*no-such-db does not exist/);
   });
 
   test("a non-loopback --host without a token is refused (exit 2)", () => {
