@@ -93,10 +93,18 @@ function progressOf(job) {
   return Math.max(0, Math.min(1, Number.isFinite(f) ? f : 0));
 }
 
+/** A fraction as a percentage that reads 100% only when complete and 0% only when nothing is done. */
+function pctText(f) {
+  if (!(f > 0)) return "0%";
+  if (f >= 1) return "100%";
+  const p = Math.floor(f * 100);
+  return p === 0 ? "<1%" : `${p}%`;
+}
+
 function progressEl(job) {
   const f = progressOf(job);
-  const pct = `${Math.round(f * 100)}%`;
-  return h("span", { class: "progress", dataset: { testid: "job-progress", value: String(f) }, title: `${num(job.metrics?.rowsProcessed)} of ${num(job.metrics?.rowsPlanned)} rows; ${num(job.metrics?.tasksDone)} of ${num(job.metrics?.tasksTotal)} tasks` }, h("span", { class: "bar" }, h("span", { class: "fill", style: `width:${pct}` })), h("span", { class: "pct" }, pct));
+  const pct = pctText(f);
+  return h("span", { class: "progress", dataset: { testid: "job-progress", value: String(f) }, title: `${num(job.metrics?.rowsProcessed)} of ${num(job.metrics?.rowsPlanned)} rows; ${num(job.metrics?.tasksDone)} of ${num(job.metrics?.tasksTotal)} tasks` }, h("span", { class: "bar" }, h("span", { class: "fill", style: `width:${(f * 100).toFixed(1)}%` })), h("span", { class: "pct" }, pct));
 }
 
 function statusEl(job) {
@@ -476,7 +484,7 @@ async function tablePage(name) {
               { dataset: { testid: "column-row", column: c.name } },
               h("td", {}, c.name),
               h("td", { class: "mono" }, c.type),
-              h("td", {}, c.udf ? h("span", { class: "progress", dataset: { testid: "column-filled", value: String(c.fraction) } }, h("span", { class: "bar" }, h("span", { class: "fill", style: `width:${Math.round(c.fraction * 100)}%` })), h("span", { class: "pct" }, `${Math.round(c.fraction * 100)}% (${num(c.filled)} / ${num(c.total)})`)) : h("span", { class: "muted" }, "data column")),
+              h("td", {}, c.udf ? h("span", { class: "progress", dataset: { testid: "column-filled", value: String(c.fraction) } }, h("span", { class: "bar" }, h("span", { class: "fill", style: `width:${Math.round(c.fraction * 100)}%` })), h("span", { class: "pct" }, `${pctText(c.fraction)} (${num(c.filled)} / ${num(c.total)})`)) : h("span", { class: "muted" }, "data column")),
               h("td", { dataset: { testid: "column-udf" } }, c.udf ? h("code", {}, udfName(c.udf)) : "–"),
               h("td", {}, c.udf?.version ?? "–"),
               h("td", { dataset: { testid: "column-udf-file" }, class: c.udfFile && c.udfFile !== "ok" && c.udfFile !== "sql" ? "warn" : "" }, c.udfFile ?? "–"),
