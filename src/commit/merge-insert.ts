@@ -34,6 +34,8 @@ interface FragmentAt {
   readonly deletion: string;
 }
 const KEY_INDEX = `${KEY_COLUMN}_idx`;
+/** Below this share of indexed rows the key index is rebuilt early while other backfills of the table run. */
+const LOW_COVERAGE = 0.25;
 
 export interface MergeInsertCommitterOptions {
   /** Rows per `mergeInsert` at most; fragments are never split. @default 131072 */
@@ -164,7 +166,12 @@ export class MergeInsertCommitter implements Committer {
   private admit(): Promise<void> {
     const next = this.gate.then(async () => {
       const stats = await this.table!.indexStats(KEY_INDEX);
-      if (!stats || stats.numIndexedRows === 0 || this.mergesSinceRebuild >= this.options.rebuildEvery) {
+      // Each merge takes its fragments out of the index's coverage. An index that covers nothing makes
+      // LanceDB rewrite whole rows into new fragments instead of adding a column file. With other
+      // backfills of the table merging too, coverage can fall to nothing between this check and the
+      // merge, so it is rebuilt early, below a quarter of the rows, when another job is running.
+      const low = stats !== undefined && stats.numIndexedRows < LOW_COVERAGE * (stats.numIndexedRows + stats.numUnindexedRows);
+      if (!stats || stats.numIndexedRows === 0 || this.mergesSinceRebuild >= this.options.rebuildEvery || (low && (await this.options.otherJobsRunning()) !== undefined)) {
         await Promise.allSettled([...this.inflight]);
         await this.rebuildIndex();
       }
