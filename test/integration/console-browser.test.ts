@@ -263,6 +263,8 @@ describe("lancet console in headless Chromium", { skip: requireBrowser(), timeou
     const udfText = await page.locator("[data-testid=job-udf]").innerText();
     assert.match(udfText, /udfs\.ts#slowBatch/);
     const chart = page.locator("[data-testid=metrics-chart]");
+    // uPlot is loaded on demand (a module import): the canvas comes a moment after the page.
+    await chart.locator("canvas, svg").first().waitFor({ state: "attached", timeout: 10_000 });
     const box = await chart.boundingBox();
     assert.ok(box && box.width > 100 && box.height > 50, `the chart has a size (${JSON.stringify(box)})`);
     assert.ok((await chart.locator("canvas, svg").count()) > 0, "the chart draws a canvas or an svg");
