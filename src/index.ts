@@ -24,7 +24,7 @@ export { listErrors } from "./jobs/errors-table.ts";
 export type { ErrorRecord } from "./jobs/errors-table.ts";
 export type { ErrorPolicySpec, PolicyRule } from "./udf/policy.ts";
 export type { RefragmentOptions, RefragmentProgress, RefragmentResult } from "./commit/refragment.ts";
-export type { JobRecord, JobStatus, JobMetrics, JobEvent, Diagnosis, Stage, PlanSummary, RefreshSummary } from "./jobs/record.ts";
+export type { JobRecord, JobStatus, JobMetrics, JobEvent, JobHistory, Diagnosis, Stage, PlanSummary, RefreshSummary } from "./jobs/record.ts";
 export type { BackfillOptions, BackfillProgress, QueueExecutorSpec } from "./options.ts";
 export { LancetWorker } from "./exec/bullmq/worker.ts";
 export type { LancetWorkerOptions } from "./exec/bullmq/worker.ts";

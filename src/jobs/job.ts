@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import { CancelledError, deserializeError, serializeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { FINAL_STATUSES, emptyMetrics, type JobEvent, type JobMetrics, type JobRecord, type JobStatus } from "./record.ts";
+import { FINAL_STATUSES, emptyMetrics, sampleHistory, type JobEvent, type JobMetrics, type JobRecord, type JobStatus } from "./record.ts";
 import { isRemote } from "../storage/location.ts";
 import { cancelRequested, clearCancel, requestCancel, type JobsTable } from "./store.ts";
 
@@ -141,6 +141,7 @@ export class JobController {
       this.soon = undefined;
       this.lastPersist = Date.now();
       this.record.heartbeatAt = new Date().toISOString();
+      sampleHistory(this.record, this.lastPersist);
       const snapshot = structuredClone(this.record);
       const jobs = this.jobs;
       this.persisting = this.persisting.then(() =>

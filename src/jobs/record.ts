@@ -142,6 +142,45 @@ export interface JobRecord {
   failedFragments: { id: number; reason: string }[];
   /** A `refresh` job's row sync and UDF column jobs. */
   refresh?: RefreshSummary;
+  /** Progress over time, one sample per write of the record (at most {@link MAX_HISTORY}, thinned evenly). */
+  history?: JobHistory;
+}
+
+/** Samples of a job's progress: parallel arrays, `t` in ms since the job started running. */
+export interface JobHistory {
+  t: number[];
+  rowsProcessed: number[];
+  rowsCommitted: number[];
+}
+
+/** Samples a record keeps; when full, they are thinned to about half, evenly spread over the whole job. */
+export const MAX_HISTORY = 120;
+
+/** Adds the record's current progress to its history (replacing the last sample when no time passed). */
+export function sampleHistory(r: JobRecord, nowMs = Date.now()): void {
+  if (r.startedAt === null) return;
+  const t = Math.max(0, Math.round(nowMs - Date.parse(r.startedAt)));
+  const h = (r.history ??= { t: [], rowsProcessed: [], rowsCommitted: [] });
+  const last = h.t.length - 1;
+  if (last >= 0 && t <= h.t[last]!) {
+    h.rowsProcessed[last] = r.metrics.rowsProcessed;
+    h.rowsCommitted[last] = r.metrics.rowsCommitted;
+    return;
+  }
+  h.t.push(t);
+  h.rowsProcessed.push(r.metrics.rowsProcessed);
+  h.rowsCommitted.push(r.metrics.rowsCommitted);
+  if (h.t.length > MAX_HISTORY) {
+    // Keep the first and the last samples, and between them one at least every span / (MAX / 2) ms: about
+    // half as many, evenly spread over the whole job.
+    const step = (h.t[h.t.length - 1]! - h.t[0]!) / (MAX_HISTORY / 2);
+    const kept: number[] = [0];
+    for (let i = 1; i < h.t.length - 1; i++) if (h.t[i]! - h.t[kept[kept.length - 1]!]! >= step) kept.push(i);
+    kept.push(h.t.length - 1);
+    h.t = kept.map((i) => h.t[i]!);
+    h.rowsProcessed = kept.map((i) => h.rowsProcessed[i]!);
+    h.rowsCommitted = kept.map((i) => h.rowsCommitted[i]!);
+  }
 }
 
 /**

@@ -196,6 +196,10 @@ describe("lancet console", () => {
     assert.deepEqual(body.errors.map((e: { rowOffset: number }) => e.rowOffset).sort((a: number, b: number) => a - b), [5, 20]);
     assert.equal(typeof body.diagnosis.summary, "string");
     assert.ok("hint" in body.diagnosis);
+    // The chart's data: the record's progress history, ending at what the job committed.
+    const h = body.job.history as { t: number[]; rowsProcessed: number[]; rowsCommitted: number[] };
+    assert.ok(h.t.length >= 1 && h.rowsCommitted.length === h.t.length, JSON.stringify(h));
+    assert.equal(h.rowsCommitted.at(-1), body.job.metrics.rowsCommitted);
   });
 
   test("an unknown job id is a 404 JOB_NOT_FOUND with getJob's message", async () => {

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { run } from "../../src/cli/main.ts";
 import { addColumns, backfill, backfillAsync, getJob, isBackfillError, listJobs, refragment, type JobRecord } from "../../src/index.ts";
+import { sampleHistory } from "../../src/jobs/record.ts";
 import { fragmentLayout, makeTable, readAll, REPO, securedRows, tempDb, udfRef, type TempDb } from "../helpers.ts";
 
 const ref = (dir: string) => ({ db: dir, table: "t" });
@@ -74,6 +75,34 @@ test("a handle's progress is monotone and ends at the final record; the jobs tab
   assert.equal(stored.events.filter((e) => e.type === "commit").length, final.metrics.commits);
   for (const k of ["udfMs", "readMs", "checkpointMs", "writeMs", "commitMs", "rowsPerSec"] as const) assert.ok(stored.metrics[k] > 0, `metric ${k} recorded`);
   assert.ok(stored.diagnosis && stored.diagnosis.summary.length > 0);
+  // The history: a sample per write of the record, in time order, progress never going back, ending at the final counts.
+  const h = stored.history!;
+  assert.ok(h.t.length >= 2 && h.t.length <= 120, `history samples: ${h.t.length}`);
+  assert.equal(h.rowsProcessed.length, h.t.length);
+  assert.equal(h.rowsCommitted.length, h.t.length);
+  for (let i = 1; i < h.t.length; i++) {
+    assert.ok(h.t[i]! > h.t[i - 1]!, "samples in time order");
+    assert.ok(h.rowsProcessed[i]! >= h.rowsProcessed[i - 1]! && h.rowsCommitted[i]! >= h.rowsCommitted[i - 1]!, "progress never goes back");
+  }
+  assert.equal(h.rowsCommitted.at(-1), 1200);
+});
+
+test("a job's history keeps at most 120 samples, thinned evenly: the first and the last kept, time order kept", () => {
+  const r = { startedAt: new Date(0).toISOString(), metrics: { rowsProcessed: 0, rowsCommitted: 0 } } as unknown as JobRecord;
+  for (let i = 1; i <= 1000; i++) {
+    r.metrics.rowsProcessed = i;
+    r.metrics.rowsCommitted = i - 1;
+    sampleHistory(r, i * 10);
+  }
+  const h = r.history!;
+  assert.ok(h.t.length <= 120 && h.t.length >= 60, `${h.t.length} samples`);
+  assert.equal(h.t[0], 10);
+  assert.equal(h.t.at(-1), 10_000);
+  assert.equal(h.rowsProcessed.at(-1), 1000);
+  for (let i = 1; i < h.t.length; i++) assert.ok(h.t[i]! > h.t[i - 1]!);
+  // Evenly: no gap is over 5 % of the whole span (thinning keeps one sample at least every 1/60 of it).
+  const gaps = h.t.slice(1).map((t, i) => t - h.t[i]!);
+  assert.ok(Math.max(...gaps) <= 0.05 * (h.t.at(-1)! - h.t[0]!), `gaps ${Math.min(...gaps)}..${Math.max(...gaps)}`);
 });
 
 test("wait() rejects with the job's error; the record says failed with the error", async () => {

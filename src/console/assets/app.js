@@ -282,7 +282,8 @@ async function jobPage(id) {
     h("section", { class: "card" }, h("h2", {}, "Events"), events),
   );
 
-  // The chart: rows processed and committed over time, from the record's start and the stream's samples.
+  // The chart: rows processed and committed over time, from the record's history (one sample per write
+  // of the record, kept by the job) and then the stream's samples.
   const samples = [[], [], []];
   let chart = null;
   let uPlot = null;
@@ -290,9 +291,20 @@ async function jobPage(id) {
     const t = Date.now() / 1000;
     const m = job.metrics;
     if (samples[0].length === 0 && job.startedAt) {
-      samples[0].push(Date.parse(job.startedAt) / 1000);
+      const start = Date.parse(job.startedAt) / 1000;
+      samples[0].push(start);
       samples[1].push(0);
       samples[2].push(0);
+      const hist = job.history;
+      if (hist && Array.isArray(hist.t)) {
+        hist.t.forEach((ms, i) => {
+          const at = start + ms / 1000;
+          if (at <= samples[0][samples[0].length - 1]) return;
+          samples[0].push(at);
+          samples[1].push(hist.rowsProcessed[i] ?? 0);
+          samples[2].push(hist.rowsCommitted[i] ?? 0);
+        });
+      }
     }
     const at = job.finishedAt ? Date.parse(job.finishedAt) / 1000 : t;
     if (samples[0].length && at <= samples[0][samples[0].length - 1]) {
