@@ -12,7 +12,8 @@ import { queueName, type ResourceClass } from "../exec/bullmq/queue.ts";
 import { listWorkers, type WorkerInfo } from "../exec/bullmq/registry.ts";
 import { getJob } from "../jobs/api.ts";
 import { diagnose } from "../jobs/diagnose.ts";
-import { listErrors, type ErrorRecord } from "../jobs/errors-table.ts";
+import { resolveBackfillOptions } from "../options.ts";
+import { countErrors, listErrors, type ErrorRecord } from "../jobs/errors-table.ts";
 import type { Diagnosis, JobRecord } from "../jobs/record.ts";
 import { readManifest } from "../read/manifest.ts";
 import { canonical, connectDb, isRemote } from "../storage/location.ts";
@@ -85,11 +86,12 @@ export async function tableNames(db: string): Promise<string[]> {
 }
 
 /**
- * The worker lanes a local backfill of this machine gets by default (`concurrency`: min(8, cores)):
- * a table with fewer fragments than this writes through fewer serial fragment writers than it has workers.
+ * The fragment writers a local backfill of this machine gets by default (`writerConcurrency`, from the
+ * default `concurrency`): a table with fewer fragments writes through fewer serial writers than that.
+ * (UDF tasks split fragments; writers do not.)
  */
-export function defaultLanes(): number {
-  return Math.max(2, Math.min(8, availableParallelism()));
+export function defaultWriters(): number {
+  return resolveBackfillOptions({}).writerConcurrency;
 }
 
 const FILE_STATE: Record<ColumnStatus["moduleState"], NonNullable<ColumnEntry["udfFile"]>> = { current: "ok", changed: "changed", missing: "missing", unbundleable: "unbundleable", sql: "sql" };
@@ -122,10 +124,11 @@ export async function tableEntry(db: string, name: string): Promise<TableEntry> 
   }
   const fragments: FragmentEntry[] = manifest.fragments.map((f) => (f.physicalRows > f.liveRows ? { id: f.id, rows: f.liveRows, deletedRows: f.physicalRows - f.liveRows } : { id: f.id, rows: f.liveRows }));
   const warnings: string[] = [];
-  const lanes = defaultLanes();
-  if (rows > 0 && fragments.length < lanes && columns.some((c) => c.udf && c.udf.kind !== "sql")) {
+  const writers = defaultWriters();
+  // Only worth saying while a UDF column still has rows to compute.
+  if (rows > 0 && fragments.length < writers && columns.some((c) => c.udf && c.udf.kind !== "sql" && c.filled! < c.total!)) {
     warnings.push(
-      `${fragments.length} fragment${fragments.length === 1 ? "" : "s"} for ${lanes} backfill workers: each fragment has one serial writer, so a backfill's parallelism is limited; split the table with \`lancet refragment --db ${db} --table ${name} --max-rows-per-fragment ${Math.max(1, Math.ceil(rows / lanes))}\``,
+      `${fragments.length} fragment${fragments.length === 1 ? "" : "s"} for ${writers} fragment writers: each fragment has one serial writer, so a backfill's writes are not parallel; split the table with \`lancet refragment --db ${shellQuote(db)} --table ${shellQuote(name)} --max-rows-per-fragment ${Math.max(1, Math.ceil(rows / writers))}\``,
     );
   }
   for (const c of columns) {
@@ -139,8 +142,9 @@ export async function tableEntry(db: string, name: string): Promise<TableEntry> 
 /** A job's record, its first error records, and its diagnosis (the record's, else one computed from its metrics). */
 export async function jobDetail(db: string, id: string): Promise<JobDetail> {
   const job = await getJob(db, id);
-  const all = await listErrors(db, { jobId: id });
-  return { job, errors: all.slice(0, JOB_ERRORS_LIMIT), errorsTotal: all.length, diagnosis: job.diagnosis ?? diagnoseRecord(job) };
+  // A skip-policy job can have a record per row: read the first ones and count the rest.
+  const [errors, errorsTotal] = await Promise.all([listErrors(db, { jobId: id, limit: JOB_ERRORS_LIMIT }), countErrors(db, { jobId: id })]);
+  return { job, errors, errorsTotal, diagnosis: job.diagnosis ?? diagnoseRecord(job) };
 }
 
 /** A diagnosis from a record's metrics and the options it ran with (for records that carry none yet). */
@@ -170,4 +174,9 @@ export async function workersAndQueues(redisUrl: string, queue: string): Promise
     }
     return { workers, queues };
   });
+}
+
+/** `s` as one shell word (quoted only when it needs to be). */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }

@@ -7,7 +7,7 @@
  * request carries it (`Authorization: Bearer T` or `?token=T`), compared in constant time. Without a
  * token, requests must name a loopback host (DNS rebinding). POSTs from another origin are refused.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -16,8 +16,9 @@ import { fileURLToPath } from "node:url";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { Hono, type Context } from "hono";
+import { getCookie, setCookie } from "hono/cookie";
 import { streamSSE, type SSEStreamingApi } from "hono/streaming";
-import { isBackfillError } from "../errors.ts";
+import { ConfigError, isBackfillError } from "../errors.ts";
 import { cancelJob, getJob, listJobs } from "../jobs/api.ts";
 import { FINAL_STATUSES, type JobRecord, type JobStatus } from "../jobs/record.ts";
 import { silentLogger, type Logger } from "../log.ts";
@@ -222,6 +223,8 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
   /** Ends every open stream (on close). */
   const streamEnders = new Set<() => void>();
 
+  /** The page's session cookie (HttpOnly, SameSite=Strict): set when the page is opened with the right ?token=, named per console run. */
+  const cookieName = `lancet_console_${randomUUID().slice(0, 8)}`;
   const tokenOk = (given: string | undefined): boolean => {
     if (tokenDigest === undefined) return true;
     if (given === undefined) return false;
@@ -245,6 +248,8 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
     c.header("x-frame-options", "DENY");
     c.header("x-content-type-options", "nosniff");
     c.header("referrer-policy", "no-referrer");
+    // The page can carry the token in its URL, and the API answers with live data: neither is cached.
+    if (c.req.path === "/" || c.req.path.startsWith("/api/")) c.header("cache-control", "no-store");
   });
 
   // Access: the Host a browser sent (DNS rebinding), the token, and the Origin of writes (CSRF).
@@ -258,14 +263,15 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
     }
     const auth = c.req.header("authorization");
     const bearer = auth !== undefined && /^Bearer /i.test(auth) ? auth.slice(7).trim() : undefined;
-    if (!tokenOk(bearer ?? c.req.query("token"))) {
+    if (!tokenOk(bearer ?? c.req.query("token") ?? getCookie(c, cookieName))) {
       if (!api && (c.req.path === "/" || c.req.path === "/index.html")) return c.html(UNAUTHORIZED_HTML, 401);
       const e = new ApiError(401, "UNAUTHORIZED", "this console needs its token, and the request did not carry the right one", "open the URL `lancet console` printed (with ?token=…), or send the header Authorization: Bearer TOKEN");
       return c.json(errorBody(e), 401);
     }
     if (c.req.method !== "GET" && c.req.method !== "HEAD") {
+      // Same host and port as the request (http, or https behind a TLS proxy); "null" and garbage refused.
       const origin = c.req.header("origin");
-      if (origin !== undefined && origin !== `http://${hostHeader}`) {
+      if (origin !== undefined && originHost(origin) !== hostHeader.toLowerCase()) {
         const e = new ApiError(403, "FORBIDDEN_ORIGIN", `a ${c.req.method} from origin ${origin} is refused: only the console's own page (http://${hostHeader}) may change anything`, "use the console's page, or send the request without an Origin header (curl, scripts)");
         return c.json(errorBody(e), 403);
       }
@@ -275,6 +281,8 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
 
   app.get("/", async (c) => {
     const t = c.req.query("token");
+    // The page then drops the token from its address (history, screen shares); reloads carry the cookie.
+    if (token !== undefined && t !== undefined) setCookie(c, cookieName, t, { httpOnly: true, sameSite: "Strict", path: "/" });
     return c.html(await indexHtml(t !== undefined ? `?token=${encodeURIComponent(t)}` : ""));
   });
   app.get("/index.html", (c) => c.redirect(`/${new URL(c.req.url).search}`));
@@ -315,8 +323,12 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
     try {
       return await fn();
     } catch (e) {
-      // A table dropped mid-request fails inside LanceDB: say what happened.
-      if (!isBackfillError(e)) resolveTable({ db, table: name });
+      // A table dropped mid-request fails inside LanceDB: say what happened. (On object storage
+      // resolveTable cannot tell a missing table, so the database's table list decides.)
+      if (!isBackfillError(e)) {
+        resolveTable({ db, table: name });
+        if (!(await tableNames(db)).includes(name)) throw new ConfigError("TABLE_NOT_FOUND", `table ${name} does not exist in ${dbLocation(db)} (dropped while the console read it)`, { table: name });
+      }
       throw e;
     }
   };
@@ -334,6 +346,7 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
   });
   app.get("/api/tables/:name", async (c) => {
     const name = c.req.param("name");
+    if (name.startsWith("_lancet")) throw new ApiError(404, "TABLE_NOT_FOUND", `${name} is one of Lancet's system tables, not a table of yours`, "its contents are on the jobs page (jobs, errors)");
     return c.json(await tableNotFoundOnFailure(name, () => tableEntry(db, name)));
   });
   app.get("/api/views", async (c) => c.json({ views: await listViews(db) }));
@@ -397,4 +410,14 @@ export async function startConsole(options: ConsoleOptions): Promise<ConsoleServ
       });
     })());
   return { url: `http://${shownHost}:${port}/`, port, close, [Symbol.asyncDispose]: close };
+}
+
+/** The `host[:port]` of an Origin header, lower-case, or undefined when it is not an http(s) origin. */
+function originHost(origin: string): string | undefined {
+  try {
+    const u = new URL(origin);
+    return u.protocol === "http:" || u.protocol === "https:" ? u.host.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
 }

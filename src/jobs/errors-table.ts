@@ -59,26 +59,53 @@ export class ErrorsTable {
     await this.table.add(new arrow.Table(SCHEMA, cols as never) as never);
   }
 
-  async list(filter: { jobId?: string; column?: string; table?: string } = {}): Promise<ErrorRecord[]> {
-    const where = [
-      filter.jobId ? `\`jobId\` = ${sqlString(filter.jobId)}` : "",
-      filter.column ? `\`column\` = ${sqlString(filter.column)}` : "",
-      filter.table ? `\`table\` = ${sqlString(filter.table)}` : "",
-    ].filter(Boolean);
+  /** The filter's records, in time order; with `limit`, the first `limit` records written (then sorted). */
+  async list(filter: ErrorsFilter = {}): Promise<ErrorRecord[]> {
+    const where = errorsWhere(filter);
     let query = this.table.query();
-    if (where.length > 0) query = query.where(where.join(" AND "));
+    if (where !== undefined) query = query.where(where);
+    if (filter.limit !== undefined) query = query.limit(filter.limit);
     const rows = (await query.toArray()) as Record<string, unknown>[];
     return rows
       .map((r) => Object.fromEntries(FIELDS.map(([k]) => [k, r[k]])) as unknown as ErrorRecord)
       .sort((a, b) => a.at.localeCompare(b.at) || a.fragment - b.fragment || a.rowOffset - b.rowOffset);
   }
+
+  /** How many records match the filter (`limit` ignored). */
+  async count(filter: ErrorsFilter = {}): Promise<number> {
+    return this.table.countRows(errorsWhere(filter));
+  }
+}
+
+/** Which error records: a job's, a column's, a table's; `limit`: at most that many. */
+export interface ErrorsFilter {
+  readonly jobId?: string;
+  readonly column?: string;
+  readonly table?: string;
+  readonly limit?: number;
+}
+
+function errorsWhere(filter: ErrorsFilter): string | undefined {
+  const where = [
+    filter.jobId ? `\`jobId\` = ${sqlString(filter.jobId)}` : "",
+    filter.column ? `\`column\` = ${sqlString(filter.column)}` : "",
+    filter.table ? `\`table\` = ${sqlString(filter.table)}` : "",
+  ].filter(Boolean);
+  return where.length > 0 ? where.join(" AND ") : undefined;
 }
 
 /** Error records of a database (none when no job ever skipped a row). */
-export async function listErrors(db: string, filter: { jobId?: string; column?: string; table?: string } = {}): Promise<ErrorRecord[]> {
+export async function listErrors(db: string, filter: ErrorsFilter = {}): Promise<ErrorRecord[]> {
   const dir = isRemote(db) ? canonical(db) : path.resolve(db);
   if (!(await systemTableExists(dir, ERRORS_TABLE))) return [];
   return (await ErrorsTable.open(dir)).list(filter);
+}
+
+/** How many error records of a database match the filter. */
+export async function countErrors(db: string, filter: ErrorsFilter = {}): Promise<number> {
+  const dir = isRemote(db) ? canonical(db) : path.resolve(db);
+  if (!(await systemTableExists(dir, ERRORS_TABLE))) return 0;
+  return (await ErrorsTable.open(dir)).count(filter);
 }
 
 /** Error records per append to the errors table, at least (more are coalesced while an append runs). */

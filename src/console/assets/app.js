@@ -5,7 +5,11 @@
 // ---- access: the token from the page's URL, kept for the session, added to every request ------------
 
 const urlToken = new URLSearchParams(location.search).get("token");
-if (urlToken) sessionStorage.setItem("lancet-console-token", urlToken);
+if (urlToken) {
+  sessionStorage.setItem("lancet-console-token", urlToken);
+  // Out of the address bar and the history: the console set a session cookie for reloads.
+  history.replaceState(null, "", location.pathname + location.hash);
+}
 const TOKEN = urlToken ?? sessionStorage.getItem("lancet-console-token");
 
 /** `url` with the token as a query parameter (fetch, EventSource and dynamic imports alike). */
@@ -70,7 +74,12 @@ function fill(el, ...children) {
   return el;
 }
 
-const main = document.getElementById("main");
+const mainEl = document.getElementById("main");
+/**
+ * Where the current page renders: a fresh element per route, so a page still loading when the user moves
+ * on renders into its own, detached element instead of over the next page.
+ */
+let main = mainEl;
 
 function errorBox(e) {
   const code = e?.code ?? "ERROR";
@@ -175,25 +184,40 @@ let cleanups = [];
 
 function route() {
   for (const fn of cleanups) fn();
-  cleanups = [];
+  const mine = (cleanups = []);
+  main = h("div");
+  fill(mainEl, main);
+  // A page that registers a cleanup after the user left it (it was still loading) is cleaned up at once.
+  const root = main;
+  mine.push = (...fns) => {
+    if (main !== root) for (const fn of fns) fn();
+    else Array.prototype.push.apply(mine, fns);
+    return mine.length;
+  };
   const hash = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = hash.split("/");
-  const arg = rest.length ? decodeURIComponent(rest.join("/")) : undefined;
+  let arg;
+  try {
+    arg = rest.length ? decodeURIComponent(rest.join("/")) : undefined;
+  } catch {
+    fill(main, errorBox({ code: "NOT_FOUND", message: `no page ${location.hash} (its address is not valid)`, hint: "use the navigation bar: jobs, tables, views, workers" }));
+    return;
+  }
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.getAttribute("href") === `#/${page || "jobs"}`);
-  fill(main);
-  const render = { "": jobsPage, jobs: arg ? () => jobPage(arg) : jobsPage, tables: arg ? () => tablePage(arg) : tablesPage, views: viewsPage, workers: workersPage }[page];
+  // Each page renders into its own root (its `main` parameter), never into a later page's.
+  const render = { "": () => jobsPage(root), jobs: arg ? () => jobPage(arg, root) : () => jobsPage(root), tables: arg ? () => tablePage(arg, root) : () => tablesPage(root), views: () => viewsPage(root), workers: () => workersPage(root) }[page];
   if (!render) {
     fill(main, errorBox({ code: "NOT_FOUND", message: `no page ${location.hash}`, hint: "use the navigation bar: jobs, tables, views, workers" }));
     return;
   }
-  Promise.resolve(render()).catch((e) => fill(main, errorBox(e)));
+  Promise.resolve(render()).catch((e) => fill(root, errorBox(e)));
 }
 
 // ---- jobs -------------------------------------------------------------------------------------------------
 
 const filters = { status: "", table: "" };
 
-function jobsPage() {
+function jobsPage(main) {
   document.title = "Jobs · Lancet console";
   const status = h(
     "select",
@@ -249,7 +273,7 @@ function jobsPage() {
   draw();
 }
 
-async function jobPage(id) {
+async function jobPage(id, main) {
   document.title = `Job ${id.slice(0, 8)} · Lancet console`;
   const title = h("h1", { dataset: { testid: "job-title" } }, `Job ${id}`);
   const head = h("div", { class: "jobhead" });
@@ -429,7 +453,7 @@ async function jobPage(id) {
 
 // ---- tables -----------------------------------------------------------------------------------------------
 
-async function tablesPage() {
+async function tablesPage(main) {
   document.title = "Tables · Lancet console";
   fill(main, h("h1", {}, "Tables"), h("p", { class: "muted" }, "Loading…"));
   const { tables } = await api("/api/tables");
@@ -462,7 +486,7 @@ async function tablesPage() {
   );
 }
 
-async function tablePage(name) {
+async function tablePage(name, main) {
   document.title = `${name} · Lancet console`;
   fill(main, h("h1", {}, name), h("p", { class: "muted" }, "Loading…"));
   let t;
@@ -537,7 +561,7 @@ function describeView(d) {
   return parts.join("; ");
 }
 
-async function viewsPage() {
+async function viewsPage(main) {
   document.title = "Views · Lancet console";
   fill(main, h("h1", {}, "Views"), h("p", { class: "muted" }, "Loading…"));
   const { views } = await api("/api/views");
@@ -571,7 +595,7 @@ async function viewsPage() {
 
 // ---- workers ----------------------------------------------------------------------------------------------
 
-async function workersPage() {
+async function workersPage(main) {
   document.title = "Workers · Lancet console";
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   fill(main, h("h1", {}, "Workers"), body);
