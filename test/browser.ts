@@ -144,7 +144,9 @@ const URL_RE = /http:\/\/127\.0\.0\.1:(\d+)\/\S*/;
  */
 export async function startConsole(db: string, options: ConsoleOptions = {}): Promise<ConsoleProcess> {
   const args = [path.join(REPO, "bin/lancet.mjs"), "console", "--db", db, "--port", "0", ...(options.token === undefined ? [] : ["--token", options.token]), ...(options.args ?? [])];
-  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
+  // A developer's own console settings must not leak into the console under test.
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "LANCET_CONSOLE_TOKEN" && k !== "LANCET_DB"));
+  const child = spawn(process.execPath, args, { cwd: REPO, env: { ...inherited, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let exitCode: number | null | undefined;
   const exited = new Promise<void>((resolve) => {

@@ -2,7 +2,6 @@
 import { existsSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { checkQueueBase, connectionFor, DEFAULT_QUEUE } from "../exec/bullmq/queue.ts";
-import { isLoopback, startConsole } from "../console/server.ts";
 import { stderrLogger } from "../log.ts";
 import { isRemote } from "../storage/location.ts";
 import { DB, flagOrEnv, formatHelp, intOpt, parseFlags, report, STORAGE_OPTION, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
@@ -45,6 +44,8 @@ export async function consoleCommand(args: readonly string[], io: CliIo): Promis
     const port = intOpt(values, "port", CONSOLE.name) ?? 4300;
     if (port < 0 || port > 65535) throw new UsageError(`--port must be between 0 and 65535 (got ${port})`, CONSOLE.name);
     const host = typeof values.host === "string" ? values.host : "127.0.0.1";
+    // Loaded here, not at the CLI's start: other commands need no HTTP server.
+    const { isLoopback, startConsole } = await import("../console/server.ts");
     const token = flagOrEnv(values, "token", "LANCET_CONSOLE_TOKEN") || undefined;
     if (!isLoopback(host) && token === undefined) {
       throw new UsageError(`--host ${host} is not a loopback address: anyone who can reach it would see this database's jobs and could cancel them; set --token T (or LANCET_CONSOLE_TOKEN), or keep the default --host 127.0.0.1`, CONSOLE.name);
