@@ -307,38 +307,31 @@ async function jobPage(id, main) {
   );
 
   // The chart: rows processed and committed over time, from the record's history (one sample per write
-  // of the record, kept by the job) and then the stream's samples.
-  const samples = [[], [], []];
+  // of the record, kept by the job, timed by the job's clock), rebuilt on every update.
+  let samples = [[], [], []];
   let chart = null;
   let uPlot = null;
   const addSample = (job) => {
-    const t = Date.now() / 1000;
-    const m = job.metrics;
-    if (samples[0].length === 0 && job.startedAt) {
-      const start = Date.parse(job.startedAt) / 1000;
-      samples[0].push(start);
-      samples[1].push(0);
-      samples[2].push(0);
-      const hist = job.history;
-      if (hist && Array.isArray(hist.t)) {
-        hist.t.forEach((ms, i) => {
-          const at = start + ms / 1000;
-          if (at <= samples[0][samples[0].length - 1]) return;
-          samples[0].push(at);
-          samples[1].push(hist.rowsProcessed[i] ?? 0);
-          samples[2].push(hist.rowsCommitted[i] ?? 0);
-        });
+    const next = [[], [], []];
+    const push = (at, processed, committed) => {
+      if (next[0].length && at <= next[0][next[0].length - 1]) {
+        next[1][next[1].length - 1] = processed;
+        next[2][next[2].length - 1] = committed;
+        return;
       }
+      next[0].push(at);
+      next[1].push(processed);
+      next[2].push(committed);
+    };
+    if (job.startedAt) {
+      const start = Date.parse(job.startedAt) / 1000;
+      push(start, 0, 0);
+      const hist = job.history;
+      if (hist && Array.isArray(hist.t)) hist.t.forEach((ms, i) => push(start + ms / 1000, hist.rowsProcessed[i] ?? 0, hist.rowsCommitted[i] ?? 0));
+      const now = Date.parse(job.finishedAt ?? job.heartbeatAt) / 1000;
+      if (Number.isFinite(now)) push(now, job.metrics.rowsProcessed, job.metrics.rowsCommitted);
     }
-    const at = job.finishedAt ? Date.parse(job.finishedAt) / 1000 : t;
-    if (samples[0].length && at <= samples[0][samples[0].length - 1]) {
-      samples[1][samples[1].length - 1] = m.rowsProcessed;
-      samples[2][samples[2].length - 1] = m.rowsCommitted;
-    } else {
-      samples[0].push(at);
-      samples[1].push(m.rowsProcessed);
-      samples[2].push(m.rowsCommitted);
-    }
+    samples = next;
   };
   const drawChart = async () => {
     try {
