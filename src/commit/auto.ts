@@ -4,8 +4,9 @@
  * and sends the rest to `mergeInsert`:
  *
  * - graft: a fragment that has no file for the column yet (first backfills, appended rows; blob v2
- *   columns too, their sidecar payload files moved with the data file), on a local
- *   or POSIX filesystem, with no index on the column, in a manifest whose fields Lancet knows;
+ *   columns too on a filesystem, their sidecar payload files moved with the data file), on a local
+ *   or POSIX filesystem (published with `link()`) or S3-compatible object storage (published with
+ *   put-if-absent), with no index on the column, in a manifest whose fields Lancet knows;
  * - mergeInsert: a fragment that already has values for the column (a `where` run, refilling skipped
  *   rows, a rebind over filled values: the graft does not replace column files), or any fragment the
  *   graft refuses — before staging, while staging (file version, types, row count), or because its
@@ -29,10 +30,10 @@ export interface CommitterOptions {
   readonly fence?: () => Promise<void>;
 }
 
-/** Refuses a commit mode the table's storage cannot do: the graft publishes by link(), which object storage does not have. */
+/** Refuses a commit mode the table cannot take: the graft needs the table's version folder (a table LanceDB created). */
 export function assertCommitMode(mode: CommitMode, t: ResolvedTable, column: string): void {
   if (mode === "graft" && !graftSupported(t)) {
-    throw new ConfigError("CONFIG_INVALID", `commitMode "graft" needs table ${t.name} on a local or POSIX filesystem (it publishes with link()); ${t.dbDir} is object storage: use "auto" (the default), which commits there with mergeInsert, or "merge"`, { table: t.name, column });
+    throw new ConfigError("CONFIG_INVALID", `commitMode "graft" needs table ${t.name} with its versions in ${t.tableDir}/_versions, which does not exist: check --db and --table, or use "merge"`, { table: t.name, column });
   }
 }
 
@@ -40,7 +41,7 @@ export function createCommitter(mode: CommitMode, t: ResolvedTable, column: stri
   const fence = options.fence ? { fence: options.fence } : {};
   const merge = (): MergeInsertCommitter => new MergeInsertCommitter(t, column, { logger: options.logger, ...fence, ...(options.otherJobsRunning ? { otherJobsRunning: options.otherJobsRunning } : {}) });
   assertCommitMode(mode, t, column);
-  if (mode !== "merge" && !graftSupported(t)) return merge(); // object storage: auto commits with mergeInsert
+  if (mode !== "merge" && !graftSupported(t)) return merge();
   switch (mode) {
     case "merge":
       return merge();

@@ -14,7 +14,12 @@
  * is a new commit on top of the latest version that removes only the grafted files — never a
  * republication of an old version over other writers' commits.
  *
- * Local and POSIX filesystems only (atomicity rests on `link`). Fragments that cannot be grafted —
+ * On a local or POSIX filesystem atomicity rests on `link`. On S3-compatible object storage the same
+ * protocol runs with the store's primitives: the temporary table lives in the bucket, its data file is
+ * copied server-side into the table under a fresh name, the shadow is a table in the bucket holding
+ * server-side copies of the files the grafted fragments read ({@link withBucketShadow}), and versions
+ * (the repair's too) are published with put-if-absent ({@link putVersion}; a 412 rebases and retries).
+ * Blob columns are not grafted there. Fragments that cannot be grafted —
  * the column already has a file in them (a re-run with `where`, rows refilled after skips), an index
  * covers the column, a newer manifest format — are refused with {@link GraftUnsafe}; `auto` mode
  * sends those to the `mergeInsert` committer.
@@ -34,10 +39,10 @@ import { bytesField, concat, decodeMessage, intField, packedField, packedInts, t
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, isBlobType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
-import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, PublishOutcomeUnknown, putVersion, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
-import { withShadowVersion } from "./shadow.ts";
-import { connectDb, isRemote } from "../storage/location.ts";
+import { copyObjects, withBucketShadow, withShadowVersion, type ObjectCopy } from "./shadow.ts";
+import { canonical, connectDb, isRemote, removeAll, storeAt } from "../storage/location.ts";
 
 /**
  * Why blob columns are never grafted: LanceDB writes a blob v2 column's larger payloads into sidecar
@@ -213,8 +218,10 @@ export class GraftCommitter implements Committer {
   private readonly type: ArrowNs.DataType;
   private readonly log: Logger;
   private readonly fence: () => Promise<void>;
-  /** Serialises publication within this process (other processes race through link/EEXIST). */
+  /** Serialises publication within this process (other processes race through link/EEXIST, or put-if-absent/412). */
   private publishing: Promise<unknown> = Promise.resolve();
+  /** The table is on object storage: files are copied server-side, versions published with put-if-absent. */
+  private readonly remote: boolean;
 
   constructor(t: ResolvedTable, column: string, dataType: string, options: GraftCommitterOptions) {
     this.t = t;
@@ -222,6 +229,7 @@ export class GraftCommitter implements Committer {
     this.type = parseDataType(dataType);
     this.log = options.logger;
     this.fence = options.fence ?? (async () => {});
+    this.remote = isRemote(t.tableDir);
   }
 
   async prepare(): Promise<void> {}
@@ -230,7 +238,7 @@ export class GraftCommitter implements Committer {
   async check(fragmentIds: readonly number[], manifest?: RawManifest): Promise<Map<number, string>> {
     const m = manifest ?? (await readRawManifest(this.t.tableDir));
     const out = new Map<number, string>();
-    const unsafe = this.unsafeManifest(m);
+    const unsafe = this.remote && isBlobType(this.type) ? "blob v2 columns are not grafted on object storage (their sidecar payload files would have to be copied too)" : this.unsafeManifest(m);
     const targetIds = new Set(columnFields(fieldDefs(m.fields), this.column).map((f) => f.id));
     const frags = new Map(fragments(m).map((f) => [f.id, f]));
     for (const id of fragmentIds) {
@@ -341,6 +349,12 @@ export class GraftCommitter implements Committer {
 
   /** Removes staged files that no version refers to (a commit refused or failed before publishing). */
   async discard(staged: readonly StagedFile[]): Promise<void> {
+    if (this.remote) {
+      // Best effort: a data file no manifest names is harmless, LanceDB never reads it.
+      const store = storeAt(this.t.tableDir);
+      for (const s of staged) await store.delete(`data/${s.path}`).catch(() => {});
+      return;
+    }
     for (const s of staged) {
       await unlink(path.join(this.t.tableDir, "data", s.path)).catch(() => {});
       await rm(sidecarOf(path.join(this.t.tableDir, "data", s.path)), { recursive: true, force: true });
@@ -476,14 +490,19 @@ export class GraftCommitter implements Committer {
    */
   private async writeStaged(fragmentId: number, latest: RawManifest, physical: number, write: (db: LanceNs.Connection, formatVersion: string) => Promise<StagedFile["probe"]>): Promise<Omit<StagedFile, "rows">> {
     const formatVersion = formatVersionOf(latest);
-    const tmpDir = path.join(this.t.storeDir, "tmp", randomUUID());
-    await mkdir(tmpDir, { recursive: true });
+    // On object storage the temporary table lives in the bucket, under the Lancet store's prefix.
+    const tmpDir = this.remote ? `${canonical(this.t.storeDir)}/tmp/${randomUUID()}` : path.join(this.t.storeDir, "tmp", randomUUID());
+    if (!this.remote) await mkdir(tmpDir, { recursive: true });
     try {
       const db = await connectDb(tmpDir);
-      const probe = await write(db, formatVersion);
-      return await this.adopt(fragmentId, latest, physical, path.join(tmpDir, "v.lance"), probe, "move");
+      try {
+        const probe = await write(db, formatVersion);
+        return await this.adopt(fragmentId, latest, physical, this.remote ? `${tmpDir}/v.lance` : path.join(tmpDir, "v.lance"), probe, "move");
+      } finally {
+        db.close();
+      }
     } finally {
-      await rm(tmpDir, { recursive: true, force: true });
+      await removeAll(tmpDir).catch(() => {});
     }
   }
 
@@ -511,6 +530,7 @@ export class GraftCommitter implements Committer {
     const idMap = new Map(tempFields.map((x, i) => [x.id, targetFields[i]!.id]));
     if (file.fields.some((id) => !idMap.has(id))) throw new GraftUnsafe(fragmentId, `the written file lists fields ${file.fields.join(", ")} outside column ${this.column}`);
     const name = `${Array.from({ length: 20 }, () => (Math.random() < 0.5 ? "0" : "1")).join("")}${randomUUID().replace(/-/g, "").slice(0, 30)}.lance`;
+    if (this.remote) return this.adoptRemote(fragmentId, physical, tempTable, file, name, idMap, probe);
     const target = path.join(this.t.tableDir, "data", name);
     const source = path.join(tempTable, "data", file.path);
     await (how === "move" ? rename(source, target) : link(source, target)).catch(async () => {
@@ -531,6 +551,24 @@ export class GraftCommitter implements Committer {
     } catch (e) {
       await unlink(target).catch(() => {});
       await rm(sidecarOf(target), { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /**
+   * {@link adopt} on object storage: a server-side copy of the temporary table's data file into the
+   * table's data/ folder under `name` (fresh and unique: nobody else writes it), its size from the copy.
+   * The temporary table is removed by the caller.
+   */
+  private async adoptRemote(fragmentId: number, physical: number, tempTable: string, file: DataFileInfo, name: string, idMap: Map<number, number>, probe: StagedFile["probe"]): Promise<Omit<StagedFile, "rows">> {
+    const target = `${canonical(this.t.tableDir)}/data/${name}`;
+    try {
+      const sizes = await copyObjects(this.t.dbDir, [{ from: `${canonical(tempTable)}/data/${file.path}`, to: target }]);
+      failpoint("graft.after-move");
+      const dataFile = encodeDataFile({ ...file, path: name, fields: file.fields.map((id) => idMap.get(id)!) }, sizes.get(target)!);
+      return { fragmentId, physicalRows: physical, dataFile, path: name, probe };
+    } catch (e) {
+      await storeAt(this.t.tableDir).delete(`data/${name}`).catch(() => {});
       throw e;
     }
   }
@@ -573,10 +611,18 @@ export class GraftCommitter implements Committer {
           return concat(parts);
         });
         await this.verifyShadow(base, manifestName(version, base.v2Names), manifestBytes, version, staged);
-        const linked = await linkVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes, async () => {
+        const beforePublish = async (): Promise<void> => {
           failpoint("graft.before-publish");
           await this.fence();
-        });
+        };
+        let linked: boolean;
+        if (this.remote) {
+          // Object storage: put-if-absent of the .txn and of the manifest (412: another writer took the version).
+          await beforePublish();
+          linked = await putVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes);
+        } else {
+          linked = await linkVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes, beforePublish);
+        }
         if (!linked) {
           if (attempt < 20) {
             this.log.debug("graft lost the race for a version; rebasing", { version });
@@ -589,6 +635,10 @@ export class GraftCommitter implements Committer {
         return { version, retries: attempt };
       }
     } catch (e) {
+      if (e instanceof PublishOutcomeUnknown) {
+        // The version may still land: its files stay (one no manifest names is harmless).
+        throw new CommitError("COMMIT_FAILED", `grafting fragment(s) ${staged.map((s) => s.fragmentId).join(", ")} of table ${this.t.name}: ${e.message}`, { table: this.t.name, column: this.column, fragmentId: staged[0]!.fragmentId, cause: e });
+      }
       if (!published) {
         await this.discard(staged);
         if (e instanceof GraftUnsafe || e instanceof CommitError || isBackfillError(e, "TABLE_BUSY")) throw e; // TABLE_BUSY: the fence
@@ -607,12 +657,41 @@ export class GraftCommitter implements Committer {
   private async verifyShadow(base: RawManifest, finalName: string, manifestBytes: Uint8Array, version: number, staged: StagedFile[]): Promise<void> {
     try {
       failpoint("graft.verify-fail");
-      await withShadowVersion(this.t, finalName, manifestBytes, (shadowDb) => this.readBack(shadowDb, version, base, staged));
+      const read = (shadowDb: string): Promise<void> => this.readBack(shadowDb, version, base, staged);
+      if (this.remote) await this.withRemoteShadow(base, staged, finalName, manifestBytes, read);
+      else await withShadowVersion(this.t, finalName, manifestBytes, read);
     } catch (e) {
       const ids = staged.map((s) => s.fragmentId);
       const why = `the staged version did not read back from a shadow copy (${(e as Error).message})`;
       throw new GraftUnsafe(ids, `grafting fragment(s) ${ids.join(", ")} of table ${this.t.name}: ${why}; nothing was published: the table is unchanged at version ${base.version}`, why);
     }
+  }
+
+  /**
+   * The shadow on object storage ({@link withBucketShadow}): a table in the Lancet store's prefix whose
+   * only version is the candidate manifest, byte for byte, and which holds server-side copies, under
+   * the same names, of every file reading the grafted fragments needs — each one's data files (the new
+   * one included) and deletion file. The other fragments' entries are the base version's, copied
+   * byte for byte; their files are not copied (the row count comes from the manifest, and the
+   * read-back reads only the grafted fragments).
+   */
+  private async withRemoteShadow(base: RawManifest, staged: StagedFile[], fileName: string, manifest: Uint8Array, read: (shadowDb: string) => Promise<void>): Promise<void> {
+    const table = canonical(this.t.tableDir);
+    const ids = new Set(staged.map((s) => s.fragmentId));
+    const rel: string[] = staged.map((s) => `data/${s.path}`);
+    for (const f of fragments(base)) {
+      if (!ids.has(f.id)) continue;
+      for (const d of f.files) rel.push(`data/${d.path}`);
+      const del = f.fields.find((x) => x.no === 3);
+      if (del) {
+        const d = decodeMessage(del.bytes);
+        // Lance names deletion files {fragment}-{read_version}-{id}.{arrow|bin} (file_type 0: Arrow array, 1: bitmap).
+        rel.push(`_deletions/${f.id}-${intOf(d, 2)}-${String(d.find((x) => x.no === 3)?.int ?? 0n)}.${intOf(d, 1) === 1 ? "bin" : "arrow"}`);
+      }
+    }
+    const shadowDb = `${canonical(this.t.storeDir)}/tmp/shadow-${randomUUID()}`;
+    const copies = (shadowTable: string): ObjectCopy[] => rel.map((r) => ({ from: `${table}/${r}`, to: `${shadowTable}/${r}` }));
+    await withBucketShadow(this.t, shadowDb, path.posix.basename(table), copies, fileName, manifest, read);
   }
 
   /**
@@ -783,7 +862,8 @@ export class GraftCommitter implements Committer {
         return concat(keep.map((x) => x.raw));
       });
       if (removed === 0) return undefined;
-      if (await linkVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes)) return version;
+      const published = this.remote ? await putVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes) : await linkVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes);
+      if (published) return version;
     }
     throw new Error("lost the race for a new version 50 times");
   }
@@ -850,8 +930,20 @@ export function sidecarOf(dataFile: string): string {
   return path.join(path.dirname(dataFile), stemOf(path.basename(dataFile)));
 }
 
-/** Whether a table directory is on storage the graft path supports (a local or POSIX filesystem). */
+/**
+ * Whether a table is on storage the graft path supports: a local or POSIX filesystem (publication by
+ * `link()`), or S3-compatible object storage (publication by put-if-absent, see {@link putVersion}).
+ */
 export function graftSupported(t: ResolvedTable): boolean {
-  return !isRemote(t.tableDir) && existsSync(path.join(t.tableDir, "_versions"));
+  return isRemote(t.tableDir) || existsSync(path.join(t.tableDir, "_versions"));
+}
+
+/**
+ * Whether workers may checkpoint a fragment as a fragment file (a column file the graft adopts with a
+ * hard link; `checkpoint/fragment-file.ts`): only where the graft works and files can be linked — a
+ * local or POSIX filesystem. On object storage workers keep batch checkpoints.
+ */
+export function fragmentFilesSupported(t: ResolvedTable): boolean {
+  return !isRemote(t.tableDir) && graftSupported(t);
 }
 

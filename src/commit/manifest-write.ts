@@ -123,19 +123,74 @@ export async function linkVersion(tableDir: string, v2Names: boolean, version: n
 }
 
 /**
+ * The manifest PUT of {@link putVersion} failed every time and nothing tells whether one of its
+ * attempts reached the server (a request held or cut after the server stored it may still land): the
+ * version may or may not be published. Its data files must be kept (a published manifest may name
+ * them); nothing else is wrong.
+ */
+export class PublishOutcomeUnknown extends CommitError {
+  readonly version: number;
+  constructor(version: number, message: string, cause: unknown) {
+    super("COMMIT_FAILED", message, { cause, retryable: true });
+    this.name = "PublishOutcomeUnknown";
+    this.version = version;
+  }
+}
+
+/** How many times {@link putVersion} sends the manifest (each with the SDK's own retries) before its outcome is unknown. */
+const PUT_VERSION_ATTEMPTS = 3;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+/**
  * Publishes manifest `bytes` as `version` of a table on object storage, the way LanceDB commits
  * there: the `.txn` file (a fresh, unique name), then the manifest under its final name in
  * `_versions/` with put-if-absent (`If-None-Match: *`), which is refused when another writer took
  * the version first (→ false; the `.txn` file is then removed, best effort). Nothing is written with a
  * plain PUT and there is no `latest_version_hint.json` (LanceDB keeps none on object storage).
+ *
+ * Whether a refused or failed PUT was in fact ours is read from the version's stored manifest: the
+ * manifest names this commit's transaction file (a fresh UUID), so the stored bytes equal `bytes`
+ * exactly when our own PUT landed (e.g. a connection reset after the server stored it) — then this
+ * returns true and never publishes twice. A PUT that fails {@link PUT_VERSION_ATTEMPTS} times with
+ * the version still absent throws {@link PublishOutcomeUnknown}.
  */
 export async function putVersion(tableDir: string, v2Names: boolean, version: number, txnName: string, txn: Uint8Array, bytes: Uint8Array): Promise<boolean> {
   const store = storeAt(tableDir);
   const txnKey = `_transactions/${txnName}`;
   if (!(await store.putIfAbsent(txnKey, txn))) {
-    throw new CommitError("COMMIT_FAILED", `publishing version ${version} of ${tableDir}: its transaction file ${txnKey} exists already with other bytes (transaction names are unique: another process is publishing the same transaction); nothing was published`);
+    const stored = await store.get(txnKey);
+    if (stored === undefined || !sameBytes(stored, txn)) {
+      throw new CommitError("COMMIT_FAILED", `publishing version ${version} of ${tableDir}: its transaction file ${txnKey} exists already with other bytes (transaction names are unique: another process is publishing the same transaction); nothing was published`);
+    }
   }
-  if (await store.putIfAbsent(`_versions/${manifestName(version, v2Names)}`, bytes)) return true;
-  await store.delete(txnKey).catch(() => {});
-  return false;
+  const key = `_versions/${manifestName(version, v2Names)}`;
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= PUT_VERSION_ATTEMPTS; attempt++) {
+    let put: boolean | undefined;
+    try {
+      put = await store.putIfAbsent(key, bytes);
+    } catch (e) {
+      lastError = e;
+    }
+    if (put === true) return true;
+    // Refused, or failed with an unknown outcome: the stored manifest says whose version it is.
+    let stored: Uint8Array | undefined;
+    try {
+      stored = await store.get(key);
+    } catch (e) {
+      lastError = e;
+      continue;
+    }
+    if (stored !== undefined) {
+      if (sameBytes(stored, bytes)) return true; // our own PUT landed
+      await store.delete(txnKey).catch(() => {});
+      return false;
+    }
+    if (put === false) lastError = new Error(`the PUT was refused but ${key} reads as absent`);
+  }
+  const why = (lastError as Error | undefined)?.message ?? String(lastError);
+  throw new PublishOutcomeUnknown(version, `publishing version ${version} of ${tableDir}: the manifest PUT of ${key} failed ${PUT_VERSION_ATTEMPTS} times (${why}) and the version still reads as absent; a request still in flight may yet publish it, so its data files are kept. Check the endpoint, then run the command again (a re-run sees whether it was published)`, lastError);
 }

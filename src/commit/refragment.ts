@@ -49,7 +49,7 @@ import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { ColumnLock, holdingLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
 import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, putVersion, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
-import { withShadowVersion } from "./shadow.ts";
+import { copyObjects, withBucketShadow, withShadowVersion, type ObjectCopy } from "./shadow.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, type DataFileInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
 import { openLanceTable, resolveTable, type ResolvedTable, type TableRef } from "../table.ts";
@@ -646,34 +646,11 @@ interface Placed {
   readonly name: string;
 }
 
-/** Server-side copies this many at a time. */
-const COPY_CONCURRENCY = 8;
-
 /** Copies `files` from `fromDir/data/` to `toDir/data/` under their new names (object storage, server-side); returns each one's size by name. */
 async function copyFiles(t: ResolvedTable, fromDir: string, toDir: string, files: readonly Placed[]): Promise<Map<string, number>> {
-  const db = storeAt(t.dbDir);
-  const root = canonical(t.dbDir);
-  const key = (loc: string): string => canonical(loc).slice(root.length + 1);
-  const sizes = new Map<string, number>();
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < files.length) {
-      const { d, name } = files[next++]!;
-      try {
-        sizes.set(name, await db.copy(key(`${canonical(fromDir)}/data/${d.path}`), key(`${canonical(toDir)}/data/${name}`)));
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  // Every copy in flight has ended before this returns or throws, so a cleanup that follows a failure
-  // never races a copy still landing.
-  const settled = await Promise.allSettled(Array.from({ length: Math.min(COPY_CONCURRENCY, files.length) }, worker));
-  const failure = settled.find((r) => r.status === "rejected");
-  if (failure) throw failure.reason;
-  return sizes;
+  const copies = files.map(({ d, name }) => ({ from: `${canonical(fromDir)}/data/${d.path}`, to: `${canonical(toDir)}/data/${name}` }));
+  const sizes = await copyObjects(t.dbDir, copies);
+  return new Map(files.map(({ name }, i) => [name, sizes.get(canonical(copies[i]!.to))!]));
 }
 
 /** The swap's data files on object storage: the staged files copied into the table's data/ folder (no manifest refers to them yet). */
@@ -689,14 +666,8 @@ function copyIntoTable(t: ResolvedTable, stageDir: string, files: readonly Place
  */
 async function withRemoteShadow(t: ResolvedTable, runId: string, stageDir: string, files: readonly Placed[], fileName: string, manifest: Uint8Array, read: (shadowDb: string) => Promise<void>): Promise<void> {
   const shadowDb = `${canonical(paths(t).dir)}/shadow-${runId}-${randomUUID()}`;
-  const shadowTable = `${shadowDb}/${t.name}.lance`;
-  try {
-    await copyFiles(t, stageDir, shadowTable, files);
-    if (!(await storeAt(shadowTable).putIfAbsent(`_versions/${fileName}`, manifest))) throw new Error(`the shadow ${shadowTable} has a manifest ${fileName} already`);
-    await read(shadowDb);
-  } finally {
-    await removeAll(shadowDb).catch(() => {});
-  }
+  const copies = (shadowTable: string): ObjectCopy[] => files.map(({ d, name }) => ({ from: `${canonical(stageDir)}/data/${d.path}`, to: `${shadowTable}/data/${name}` }));
+  await withBucketShadow(t, shadowDb, `${t.name}.lance`, copies, fileName, manifest, read);
 }
 
 /** Whether the journal's swap was published (its version's manifest names the swap's transaction). */

@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { batchKey, deletionIdentity, inputIdentity, markerName, markerNamespace, type DoneMarker } from "../checkpoint/keys.ts";
 import { checkpointStoreAt, FileCheckpointStore, type CheckpointStore } from "../checkpoint/store.ts";
 import { fragmentFileSkipped, poisonFragmentFile } from "../checkpoint/fragment-file.ts";
-import { graftSupported } from "../commit/graft.ts";
+import { fragmentFilesSupported } from "../commit/graft.ts";
 import { formatVersionOf, readRawManifest } from "../commit/manifest-write.ts";
 import { sweepBatches } from "../checkpoint/sweep.ts";
 import { checkInputs, RESERVED_COLUMNS, withoutReservedColumns } from "../columns.ts";
@@ -273,7 +273,7 @@ async function planRun(t: ResolvedTable, column: string, binding: Binding, opts:
   // Whole-fragment tasks write the column file themselves when the graft can publish it (see
   // checkpoint/fragment-file.ts); LANCET_FRAGMENT_FILES=0 keeps batch checkpoints (for comparisons).
   const fileFormat =
-    opts.commitMode !== "merge" && binding.dataType !== "blob" && process.env.LANCET_FRAGMENT_FILES !== "0" && graftSupported(t) ? formatVersionOf(await readRawManifest(t.tableDir, readVersion)) : undefined;
+    opts.commitMode !== "merge" && binding.dataType !== "blob" && process.env.LANCET_FRAGMENT_FILES !== "0" && fragmentFilesSupported(t) ? formatVersionOf(await readRawManifest(t.tableDir, readVersion)) : undefined;
   const fragments: (PlanFragmentInput & { identity: string })[] = [];
   let offset = 0;
   for (const f of manifest.fragments) {

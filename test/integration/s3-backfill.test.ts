@@ -71,7 +71,7 @@ test("a backfill on s3:// keeps everything in the bucket: values, bundles, check
     assert.equal(r.status, "finished");
     assert.equal(r.metrics.rowsComputed, 600);
     for (const row of await readBack(db, storageOptions, ["y"])) assert.equal(row.y, row.x === null ? null : (row.x as number) * 2);
-    assert.ok(r.events.every((e) => e.type !== "commit-fallback"), "object storage commits with mergeInsert from the start (auto), no graft attempt");
+    assert.ok(r.events.every((e) => e.type !== "commit-fallback"), "auto commits every fragment by graft on object storage too (put-if-absent), no fallback to mergeInsert");
     // A skipped row's error goes to the errors table in the bucket.
     const z = await backfill(ref, "z", { concurrency: 1, errorPolicy: "skip" });
     assert.ok(z.metrics.rowsSkipped > 0);
@@ -91,9 +91,13 @@ test("a backfill on s3:// keeps everything in the bucket: values, bundles, check
     assert.ok((await keysUnder(env, db, "_lancet_jobs.lance/_versions/")).length > 0);
     assert.ok((await keysUnder(env, db, "_lancet_errors.lance/_versions/")).length > 0);
     assert.deepEqual(readdirSync(cwd), [], "nothing written to the local filesystem");
-    // The graft needs link(): asked for explicitly, it is refused with the way out.
+    // The graft asked for explicitly works on object storage too (it publishes with put-if-absent).
     await addColumns(ref, { w: udfRef("doubled") });
-    await assert.rejects(backfill(ref, "w", { commitMode: "graft" }), (e: unknown) => isBackfillError(e, "CONFIG_INVALID") && /commitMode "graft" needs table t on a local or POSIX filesystem.*use "auto"/.test((e as Error).message));
+    const w = await backfill(ref, "w", { commitMode: "graft" });
+    assert.equal(w.status, "finished");
+    assert.ok(w.events.every((e) => e.type !== "commit-fallback"));
+    for (const row of await readBack(db, storageOptions, ["w"])) assert.equal(row.w, row.x === null ? null : (row.x as number) * 2);
+    assert.deepEqual(readdirSync(cwd), [], "nothing written to the local filesystem by the graft either");
   } finally {
     process.chdir(before);
     rmSync(cwd, { recursive: true, force: true });
