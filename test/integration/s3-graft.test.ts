@@ -280,3 +280,31 @@ for (const resets of [1, 5]) {
     await assertValues(d, ["y"], 600);
   });
 }
+
+test("a manifest PUT that never reaches the server (reset every time): the commit fails saying its outcome is unknown, its data file is kept, nothing is published; a re-run finishes", { skip, timeout: 180_000 }, async (t: TestContext) => {
+  const d = await s3Table(3, 200);
+  const proxy = await startS3Proxy(d.env.endpoint);
+  t.after(() => proxy.close());
+  const ref: TableRef = { db: d.db, table: "t", storageOptions: { ...d.direct, endpoint: proxy.endpoint } };
+  await addColumns(ref, { y: udfRef("doubled") });
+  const before = await everyVersionReads(d);
+  // Every send of the first publication is cut before it reaches the server: putVersion's three
+  // attempts of the SDK's five each, with the version still absent after each.
+  proxy.inject({ kind: "reset", match: { method: "PUT", key: "/db/t.lance/_versions/" } }, 15);
+  await assert.rejects(backfill(ref, "y", { commitGranularity: 1, concurrency: 1 }), (e: unknown) => {
+    assert.equal((e as { code?: string }).code, "COMMIT_FAILED", String(e));
+    assert.match((e as Error).message, /failed 3 times .* still reads as absent; a request still in flight may yet publish it, so its data files are kept/);
+    return true;
+  });
+  assert.equal(proxy.faulted.length, 15, "every PUT of the first publication was cut");
+  const latest = await everyVersionReads(d);
+  assert.equal((await graftedFiles(d.tableDir, before + 1, latest)).size, 2, "the other two fragments were grafted; the first was not published");
+  const referenced = new Set(parseManifestFile((await readManifestFile(d.tableDir)).buf).fragments.flatMap((f) => f.files.map((x) => x.path)));
+  const orphans = (await storeAt(d.tableDir).list("data/")).map((k) => k.slice("data/".length)).filter((f) => !referenced.has(f));
+  assert.equal(orphans.length, 1, `the unpublished graft's data file is kept, and nothing else is unreferenced (${orphans.join(", ")})`);
+  proxy.clear();
+  const again = await backfill(ref, "y");
+  assert.equal(again.status, "finished");
+  await assertValues(d, ["y"], 600);
+  await everyVersionReads(d);
+});
