@@ -30,6 +30,7 @@ export const FAILPOINTS = {
   "chunk.after-flush": "a worker expanding a chunk view appended a buffer of children; the coordinator has not recorded their parents as expanded yet",
   "udtf.after-partition": "a worker computing a UDTF view staged a partition's rows; the coordinator has not recorded the partition as done yet",
   "udtf.before-swap": "a UDTF view's refresh staged every partition; it has not replaced the view's rows yet",
+  "udtf.before-split": "a UDTF view's refresh replaced the view's rows and wrote its watermark; it has not split the view's fragments to maxRowsPerFragment yet",
   "view.mid-sync": "a view refresh removed the rows that are gone or changed; it has not appended the new and changed rows yet",
 } as const;
 

@@ -41,7 +41,7 @@ export const REFRESH: CommandSpec = {
     VIEW,
     { name: "src-version", type: "string", value: "N", integer: true, help: "refresh to this source version (forwards or backwards)", default: "the source's latest" },
     { name: "source-task-size", type: "string", value: "N", integer: true, option: "sourceTaskSize", help: "chunk views: source rows (parents) per work item", default: "1024" },
-    { name: "max-rows-per-fragment", type: "string", value: "N", integer: true, option: "maxRowsPerFragment", help: "chunk and UDTF views: rows a worker buffers before appending them (the most rows per append)", default: "65536" },
+    { name: "max-rows-per-fragment", type: "string", value: "N", integer: true, option: "maxRowsPerFragment", help: "chunk and UDTF views: the most rows per fragment of the view (and per append of a worker)", default: "65536" },
     { name: "full", type: "boolean", help: "compare every row of the source and the view, not only those changed since the last refresh", default: "only the changes" },
     ...KNOBS,
     { ...JSON_FLAG, help: "machine-readable output: the last line of stdout is {status, sourceVersion, rowsAdded, rowsDeleted, rowsUpdated, rowsComputed}" },

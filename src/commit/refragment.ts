@@ -79,6 +79,12 @@ export interface RefragmentOptions {
   readonly conflictRetries?: number;
   /** Called (and awaited) after each staged fragment, after the swap and after each index. */
   readonly onProgress?: (p: RefragmentProgress) => void | Promise<void>;
+  /**
+   * Internal: the caller holds the table's lock `lockName` (`lock`) and runs job `jobId` (a view
+   * refresh splitting its view between its swap and its UDF columns' backfills): those two do not
+   * count as a running backfill. Any other lock or running job of the table still refuses.
+   */
+  readonly beside?: { readonly lock: ColumnLock; readonly lockName: string; readonly jobId: string };
 }
 
 export interface RefragmentResult {
@@ -331,19 +337,20 @@ export async function refragment(ref: TableRef, options: RefragmentOptions): Pro
   // column lock, then checks this one; refragment takes this one, then checks theirs: one of two
   // racing starts always sees the other).
   return holdingLock(t.storeDir, t.name, REFRAGMENT_LOCK, `table ${t.name} is being refragmented`, async () => {
-    await assertNoBackfill(t);
+    if (options.beside !== undefined) await options.beside.lock.assertHeld();
+    await assertNoBackfill(t, options.beside);
     return refragmentLocked(t, n, retries, options);
   });
 }
 
 /** Refuses while a backfill of the table runs: a live column lock, or a running job record. */
-async function assertNoBackfill(t: ResolvedTable): Promise<void> {
+async function assertNoBackfill(t: ResolvedTable, beside: RefragmentOptions["beside"]): Promise<void> {
   for (const name of await ColumnLock.names(t.storeDir)) {
-    if (name === REFRAGMENT_LOCK) continue;
+    if (name === REFRAGMENT_LOCK || name === beside?.lockName) continue;
     const h = await ColumnLock.holder(t.storeDir, name, undefined);
     if (h) throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill of column ${name} (job ${h.jobId}, pid ${h.pid} on ${h.host}); wait for it or cancel it (lancet jobs cancel ${h.jobId}) before refragmenting`, { table: t.name, column: name });
   }
-  const running = (await listJobs(t.dbDir, { table: t.name })).filter((x) => x.status === "running" || x.status === "pending");
+  const running = (await listJobs(t.dbDir, { table: t.name })).filter((x) => (x.status === "running" || x.status === "pending") && x.id !== beside?.jobId);
   if (running.length > 0) {
     throw new ConfigError("TABLE_BUSY", `table ${t.name} has a running backfill (job ${running[0]!.id}, column ${running[0]!.column}); wait for it or cancel it (lancet jobs cancel ${running[0]!.id}) before refragmenting`, { table: t.name });
   }

@@ -21,7 +21,7 @@ import { createHash, randomUUID } from "node:crypto";
 import * as path from "node:path";
 import { arrow} from "../arrow.ts";
 import type { ArrowNs, LanceNs } from "../arrow.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, isBackfillError } from "../errors.ts";
 import { sqlString } from "../sql.ts";
 import { failpoint } from "../failpoints.ts";
 import type { JobController } from "../jobs/job.ts";
@@ -32,7 +32,10 @@ import type { PlannedTask } from "../plan/plan.ts";
 import { parseDataType } from "../udf/types.ts";
 import { computedWith } from "../udf/table-fn.ts";
 import { readUdtfBinding, type UdtfBinding } from "../udf/udtf.ts";
-import { openRefresh, requireSourceColumns, writeWatermark } from "./sync.ts";
+import { refragment, type RefragmentResult } from "../commit/refragment.ts";
+import { readManifest } from "../read/manifest.ts";
+import type { ResolvedTable } from "../table.ts";
+import { openRefresh, requireSourceColumns, VIEW_REFRESH_LOCK, writeWatermark } from "./sync.ts";
 import { PARTITION } from "./view.ts";
 import { runViewJob, viewWorkerConfig } from "./view-job.ts";
 import { connectDb, storeAt } from "../storage/location.ts";
@@ -76,7 +79,11 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   const viewSchema = await view.schema();
   const binding = readUdtfBinding(viewSchema.fields.find((f) => f.name === PARTITION)?.metadata, name);
   await requireSourceColumns(source, [...binding.inputs, ...(binding.partitionBy !== null ? [binding.partitionBy] : [])], (col) => new ConfigError("INPUT_COLUMN_NOT_FOUND", `UDTF view ${name} needs column ${col}, which source table ${def.source} does not have at version ${sourceVersion}`, { table: def.source, column: col }));
+  const maxRows = opts.maxRowsPerFragment ?? DEFAULT_MAX_ROWS;
   if (watermark !== null && watermark.sourceVersion === sourceVersion && watermark.version === computedWith(binding) && opts.full !== true) {
+    // The rows are current; a refresh that died between its swap and its split left them in fragments
+    // larger than the bound: split them now (nothing when the layout is within it).
+    await splitView(viewRef, name, maxRows, { lock, refresh, force: false }, log);
     return { sourceVersion, rowsAdded: 0, rowsDeleted: 0, rowsUpdated: 0, read: "all", skipped: true, partitions: { total: 0, computed: 0 }, jobId: null };
   }
 
@@ -121,8 +128,39 @@ export async function syncUdtfView(db: string, name: string, opts: ResolvedBackf
   await writeWatermark(view, { sourceVersion, refreshedAt: new Date().toISOString(), version: computedWith(binding) });
   await stageConn.dropTable(stageName).catch(() => undefined);
   await marks.deletePrefix("");
+  failpoint("udtf.before-split");
+  // Every fragment the overwrite wrote is new: no checkpoint can refer to one (`force` discards those
+  // of the replaced fragments, which no backfill can use again).
+  await splitView(viewRef, name, maxRows, { lock, refresh, force: true }, log);
   log.info(`UDTF view ${name}: ${staged.numRows} row(s) from ${partitions.length} partition(s) replaced ${rowsDeleted}`);
   return { sourceVersion, rowsAdded: staged.numRows, rowsDeleted, rowsUpdated: 0, read: "all", skipped: false, partitions: { total: partitions.length, computed: pending.length }, jobId };
+}
+
+/** Rows per fragment of a UDTF view (and per staging append) without `maxRowsPerFragment`. */
+const DEFAULT_MAX_ROWS = 65_536;
+
+/**
+ * Splits the view's fragments into fragments of at most `maxRows` rows when one is larger (the swap's
+ * overwrite writes up to LanceDB's ~1M rows per fragment): one atomic re-layout by refragment, which
+ * keeps the rows, their order, the schema and field metadata (definition, bindings, watermark) and
+ * indexes; readers see the old layout or the new one, both complete. Nothing when every fragment is
+ * within the bound. Runs inside the refresh (its lock and its job do not count as a running backfill),
+ * before the refresh's backfills of the view's UDF columns, so that those run one task per fragment.
+ */
+async function splitView(viewRef: ResolvedTable, name: string, maxRows: number, held: { lock: ColumnLock; refresh: JobController; force: boolean }, log: Logger): Promise<void> {
+  const sizes = (await readManifest(viewRef.tableDir)).fragments.map((f) => f.physicalRows);
+  if (sizes.every((n) => n <= maxRows)) return;
+  let r: RefragmentResult;
+  try {
+    r = await refragment({ db: viewRef.dbDir, table: name }, { maxRowsPerFragment: maxRows, force: held.force, beside: { lock: held.lock, lockName: VIEW_REFRESH_LOCK, jobId: held.refresh.record.id } });
+  } catch (e) {
+    // Another job of the view runs (or a dead one still reads as running), or checkpoints of its UDF
+    // columns are pending: the rows are complete, only their layout waits for the next refresh.
+    if (!isBackfillError(e, "TABLE_BUSY")) throw e;
+    log.warn(`UDTF view ${name}: fragments of up to ${Math.max(...sizes)} rows were not split to ${maxRows} (${(e as Error).message}); the next refresh splits them`);
+    return;
+  }
+  held.refresh.event("commit", `view ${name}: ${r.rows} row(s) in ${r.fragmentsBefore} fragment(s) split into ${r.fragmentsAfter} fragment(s) of at most ${maxRows} rows (version ${r.swapVersion}, by refragment)`);
 }
 
 /** The distinct values of the partition column among the rows matching `where` (one partition without it). */
@@ -169,7 +207,7 @@ async function compute(
   jobId: string,
   log: Logger,
 ): Promise<void> {
-  const maxRows = opts.maxRowsPerFragment ?? 65_536;
+  const maxRows = opts.maxRowsPerFragment ?? DEFAULT_MAX_ROWS;
   const tasks: PlannedTask[] = pending.map((p, i) => ({ id: `partition-${i}`, fragmentId: i, globalOffset: 0, start: 0, end: 1, gaps: [{ start: 0, end: 1 }], selection: "", batchKey: `udtf-${jobId}-${i}`, partition: p }));
   const config = await viewWorkerConfig(dbDir, name, PARTITION, binding, opts, {
     udtf: { source: sourceName, where, outputs: binding.outputs, stageDir, stageTable, maxRowsPerFragment: maxRows },

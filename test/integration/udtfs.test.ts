@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { arrow, lancedb } from "../../src/arrow.ts";
 import type { ArrowNs, LanceNs } from "../../src/arrow.ts";
-import { addColumns, alterView, createView, isBackfillError, listErrors, listJobs, refreshView } from "../../src/index.ts";
+import { addColumns, alterView, createView, getJob, isBackfillError, listErrors, listJobs, listViews, readView, refreshView } from "../../src/index.ts";
 import { totals, wordCount } from "../fixtures/udtfs.ts";
 import { run as cli, type CliIo } from "../../src/cli/main.ts";
 import { REPO, fragmentLayout, tempDb, udfRef, type TempDb } from "../helpers.ts";
@@ -300,19 +300,123 @@ test("many partitions (an int32 partitionBy) on 2 workers: each partition comput
   assert.deepEqual([again.rowsAdded, again.rowsDeleted], [(await perRow()).length, 240]);
 });
 
-// Not specified for UDTF views: the README says maxRowsPerFragment is how often a worker appends a partition's
-// rows to the staging table, and the swap is one overwrite (one fragment of up to LanceDB's default file size).
-// For chunk views the same option bounds the view's fragments, and a view with one big fragment backfills its
-// own UDF columns as one task. Kept as a todo so that the difference stays visible without failing the suite.
-test("maxRowsPerFragment bounds the view's fragments as for chunk views (a UDTF yielding one row per source row)", { todo: "the swap writes one fragment; maxRowsPerFragment only sizes the staging appends" }, async () => {
+/** The rows perBatch gives for the source (one per source row), with asInt64 of the id when `big`. */
+async function perRowOf(t: TempDb, big = false): Promise<Row[]> {
+  return sortRows((await read(t, "src", ["id", "lang", "text"])).map((s) => ({ __partition: JSON.stringify(s.lang), id: s.id, lang: s.lang, words: BigInt(wordCount(s.text as string | null)), ...(big ? { big: (s.id as bigint) * 1_000_000_007n } : {}) })));
+}
+const PER_ROW_COLS = ["__partition", "id", "lang", "words"];
+
+/** The schema's metadata and that of the fields `names` (default: all), without the watermark: what a split must keep. */
+async function viewMetadata(t: TempDb, name: string, names?: string[]): Promise<Record<string, Record<string, string>>> {
+  const schema = await (await t.open(name)).schema();
+  const fields = Object.fromEntries(schema.fields.filter((f) => names === undefined || names.includes(f.name)).map((f) => [f.name, Object.fromEntries([...f.metadata].filter(([k]) => k !== "lancet:view:watermark"))]));
+  return { "(schema)": Object.fromEntries(schema.metadata), ...fields };
+}
+
+/** The backfill job of column `column` that refresh `r` ran: its planned fragments and tasks. */
+async function columnJob(t: TempDb, r: UdtfRefresh, column: string): Promise<{ fragmentsPlanned: number; tasksTotal: number; rowsComputed: number }> {
+  const id = r.jobs.find((j) => j.column === column)?.jobId;
+  assert.ok(id !== undefined, `refresh ${r.jobId} ran a backfill of ${column}: ${json(r.jobs)}`);
+  const { metrics } = await getJob(t.dir, id);
+  return { fragmentsPlanned: metrics.fragmentsPlanned, tasksTotal: metrics.tasksTotal, rowsComputed: metrics.rowsComputed };
+}
+
+/** Re-layouts (splits of the view's fragments) that refresh `r` made: its `commit` events. */
+const splits = async (t: TempDb, r: UdtfRefresh): Promise<number> => (await getJob(t.dir, r.jobId)).events.filter((e) => e.type === "commit").length;
+
+test("maxRowsPerFragment bounds the view's fragments as for chunk views (a UDTF yielding one row per source row): one overwrite, then an atomic split keeping definition, bindings and watermark; the view's UDF column backfills one task per fragment", async () => {
   await using t = await tempDb();
-  await makeSource(t, 100);
-  await createUdtfView(t.dir, "rows", { source: "src", udtf: udtfRef("perBatch") });
+  const source = await makeSource(t, 100);
+  await createUdtfView(t.dir, "rows", { source: "src", udtf: udtfRef("perBatch"), udfs: { big: udfRef("asInt64") } });
+  const created = await viewMetadata(t, "rows");
   const r = await refresh(t.dir, "rows", { concurrency: 2, maxRowsPerFragment: 7 });
+  assert.equal(r.status, "finished");
   assert.equal(r.rowsAdded, 100);
   assert.equal(await (await t.open("rows")).countRows(), 100);
   const layout = await fragmentLayout(t, "rows");
   assert.ok(layout.every((f) => f.physicalRows <= 7), `maxRowsPerFragment 7, fragments: ${JSON.stringify(layout.map((f) => f.physicalRows))}`);
+  assert.equal(layout.length, 15, `100 rows in fragments of at most 7: ${JSON.stringify(layout.map((f) => f.physicalRows))}`);
+  assert.deepEqual(await read(t, "rows", [...PER_ROW_COLS, "big"]), await perRowOf(t, true), "one row per source row, its UDF column computed");
+  const first = await read(t, "rows", PER_ROW_COLS);
+
+  // The split kept what the view keeps in its metadata: its definition, the UDTF and UDF bindings, the watermark.
+  assert.deepEqual(await viewMetadata(t, "rows", Object.keys(created).slice(1)), created);
+  const described = await readView(t.dir, "rows");
+  assert.equal(described.definition.udtf, udtfRef("perBatch"));
+  assert.equal(described.watermark?.sourceVersion, await source.version());
+  assert.deepEqual((await listViews(t.dir)).map((v) => v.name), ["rows"]);
+  assert.equal(await splits(t, r), 1, "one re-layout after the overwrite");
+  const job = await columnJob(t, r, "big");
+  assert.equal(job.rowsComputed, 100);
+  assert.equal(job.fragmentsPlanned, 15, `the backfill of big planned one fragment each: ${json(job)}`);
+  assert.ok(job.tasksTotal >= 15, `the backfill of big ran a task per fragment at least: ${json(job)}`);
+
+  // Nothing changed: skipped, nothing written (no split either: the layout is within the bound).
+  const version = await viewVersion(t, "rows");
+  const again = await refresh(t.dir, "rows", { concurrency: 2, maxRowsPerFragment: 7 });
+  assert.equal(again.skipped, true);
+  assert.equal(await viewVersion(t, "rows"), version);
+  assert.deepEqual(await fragmentLayout(t, "rows"), layout);
+
+  // After a source change the rows are replaced and split again; a bound the overwrite already meets splits nothing.
+  await source.add(src(100, 30));
+  const replaced = await refresh(t.dir, "rows", { concurrency: 2, maxRowsPerFragment: 7 });
+  assert.deepEqual([replaced.rowsAdded, replaced.rowsDeleted], [130, 100]);
+  assert.ok((await fragmentLayout(t, "rows")).every((f) => f.physicalRows <= 7));
+  assert.deepEqual(await read(t, "rows", [...PER_ROW_COLS, "big"]), await perRowOf(t, true));
+  const second = await read(t, "rows", PER_ROW_COLS);
+  await source.delete("id >= 120");
+  const wide = await refresh(t.dir, "rows", { maxRowsPerFragment: 1000 });
+  assert.equal(wide.rowsAdded, 120);
+  assert.deepEqual((await fragmentLayout(t, "rows")).map((f) => f.physicalRows), [120], "one fragment: within the bound, not split");
+  assert.deepEqual(await read(t, "rows", [...PER_ROW_COLS, "big"]), await perRowOf(t, true));
+  assert.equal(await splits(t, wide), 0, "no re-layout");
+  assert.deepEqual(await viewMetadata(t, "rows", Object.keys(created).slice(1)), created);
+
+  // Every version a reader could have read holds one refresh's rows, all of them: none (created), 100, 130 or 120.
+  const sets = [[], first, second, await read(t, "rows", PER_ROW_COLS)].map(json);
+  for (const { version: v } of await (await t.open("rows")).listVersions()) {
+    assert.ok(sets.includes(json(await read(t, "rows", PER_ROW_COLS, { version: v }))), `version ${v} of the view holds one refresh's rows, all of them`);
+  }
+});
+
+test("kill -9 between the swap and the split (udtf.before-split:kill): the view holds every new row, in one fragment; the next refresh is skipped for its rows, splits the view, then fills its UDF column", async () => {
+  await using t = await tempDb();
+  const source = await makeSource(t, 100);
+  await createUdtfView(t.dir, "rows", { source: "src", udtf: udtfRef("perBatch"), udfs: { big: udfRef("asInt64") } });
+  const created = await viewMetadata(t, "rows");
+
+  const run = childRefresh(t, "rows", { LANCET_FAILPOINTS: "udtf.before-split:kill" }, { concurrency: 2, maxRowsPerFragment: 7 });
+  const timer = setTimeout(() => run.child.kill("SIGKILL"), 60_000);
+  const { signal } = await run.exited;
+  clearTimeout(timer);
+  assert.equal(signal, "SIGKILL", `the refresh was killed by its failpoint: ${run.stderr()}`);
+  assert.deepEqual(await read(t, "rows", PER_ROW_COLS), await perRowOf(t), "every new row is in the view");
+  assert.deepEqual((await fragmentLayout(t, "rows")).map((f) => f.physicalRows), [100], "one fragment: the overwrite's");
+  assert.equal((await readView(t.dir, "rows")).watermark?.sourceVersion, await source.version(), "the watermark was written before the split");
+  // The killed refresh's record reads as running until its heartbeat is overdue (then as failed, abandoned).
+  const killed = (await listJobs(t.dir, { table: "rows" })).find((j) => j.kind === "refresh");
+  assert.ok(killed !== undefined);
+  for (const until = Date.now() + 30_000; (await getJob(t.dir, killed.id)).status === "running"; ) {
+    assert.ok(Date.now() < until, `the killed refresh ${killed.id} still reads as running`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+
+  const r = await refresh(t.dir, "rows", { concurrency: 2, maxRowsPerFragment: 7 });
+  assert.equal(r.status, "finished");
+  assert.equal(r.skipped, true, "the rows are current: nothing is computed again");
+  assert.equal(await splits(t, r), 1, "the skipped refresh split the view");
+  const layout = await fragmentLayout(t, "rows");
+  assert.ok(layout.every((f) => f.physicalRows <= 7), `split by the next refresh: ${JSON.stringify(layout.map((f) => f.physicalRows))}`);
+  assert.deepEqual(await read(t, "rows", [...PER_ROW_COLS, "big"]), await perRowOf(t, true));
+  assert.deepEqual(await viewMetadata(t, "rows", Object.keys(created).slice(1)), created);
+  const job = await columnJob(t, r, "big");
+  assert.equal(job.rowsComputed, 100);
+  assert.equal(job.fragmentsPlanned, layout.length);
+
+  const version = await viewVersion(t, "rows");
+  assert.equal((await refresh(t.dir, "rows", { maxRowsPerFragment: 7 })).skipped, true);
+  assert.equal(await viewVersion(t, "rows"), version, "nothing left to do");
 });
 
 test("each kind of UDTF gives the same rows: an async generator of objects, arrays per batch, an Arrow table, record batches, an async function returning an array, a function returning a promise; setup() reaches ctx.state", async () => {
@@ -362,6 +466,15 @@ test("CLI: create-view --udtf, refresh --json (partitions, skipped), alter-view 
   assert.equal(await cli(["refresh", "--db", t.dir, "--view", "v", "--json"], o), 0, o.err);
   assert.deepEqual(last(o.out).partitions, { total: 5, computed: 5 }, o.out);
   await assertLangStats(t, "v", { words: (w) => w * 2n });
+  // --max-rows-per-fragment bounds a UDTF view's fragments (one row per source row: 100 rows in fragments of at most 7).
+  o = io();
+  assert.equal(await cli(["create-view", "--db", t.dir, "--view", "rows", "--source", "src", "--udtf", udtfRef("perBatch")], o), 0, o.err);
+  o = io();
+  assert.equal(await cli(["refresh", "--db", t.dir, "--view", "rows", "--max-rows-per-fragment", "7", "--json"], o), 0, o.err);
+  assert.equal(last(o.out).rowsAdded, 100, o.out);
+  const layout = (await fragmentLayout(t, "rows")).map((f) => f.physicalRows);
+  assert.ok(layout.length === 15 && layout.every((n) => n <= 7), `fragments: ${JSON.stringify(layout)}`);
+  assert.deepEqual(await read(t, "rows", PER_ROW_COLS), await perRowOf(t));
 });
 
 test("a UDTF yielding an Arrow table built with its own bundled ESM copy of apache-arrow (import from \"apache-arrow\", as a user writes it)", async () => {
