@@ -175,7 +175,9 @@ async function startCounter(): Promise<Counter> {
 }
 
 // ---- one run ------------------------------------------------------------------------------------
-type Where = "local-auto" | "local-merge" | "s3";
+type Where = "local-auto" | "local-merge" | "s3" | "s3-merge";
+/** The configurations P2 runs (S3 with mergeInsert only in P1). */
+type P2Where = Exclude<Where, "s3-merge">;
 interface Run {
   where: Where;
   bindMs: number;
@@ -199,7 +201,8 @@ async function runOne(where: Where, base: string, udf: string, options: Backfill
   const id = `${where}-${++seq}`;
   let db: string;
   let so: Record<string, string> | undefined;
-  if (where === "s3") {
+  const remote = where === "s3" || where === "s3-merge";
+  if (remote) {
     await upload(base, id);
     db = `s3://${BUCKET}/${id}`;
     so = storageOptions(counter?.endpoint ?? S3.endpoint);
@@ -218,7 +221,7 @@ async function runOne(where: Where, base: string, udf: string, options: Backfill
   const tl = { planMs: -1, firstCkpMs: -1, allCkpMs: -1 };
   const record = await backfill(ref, "y", {
     ...options,
-    ...(where === "local-merge" ? { commitMode: "merge" as const } : {}),
+    ...(where === "local-merge" || where === "s3-merge" ? { commitMode: "merge" as const } : {}),
     onProgress: (p) => {
       const now = performance.now() - t1;
       if (tl.planMs < 0) tl.planMs = now;
@@ -245,13 +248,13 @@ async function runOne(where: Where, base: string, udf: string, options: Backfill
   table.close();
   conn.close();
   if (ok !== rows) throw new Error(`${id}: ${ok} of ${rows} rows satisfy ${verify}`);
-  if (where === "s3") await deletePrefix(id);
+  if (remote) await deletePrefix(id);
   else rmSync(db, { recursive: true, force: true });
   return { where, bindMs: t1 - t0, backfillMs: t2 - t1, totalMs: t2 - t0, coordCpuMs: (cpu.user + cpu.system) / 1000, ...tl, record, counts, late, lateLog };
 }
 
 // ---- printing -----------------------------------------------------------------------------------
-const LABEL: Record<Where, string> = { "local-auto": "local, auto (graft + fragment files)", "local-merge": "local, merge", s3: "S3, auto (graft)" };
+const LABEL: Record<Where, string> = { "local-auto": "local, auto (graft + fragment files)", "local-merge": "local, merge", s3: "S3, auto (graft)", "s3-merge": "S3, merge (mergeInsert)" };
 const s2 = (ms: number): string => (ms / 1000).toFixed(2);
 function medianRows(label: string, runs: Run[]): string {
   const med = (f: (r: Run) => number): number => median(runs.map(f));
@@ -315,8 +318,10 @@ try {
   const p1Base = path.join(root, "base-p1");
   await buildTable(p1Base, P1_ROWS, P1_FRAG);
   note(`P1: built ${fmt(P1_ROWS)} rows`);
-  const p1: Record<Where | "native-local" | "native-s3", Run[] | number[]> = { "local-auto": [], "local-merge": [], s3: [], "native-local": [], "native-s3": [] };
-  const orders: Where[][] = [["local-auto", "local-merge", "s3"], ["local-merge", "s3", "local-auto"], ["s3", "local-auto", "local-merge"]];
+  const p1: Record<Where | "native-local" | "native-s3", Run[] | number[]> = { "local-auto": [], "local-merge": [], s3: [], "s3-merge": [], "native-local": [], "native-s3": [] };
+  const orders: P2Where[][] = [["local-auto", "local-merge", "s3"], ["local-merge", "s3", "local-auto"], ["s3", "local-auto", "local-merge"]];
+  // P1 also runs S3 with mergeInsert, so both committers on S3 are compared in one run.
+  const p1Orders: Where[][] = [["local-auto", "local-merge", "s3", "s3-merge"], ["local-merge", "s3", "s3-merge", "local-auto"], ["s3", "s3-merge", "local-auto", "local-merge"], ["s3-merge", "local-auto", "local-merge", "s3"]];
   /** LanceDB's own `addColumns([{ valueSql: "x * 2" }])` on a copy, for reference (local and S3). */
   async function native(where: "local" | "s3"): Promise<number> {
     const id = `native-${where}-${++seq}`;
@@ -342,7 +347,7 @@ try {
     return ms;
   }
   for (let r = 0; r < REPS; r++) {
-    const order = orders[r % orders.length]!;
+    const order = p1Orders[r % p1Orders.length]!;
     for (const w of order) (p1[w] as Run[]).push(await runOne(w, p1Base, UDF_DOUBLE, {}, "y = x * 2", P1_ROWS));
     for (const w of (r % 2 === 0 ? ["local", "s3"] : ["s3", "local"]) as ("local" | "s3")[]) (p1[`native-${w}`] as number[]).push(await native(w));
     note(`P1 rep ${r + 1}/${REPS} (${order.join(", ")}): ${order.map((w) => `${w} ${fmt((p1[w] as Run[])[r]!.totalMs)} ms`).join(", ")}; native local ${fmt((p1["native-local"] as number[])[r]!, 1)} ms, S3 ${fmt((p1["native-s3"] as number[])[r]!, 1)} ms`);
@@ -358,13 +363,15 @@ try {
   say("Lancet `addColumns({ y: \"bench/udfs.ts#double\" })` + `backfill(ref, \"y\")`, default options (concurrency = cores); every result verified with `countRows(\"y = x * 2\")`.");
   say();
   say(HEAD);
-  for (const w of ["local-auto", "local-merge", "s3"] as const) say(medianRows(LABEL[w], p1[w] as Run[]));
+  for (const w of ["local-auto", "local-merge", "s3", "s3-merge"] as const) say(medianRows(LABEL[w], p1[w] as Run[]));
   say();
   say(`LanceDB native \`addColumns([{ name: "y", valueSql: "x * 2" }])\` for reference, median: local **${fmt(nl, 1)} ms** (${(p1["native-local"] as number[]).map((x) => fmt(x, 1)).join(", ")}), S3 **${fmt(ns, 1)} ms** (${(p1["native-s3"] as number[]).map((x) => fmt(x, 1)).join(", ")}).`);
   say();
   say("| ratio of medians | value |\n|---|---:|");
   say(`| S3 ÷ local auto (what S3 costs a user today) | **${(p1Med("s3") / p1Med("local-auto")).toFixed(2)}×** |`);
   say(`| S3 ÷ local merge | **${(p1Med("s3") / p1Med("local-merge")).toFixed(2)}×** |`);
+  say(`| S3 merge ÷ S3 auto (the graft's gain on S3) | **${(p1Med("s3-merge") / p1Med("s3")).toFixed(2)}×** |`);
+  say(`| S3 merge ÷ local merge (the object store, same committer) | ${(p1Med("s3-merge") / p1Med("local-merge")).toFixed(2)}× |`);
   say(`| local merge ÷ local auto (the fast committer's gain on disk) | ${(p1Med("local-merge") / p1Med("local-auto")).toFixed(2)}× |`);
   say(`| native S3 ÷ native local | ${(ns / nl).toFixed(2)}× |`);
   say(`| native ÷ Lancet: local auto / local merge / S3 | ${(nl / p1Med("local-auto")).toFixed(3)} / ${(nl / p1Med("local-merge")).toFixed(3)} / ${(ns / p1Med("s3")).toFixed(3)} |`);
@@ -372,9 +379,9 @@ try {
   result.p1 = {
     rows: P1_ROWS,
     fragments: P1_ROWS / P1_FRAG,
-    medianMs: { localAuto: r1(p1Med("local-auto")), localMerge: r1(p1Med("local-merge")), s3: r1(p1Med("s3")), nativeLocal: r1(nl), nativeS3: r1(ns) },
-    runsMs: Object.fromEntries((["local-auto", "local-merge", "s3"] as const).map((w) => [w, (p1[w] as Run[]).map((x) => r1(x.totalMs))])),
-    breakdownRep1: Object.fromEntries((["local-auto", "local-merge", "s3"] as const).map((w) => [w, breakdown((p1[w] as Run[])[0]!.record.metrics)])),
+    medianMs: { localAuto: r1(p1Med("local-auto")), localMerge: r1(p1Med("local-merge")), s3: r1(p1Med("s3")), s3Merge: r1(p1Med("s3-merge")), nativeLocal: r1(nl), nativeS3: r1(ns) },
+    runsMs: Object.fromEntries((["local-auto", "local-merge", "s3", "s3-merge"] as const).map((w) => [w, (p1[w] as Run[]).map((x) => r1(x.totalMs))])),
+    breakdownRep1: Object.fromEntries((["local-auto", "local-merge", "s3", "s3-merge"] as const).map((w) => [w, breakdown((p1[w] as Run[])[0]!.record.metrics)])),
     s3OverLocalAuto: r3(p1Med("s3") / p1Med("local-auto")),
     s3OverLocalMerge: r3(p1Med("s3") / p1Med("local-merge")),
     requests: p1Count ? countsJson(p1Count, P1_ROWS, P1_ROWS / P1_FRAG) : undefined,
@@ -385,7 +392,7 @@ try {
   await buildTable(p2Base, P2_ROWS, Math.ceil(P2_ROWS / P2_FRAGS));
   note(`P2: built ${fmt(P2_ROWS)} rows`);
   process.env.LANCET_BENCH_BURN_ROUNDS = BURN_ROUNDS;
-  const p2: Record<`${Where} c${1 | 2}`, Run[]> = { "local-auto c1": [], "local-auto c2": [], "local-merge c1": [], "local-merge c2": [], "s3 c1": [], "s3 c2": [] };
+  const p2: Record<`${P2Where} c${1 | 2}`, Run[]> = { "local-auto c1": [], "local-auto c2": [], "local-merge c1": [], "local-merge c2": [], "s3 c1": [], "s3 c2": [] };
   for (let r = 0; r < REPS; r++) {
     const order = orders[r % orders.length]!;
     const cs = (r % 2 === 0 ? [1, 2] : [2, 1]) as (1 | 2)[];
@@ -404,7 +411,7 @@ try {
   delete process.env.LANCET_BENCH_BURN_ROUNDS;
   rmSync(p2Base, { recursive: true, force: true });
   const p2Med = (k: keyof typeof p2): number => median(p2[k].map((x) => x.totalMs));
-  const speedup = (w: Where): number => median(p2[`${w} c1`].map((x) => x.backfillMs)) / median(p2[`${w} c2`].map((x) => x.backfillMs));
+  const speedup = (w: P2Where): number => median(p2[`${w} c1`].map((x) => x.backfillMs)) / median(p2[`${w} c2`].map((x) => x.backfillMs));
   say(`### P2: CPU-bound UDF, ${fmt(P2_ROWS)} rows in ${P2_FRAGS} fragments, concurrency 1 and 2`);
   say();
   say(`Scalar \`bench/udfs-suite.ts#cpuBurn\` (${BURN_ROUNDS} xorshift rounds per row, ~50 µs), default options except \`concurrency\`; every run checked: all rows computed and committed, \`countRows("y IS NOT NULL")\` = rows.`);
