@@ -4,7 +4,6 @@
  * live workers and queue counts on Redis (listWorkers, BullMQ's job counts). No twin of any of them.
  */
 import { availableParallelism } from "node:os";
-import * as path from "node:path";
 import { Queue } from "bullmq";
 import { columnStatus, userColumns, type ColumnStatus } from "../columns.ts";
 import { withRedis } from "../exec/bullmq/executor.ts";
@@ -16,7 +15,7 @@ import { resolveBackfillOptions } from "../options.ts";
 import { countErrors, listErrors, type ErrorRecord } from "../jobs/errors-table.ts";
 import type { Diagnosis, JobRecord } from "../jobs/record.ts";
 import { readManifest } from "../read/manifest.ts";
-import { canonical, connectDb, isRemote } from "../storage/location.ts";
+import { connectDb, dbLocation } from "../storage/location.ts";
 import { openLanceTable, resolveTable } from "../table.ts";
 import { formatDataType } from "../udf/types.ts";
 import type { Binding } from "../udf/binding.ts";
@@ -72,11 +71,6 @@ export interface QueueCounts {
   readonly delayed: number;
   readonly failed: number;
   readonly completed: number;
-}
-
-/** The database location as Lancet's readers name it: the canonical URI, or the absolute directory. */
-export function dbLocation(db: string): string {
-  return isRemote(db) ? canonical(db) : path.resolve(db);
 }
 
 /** User tables of the database (Lancet's `_lancet_*` system tables left out), by name. */

@@ -24,7 +24,8 @@ import { FINAL_STATUSES, type JobRecord, type JobStatus } from "../jobs/record.t
 import { silentLogger, type Logger } from "../log.ts";
 import { resolveTable } from "../table.ts";
 import { listViews } from "../views/view.ts";
-import { dbLocation, jobDetail, tableEntry, tableNames, workersAndQueues } from "./data.ts";
+import { dbLocation } from "../storage/location.ts";
+import { jobDetail, tableEntry, tableNames, workersAndQueues } from "./data.ts";
 
 export interface ConsoleOptions {
   /** The database: a directory or `s3://bucket/prefix` (storage options registered beforehand). */

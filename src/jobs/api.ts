@@ -1,15 +1,13 @@
 /** Reading and cancelling jobs from any process: the jobs table of a database. */
 import { existsSync } from "node:fs";
-import * as path from "node:path";
 import { ConfigError } from "../errors.ts";
 import { FINAL_STATUSES, type JobRecord, type JobStatus } from "./record.ts";
-import { canonical, isRemote } from "../storage/location.ts";
+import { dbLocation, isRemote } from "../storage/location.ts";
 import { JOBS_TABLE, JobsTable, requestCancel, systemTableExists } from "./store.ts";
 
 function dbDirOf(db: string): string {
-  if (isRemote(db)) return canonical(db);
-  const dir = path.resolve(db);
-  if (!existsSync(dir)) throw new ConfigError("DB_NOT_FOUND", `database directory ${dir} does not exist; pass the directory you gave lancedb.connect()`);
+  const dir = dbLocation(db);
+  if (!isRemote(db) && !existsSync(dir)) throw new ConfigError("DB_NOT_FOUND", `database directory ${dir} does not exist; pass the directory you gave lancedb.connect()`);
   return dir;
 }
 

@@ -7,7 +7,7 @@ import { arrow } from "../arrow.ts";
 import { CheckpointError, type BackfillError } from "../errors.ts";
 import { sqlString } from "../sql.ts";
 import { openSystemTable, systemTableExists } from "./store.ts";
-import { canonical, isRemote } from "../storage/location.ts";
+import { dbLocation } from "../storage/location.ts";
 import type { LanceNs } from "../arrow.ts";
 
 export const ERRORS_TABLE = "_lancet_errors";
@@ -96,14 +96,14 @@ function errorsWhere(filter: ErrorsFilter): string | undefined {
 
 /** Error records of a database (none when no job ever skipped a row). */
 export async function listErrors(db: string, filter: ErrorsFilter = {}): Promise<ErrorRecord[]> {
-  const dir = isRemote(db) ? canonical(db) : path.resolve(db);
+  const dir = dbLocation(db);
   if (!(await systemTableExists(dir, ERRORS_TABLE))) return [];
   return (await ErrorsTable.open(dir)).list(filter);
 }
 
 /** How many error records of a database match the filter. */
 export async function countErrors(db: string, filter: ErrorsFilter = {}): Promise<number> {
-  const dir = isRemote(db) ? canonical(db) : path.resolve(db);
+  const dir = dbLocation(db);
   if (!(await systemTableExists(dir, ERRORS_TABLE))) return 0;
   return (await ErrorsTable.open(dir)).count(filter);
 }

@@ -8,6 +8,7 @@
  * from any location inside it — so no secret travels in a job record, a task or a log line.
  */
 import { rm } from "node:fs/promises";
+import * as path from "node:path";
 import { lancedb, type LanceNs } from "../arrow.ts";
 import { ConfigError } from "../errors.ts";
 import { resolveStorageOptions, storeFor, type ObjectStore, type StorageOptions } from "./object-store.ts";
@@ -24,6 +25,11 @@ export function isRemote(p: string): boolean {
 export function canonical(p: string): string {
   if (!isRemote(p)) return p;
   return p.replace(REMOTE, (_, scheme: string) => `${scheme.toLowerCase()}://`).replace(/\/+$/, "");
+}
+
+/** A database's location as Lancet's readers name it: the canonical URI, or the absolute directory. */
+export function dbLocation(db: string): string {
+  return isRemote(db) ? canonical(db) : path.resolve(db);
 }
 
 /** Storage options registered per database URI (longest prefix wins). */

@@ -22,7 +22,7 @@ import { bindChunker, CHUNKER_KEY, readChunkerBinding } from "../udf/chunker.ts"
 import { bindUdtf, readUdtfBinding, UDTF_KEY, type UdtfBinding } from "../udf/udtf.ts";
 import type { TableFnBinding } from "../udf/table-fn.ts";
 import { parseDataType } from "../udf/types.ts";
-import { canonical, connectDb, isRemote, removeAll } from "../storage/location.ts";
+import { connectDb, dbLocation, removeAll } from "../storage/location.ts";
 
 /** Schema metadata key holding a view's definition (JSON). */
 export const VIEW_KEY = "lancet:view";
@@ -271,7 +271,7 @@ export async function readView(db: string, name: string): Promise<ViewInfo> {
 
 /** The views in database `db` (tables carrying a Lancet view definition), by name. */
 export async function listViews(db: string): Promise<ViewInfo[]> {
-  const dbDir = isRemote(db) ? canonical(db) : path.resolve(db);
+  const dbDir = dbLocation(db);
   resolveDb(db);
   const conn = await connectDb(dbDir, { readConsistencyInterval: 0 });
   const out: ViewInfo[] = [];

@@ -20,7 +20,7 @@ import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from "bullm
 import { Redis } from "ioredis";
 import type { Server } from "node:http";
 import { checkpointStoreAt } from "../../checkpoint/store.ts";
-import { canonical, isRemote } from "../../storage/location.ts";
+import { dbLocation, isRemote } from "../../storage/location.ts";
 import { BackfillError, ConfigError, isBackfillError, serializeError } from "../../errors.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { gapsOf } from "../../plan/plan.ts";
@@ -159,7 +159,7 @@ export class LancetWorker {
       this.gpuSlots = Array.from({ length: Math.min(concurrency, Math.max(1, Math.floor(ids.length / per))) }, (_, i) => ids.slice(i * per, i * per + per).join(","));
     }
     this.metricsPort = options.metricsPort;
-    this.allowedDbDirs = options.allowedDbDirs?.map((d) => (isRemote(d) ? canonical(d) : path.resolve(d)));
+    this.allowedDbDirs = options.allowedDbDirs?.map(dbLocation);
     this.baseEnv = udfBaseEnv(process.env, options.passEnv ?? []);
   }
 
