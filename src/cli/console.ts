@@ -4,7 +4,7 @@ import * as path from "node:path";
 import { checkQueueBase, connectionFor, DEFAULT_QUEUE } from "../exec/bullmq/queue.ts";
 import { stderrLogger } from "../log.ts";
 import { isRemote } from "../storage/location.ts";
-import { DB, flagOrEnv, formatHelp, intOpt, parseFlags, report, STORAGE_OPTION, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
+import { DB, flagOrEnv, formatHelp, intOpt, parseFlags, report, STORAGE_OPTION, untilSignal, UsageError, type CliIo, type CommandSpec } from "./shared.ts";
 
 /** `lancet console`. */
 export const CONSOLE: CommandSpec = {
@@ -63,22 +63,7 @@ export async function consoleCommand(args: readonly string[], io: CliIo): Promis
       logger: stderrLogger(values.verbose === true ? "debug" : "warn"),
     });
     io.stdout.write(`lancet console: ${server.url}${token !== undefined ? `?token=${encodeURIComponent(token)}` : ""}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string): void => {
-        process.off("SIGTERM", onTerm);
-        process.off("SIGINT", onInt);
-        io.stderr.write(`lancet console: ${sig}: closing\n`);
-        // Handles a library keeps (LanceDB's runtime, a Redis client reconnecting) must not hold the exit.
-        void server.close().then(() => {
-          setTimeout(() => process.exit(0), 1000).unref();
-          resolve();
-        });
-      };
-      const onTerm = (): void => stop("SIGTERM");
-      const onInt = (): void => stop("SIGINT");
-      process.on("SIGTERM", onTerm);
-      process.on("SIGINT", onInt);
-    });
+    await untilSignal(io, { stopping: (sig) => `lancet console: ${sig}: closing\n`, close: () => server.close(), graceMs: 1000 });
     return 0;
   } catch (e) {
     const listen = e as NodeJS.ErrnoException;

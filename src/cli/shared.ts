@@ -398,3 +398,37 @@ export function exitQuietlyOnEpipe(io: CliIo): void {
   watch(io.stdout, () => process.exit(0));
   watch(io.stderr, () => {});
 }
+
+/**
+ * A long-running command's life (`lancet worker`, `lancet console`): resolves once SIGTERM or SIGINT came and
+ * `close()` finished — or, with `ended`, once that promise settles by itself (no signal) — and then lets the
+ * process exit 0 after `graceMs`: handles a library keeps (LanceDB's runtime, a Redis client reconnecting)
+ * must not hold it.
+ */
+export function untilSignal(io: CliIo, options: { readonly stopping: (signal: string) => string; readonly close: () => Promise<unknown>; readonly graceMs: number; readonly ended?: { readonly closed: Promise<unknown>; readonly message: string } }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let stopped = false;
+    const finish = (): void => {
+      setTimeout(() => process.exit(0), options.graceMs).unref();
+      resolve();
+    };
+    const stop = (message: string): boolean => {
+      if (stopped) return false;
+      stopped = true;
+      process.off("SIGTERM", onTerm);
+      process.off("SIGINT", onInt);
+      io.stderr.write(message);
+      return true;
+    };
+    const onSignal = (sig: string): void => {
+      if (stop(options.stopping(sig))) void options.close().then(finish);
+    };
+    const onTerm = (): void => onSignal("SIGTERM");
+    const onInt = (): void => onSignal("SIGINT");
+    process.on("SIGTERM", onTerm);
+    process.on("SIGINT", onInt);
+    void options.ended?.closed.then(() => {
+      if (stop(options.ended!.message)) finish();
+    });
+  });
+}

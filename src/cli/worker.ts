@@ -6,7 +6,7 @@ import { withRedis } from "../exec/bullmq/executor.ts";
 import { listWorkers } from "../exec/bullmq/registry.ts";
 import { LancetWorker } from "../exec/bullmq/worker.ts";
 import { stderrLogger } from "../log.ts";
-import { flagOrEnv, formatHelp, intOpt, JSON_FLAG, parseFlags, report, storageOptionFlags, UsageError, type CliIo, type CommandSpec, type FlagValues } from "./shared.ts";
+import { flagOrEnv, formatHelp, intOpt, JSON_FLAG, parseFlags, report, storageOptionFlags, untilSignal, UsageError, type CliIo, type CommandSpec, type FlagValues } from "./shared.ts";
 
 const REDIS = { name: "redis", type: "string", value: "URL", option: "redis", help: "the Redis the queue lives on", default: "$LANCET_REDIS_URL" } as const;
 const QUEUE = { name: "queue", type: "string", value: "NAME", option: "queue", help: "base queue name (tasks come from NAME-cpu or NAME-gpu)", default: "$LANCET_QUEUE, else lancet" } as const;
@@ -106,32 +106,13 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
         (worker.metricsAddress !== undefined ? `, metrics on :${worker.metricsAddress}/metrics` : "") +
         "\n",
     );
-    await new Promise<void>((resolve) => {
-      let signalled = false;
-      const stop = (sig: string): void => {
-        signalled = true;
-        io.stderr.write(`lancet worker: ${sig}: finishing running tasks, then exiting\n`);
-        process.off("SIGTERM", onTerm);
-        process.off("SIGINT", onInt);
-        void worker.close().then(() => {
-          // Redis clients still reconnecting (Redis gone) would keep the process alive: the work is done.
-          setTimeout(() => process.exit(0), 500).unref();
-          resolve();
-        });
-      };
-      const onTerm = (): void => stop("SIGTERM");
-      const onInt = (): void => stop("SIGINT");
-      process.on("SIGTERM", onTerm);
-      process.on("SIGINT", onInt);
+    // Redis clients still reconnecting (Redis gone) would keep the process alive once the work is done.
+    await untilSignal(io, {
+      stopping: (sig) => `lancet worker: ${sig}: finishing running tasks, then exiting\n`,
+      close: () => worker.close(),
+      graceMs: 500,
       // --exit-when-idle-ms: the worker stops by itself.
-      void worker.closed.then(() => {
-        if (signalled) return;
-        process.off("SIGTERM", onTerm);
-        process.off("SIGINT", onInt);
-        io.stderr.write("lancet worker: idle, exiting\n");
-        setTimeout(() => process.exit(0), 500).unref();
-        resolve();
-      });
+      ended: { closed: worker.closed, message: "lancet worker: idle, exiting\n" },
     });
     return 0;
   } catch (e) {
