@@ -78,16 +78,7 @@ export class MergeInsertCommitter implements Committer {
   private async doPrepare(table: LanceNs.Table): Promise<void> {
     this.table = table;
     // Schema changes are not retried by LanceDB; another job may be preparing the same table.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.ensureKey(table);
-        break;
-      } catch (e) {
-        if (attempt >= 5 || !/conflict|already exists|preempted/i.test((e as Error).message)) throw e;
-        await table.checkoutLatest();
-        await new Promise((r) => setTimeout(r, 100 * attempt));
-      }
-    }
+    await retryConflicts(table, () => this.ensureKey(table), /conflict|already exists|preempted/i, 100);
     // Pin the version keys are read from; adding a column or an index keeps row addresses.
     await table.checkoutLatest();
     const version = await table.version();
@@ -137,16 +128,8 @@ export class MergeInsertCommitter implements Committer {
    * does not retry it, so the loser retries on the latest version here rather than failing its fragments.
    */
   private async rebuildIndex(): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.table!.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never);
-        break;
-      } catch (e) {
-        if (attempt >= 5 || !/conflict|preempted/i.test((e as Error).message)) throw e;
-        await this.table!.checkoutLatest();
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+    const table = this.table!;
+    await retryConflicts(table, () => table.createIndex(KEY_COLUMN, { config: lancedb.Index.btree(), replace: true, name: KEY_INDEX } as never), /conflict|preempted/i, 50);
     this.mergesSinceRebuild = 0;
   }
 
@@ -356,6 +339,24 @@ export class MergeInsertCommitter implements Committer {
       if (data && data.byteLength > MERGE_MAX_BLOB_BYTES) {
         throw new CommitError("COMMIT_FAILED", `column ${this.column} of table ${this.t.name} (fragment(s) ${fragments.join(", ")}): a blob of ${data.byteLength} bytes cannot go through mergeInsert, which takes at most 25 MiB per row; it is used for fragments that already have values for the column — clear them (alter-column --force) and backfill again so the graft writes them`, { table: this.t.name, column: this.column, fragmentId: fragments[0]! });
       }
+    }
+  }
+}
+
+/**
+ * Runs `fn` (a schema or index change), and again on the latest version — up to 5 attempts, waiting
+ * `stepMs` × attempt between them — while it fails with a message `retryable` matches: LanceDB refuses
+ * such a change when another writer committed first and does not retry it itself.
+ */
+async function retryConflicts(table: LanceNs.Table, fn: () => Promise<unknown>, retryable: RegExp, stepMs: number): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await fn();
+      return;
+    } catch (e) {
+      if (attempt >= 5 || !retryable.test((e as Error).message)) throw e;
+      await table.checkoutLatest();
+      await new Promise((r) => setTimeout(r, stepMs * attempt));
     }
   }
 }
