@@ -39,7 +39,7 @@ import { bytesField, concat, decodeMessage, intField, packedField, packedInts, t
 import type { ResolvedTable } from "../table.ts";
 import { formatDataType, isBlobType, parseDataType } from "../udf/types.ts";
 import type { CommitResult, Committer, FragmentSource, FragmentValues } from "./committer.ts";
-import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, PublishOutcomeUnknown, putVersion, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, KNOWN_MANIFEST_FIELDS, manifestFileBytes, PublishOutcomeUnknown, publishVersion, readRawManifest, runsAt, timestampField, type RawManifest } from "./manifest-write.ts";
 import { scatterRows } from "./scatter.ts";
 import { copyObjects, withBucketShadow, withShadowVersion, type ObjectCopy } from "./shadow.ts";
 import { canonical, connectDb, isRemote, removeAll, storeAt } from "../storage/location.ts";
@@ -615,14 +615,8 @@ export class GraftCommitter implements Committer {
           failpoint("graft.before-publish");
           await this.fence();
         };
-        let linked: boolean;
-        if (this.remote) {
-          // Object storage: put-if-absent of the .txn and of the manifest (412: another writer took the version).
-          await beforePublish();
-          linked = await putVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes);
-        } else {
-          linked = await linkVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes, beforePublish);
-        }
+        // link() on a filesystem, put-if-absent of the .txn and the manifest on object storage: false when another writer took the version.
+        const linked = await publishVersion(this.t.tableDir, base.v2Names, version, txnName, txn, manifestBytes, beforePublish);
         if (!linked) {
           if (attempt < 20) {
             this.log.debug("graft lost the race for a version; rebasing", { version });
@@ -862,7 +856,7 @@ export class GraftCommitter implements Committer {
         return concat(keep.map((x) => x.raw));
       });
       if (removed === 0) return undefined;
-      const published = this.remote ? await putVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes) : await linkVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes);
+      const published = await publishVersion(this.t.tableDir, latest.v2Names, version, txnName, txn, bytes);
       if (published) return version;
     }
     throw new Error("lost the race for a new version 50 times");

@@ -10,7 +10,7 @@ import { link, mkdir, unlink, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { CommitError } from "../errors.ts";
 import { intOf, manifestName, parseField, readManifestFile, type FieldInfo } from "../read/manifest.ts";
-import { storeAt } from "../storage/location.ts";
+import { isRemote, storeAt } from "../storage/location.ts";
 import { bytesField, concat, decodeMessage, intField, str, type RawField } from "../read/protobuf.ts";
 
 export interface RawManifest {
@@ -193,4 +193,16 @@ export async function putVersion(tableDir: string, v2Names: boolean, version: nu
   }
   const why = (lastError as Error | undefined)?.message ?? String(lastError);
   throw new PublishOutcomeUnknown(version, `publishing version ${version} of ${tableDir}: the manifest PUT of ${key} failed ${PUT_VERSION_ATTEMPTS} times (${why}) and the version still reads as absent; a request still in flight may yet publish it, so its data files are kept. Check the endpoint, then run the command again (a re-run sees whether it was published)`, lastError);
+}
+
+/**
+ * Publishes manifest `bytes` as `version` of the table at `tableDir` with the compare-and-swap its
+ * storage has: {@link linkVersion} on a filesystem, {@link putVersion} (put-if-absent) on object storage.
+ * `beforePublish` (a failpoint, the lock's fence) runs right before the publication: after the local
+ * temporary files are written, or before the first PUT. False when another writer took the version.
+ */
+export async function publishVersion(tableDir: string, v2Names: boolean, version: number, txnName: string, txn: Uint8Array, bytes: Uint8Array, beforePublish?: () => Promise<void> | void): Promise<boolean> {
+  if (!isRemote(tableDir)) return linkVersion(tableDir, v2Names, version, txnName, txn, bytes, beforePublish);
+  await beforePublish?.();
+  return putVersion(tableDir, v2Names, version, txnName, txn, bytes);
 }

@@ -48,7 +48,7 @@ import { BackfillError, CommitError, ConfigError, isBackfillError } from "../err
 import { checkFailpoints, failpoint } from "../failpoints.ts";
 import { listJobs } from "../jobs/api.ts";
 import { ColumnLock, holdingLock, REFRAGMENT_LOCK } from "../jobs/lock.ts";
-import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, linkVersion, manifestFileBytes, putVersion, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
+import { fieldDefs, formatVersionOf, hasStableRowIdsFlag, KNOWN_MANIFEST_FIELDS, manifestFileBytes, publishVersion, readRawManifest, runsAt, timestampField } from "./manifest-write.ts";
 import { copyObjects, withBucketShadow, withShadowVersion, type ObjectCopy } from "./shadow.ts";
 import { columnFields, intOf, listManifestFiles, manifestName, parseDataFile, type DataFileInfo } from "../read/manifest.ts";
 import { bytesField, concat, decodeMessage, intField, packedField, str } from "../read/protobuf.ts";
@@ -638,7 +638,7 @@ async function publish(t: ResolvedTable, j: Journal): Promise<void> {
     throw new CommitError("COMMIT_FAILED", `refragment of table ${t.name}: the rewritten version did not read back from a shadow copy (${(e as Error).message}); nothing was published: the table is unchanged at version ${base.version}. Please report this`, { table: t.name, cause: e });
   }
   // Compare-and-swap: link() on a filesystem, put-if-absent on object storage.
-  const published = remote ? await putVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes) : await linkVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes);
+  const published = await publishVersion(t.tableDir, base.v2Names, version, txnName, txn, bytes);
   if (!published) {
     await dropPlaced(t, j.publish.files);
     throw new Conflict(await latestVersion(t));
